@@ -1,0 +1,54 @@
+# One entry point for set-up, code generation, checks and the cell itself.
+# `make run` runs the cell; `make test` runs every check and the test suite.
+# Both install what they need (a venv under .venv, buf under node_modules).
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+BUF := node_modules/.bin/buf
+STAMP := $(VENV)/.installed
+
+.PHONY: run test check lint gen check-gen pytest deps clean
+
+run: $(STAMP)
+	$(BIN)/workcell run $(ARGS)
+
+test: check
+
+check: lint check-gen pytest
+
+deps: $(STAMP) $(BUF)
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $@
+
+$(BUF): package.json package-lock.json
+	npm ci --silent --no-audit --no-fund
+	touch $@
+
+# Regenerate the Python code under workcell/v1/ from protos/ (commit the result).
+gen: deps
+	$(BUF) generate
+
+# Fails when workcell/v1/ differs from what `make gen` would write.
+check-gen: deps
+	rm -rf build/gen && mkdir -p build/gen
+	$(BUF) generate -o build/gen
+	diff -r --exclude=__pycache__ --exclude=__init__.py --exclude='*.typed' build/gen/workcell/v1 workcell/v1 \
+		|| { echo "workcell/v1 is stale: run 'make gen' and commit"; exit 1; }
+
+lint: deps
+	$(BIN)/ruff format --check .
+	$(BIN)/ruff check .
+	$(BIN)/mypy
+	$(BUF) lint
+	$(BUF) format --diff --exit-code
+
+pytest: deps
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+clean:
+	rm -rf build .pytest_cache .mypy_cache .ruff_cache

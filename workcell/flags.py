@@ -1,0 +1,143 @@
+"""Command-line flags that can also come from ``WORKCELL_*`` environment variables.
+
+Every service builds its frozen config dataclass in ``__main__`` with a
+:class:`FlagParser`; the environment is read only here, at the edge. A bad
+value, from a flag or from the environment, exits with status 2 and one line
+that names the flag (and the variable it came from).
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import sys
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, NoReturn, TypeVar
+
+__all__ = [
+    "Address",
+    "FlagParser",
+    "address",
+    "duration_seconds",
+    "non_negative_float",
+    "positive_float",
+    "positive_int",
+    "probability",
+]
+
+T = TypeVar("T")
+
+
+class FlagParser(argparse.ArgumentParser):
+    """An ArgumentParser whose flags may default from environment variables."""
+
+    def __init__(self, *args: Any, environ: Mapping[str, str] | None = None, **kwargs: Any) -> None:
+        kwargs.setdefault("formatter_class", argparse.ArgumentDefaultsHelpFormatter)
+        super().__init__(*args, **kwargs)
+        self._environ = os.environ if environ is None else environ
+        self._env_of: dict[str, str] = {}
+
+    def flag(
+        self, *names: str, env: str | None, default: Any = None, help: str = "", **kwargs: Any
+    ) -> argparse.Action:
+        """Add a flag; with ``env``, the variable (when set) replaces ``default``.
+
+        String defaults go through ``type`` like command-line values, so a bad
+        environment value is reported exactly like a bad flag.
+        """
+        if env is not None:
+            help = f"{help} [env {env}]" if help else f"[env {env}]"
+            if env in self._environ:
+                default = self._environ[env]
+        action = self.add_argument(*names, default=default, help=help, **kwargs)
+        if env is not None:
+            self._env_of[action.dest] = env
+        return action
+
+    def parse_args(  # type: ignore[override]
+        self, args: Sequence[str] | None = None, namespace: None = None
+    ) -> argparse.Namespace:
+        return super().parse_args(args, namespace)
+
+    def error(self, message: str) -> NoReturn:
+        """One line on stderr, exit status 2 (no usage dump)."""
+        for dest, env in self._env_of.items():
+            flag = "--" + dest.replace("_", "-")
+            if f"argument {flag}" in message and env in self._environ:
+                message = f"{message} (from environment variable {env})"
+                break
+        sys.stderr.write(f"{self.prog}: error: {message}\n")
+        sys.exit(2)
+
+
+class Address(tuple[str, int]):
+    """A ``HOST:PORT`` pair; ``str()`` gives it back in that form."""
+
+    __slots__ = ()
+
+    def __new__(cls, host: str, port: int) -> Address:
+        return super().__new__(cls, (host, port))
+
+    @property
+    def host(self) -> str:
+        return self[0]
+
+    @property
+    def port(self) -> int:
+        return self[1]
+
+    def __str__(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{host}:{self.port}"
+
+
+def address(text: str) -> Address:
+    """Parse ``HOST:PORT`` (IPv6 hosts in brackets); port 0 means any free port."""
+    host, sep, port_text = text.strip().rpartition(":")
+    host = host.removeprefix("[").removesuffix("]")
+    if not sep or not host or not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
+        raise argparse.ArgumentTypeError(f"expected HOST:PORT, got {text!r}")
+    return Address(host, int(port_text))
+
+
+def _number(kind: Callable[[str], T], check: Callable[[T], bool], what: str) -> Callable[[str], T]:
+    def parse(text: str) -> T:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
+        if (isinstance(value, float) and not math.isfinite(value)) or not check(value):
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}")
+        return value
+
+    parse.__name__ = what
+    return parse
+
+
+positive_float = _number(float, lambda v: v > 0, "a number > 0")
+non_negative_float = _number(float, lambda v: v >= 0, "a number >= 0")
+positive_int = _number(int, lambda v: v > 0, "an integer > 0")
+probability = _number(float, lambda v: 0 < v < 1, "a number between 0 and 1")
+
+_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+
+
+def duration_seconds(text: str) -> float:
+    """Parse a duration: plain seconds (``2.5``) or with a unit (``500ms``, ``10m``, ``24h``)."""
+    stripped = text.strip().lower()
+    for unit in sorted(_UNITS, key=len, reverse=True):
+        if stripped.endswith(unit):
+            number, scale = stripped[: -len(unit)], _UNITS[unit]
+            break
+    else:
+        number, scale = stripped, 1.0
+    try:
+        value = float(number) * scale
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected a duration like 5, 500ms or 10m, got {text!r}"
+        ) from None
+    if not math.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"expected a duration >= 0, got {text!r}")
+    return value

@@ -1,0 +1,72 @@
+"""Conversions between the time representations the cell uses.
+
+Inside the services time is an ``int`` of microseconds since the Unix epoch
+(UTC): exact, cheap to compare and to store. Timestamps appear on the wire as
+``google.protobuf.Timestamp`` and for people as ISO 8601 UTC strings.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+
+from google.protobuf.timestamp_pb2 import Timestamp
+
+__all__ = [
+    "US_PER_SECOND",
+    "Clock",
+    "from_datetime",
+    "from_iso",
+    "from_timestamp",
+    "now_us",
+    "to_datetime",
+    "to_iso",
+    "to_timestamp",
+]
+
+US_PER_SECOND = 1_000_000
+
+# A clock returns the current time in microseconds since the epoch; services
+# take one as an argument so tests can drive time by hand.
+Clock = Callable[[], int]
+
+
+def now_us() -> int:
+    """The wall clock, in microseconds since the epoch."""
+    return time.time_ns() // 1000
+
+
+def from_timestamp(ts: Timestamp) -> int:
+    """Microseconds since the epoch of a protobuf Timestamp."""
+    return ts.seconds * US_PER_SECOND + ts.nanos // 1000
+
+
+def to_timestamp(us: int) -> Timestamp:
+    """A protobuf Timestamp for microseconds since the epoch."""
+    seconds, micros = divmod(us, US_PER_SECOND)
+    return Timestamp(seconds=seconds, nanos=micros * 1000)
+
+
+def to_datetime(us: int) -> datetime:
+    """An aware UTC datetime for microseconds since the epoch."""
+    seconds, micros = divmod(us, US_PER_SECOND)
+    return datetime.fromtimestamp(seconds, UTC).replace(microsecond=micros)
+
+
+def from_datetime(dt: datetime) -> int:
+    """Microseconds since the epoch; a naive datetime is taken as UTC."""
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=UTC)
+    delta = dt - datetime(1970, 1, 1, tzinfo=UTC)
+    return (delta.days * 86_400 + delta.seconds) * US_PER_SECOND + delta.microseconds
+
+
+def to_iso(us: int) -> str:
+    """ISO 8601 UTC with microseconds and a ``Z`` suffix."""
+    return to_datetime(us).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def from_iso(text: str) -> int:
+    """Parse ISO 8601 (``Z`` or an offset; no offset means UTC)."""
+    return from_datetime(datetime.fromisoformat(text.strip()))

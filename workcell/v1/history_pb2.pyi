@@ -1,0 +1,71 @@
+import datetime
+
+from google.protobuf import timestamp_pb2 as _timestamp_pb2
+from workcell.v1 import command_pb2 as _command_pb2
+from google.protobuf.internal import containers as _containers
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class QueryRequest(_message.Message):
+    __slots__ = ("from_datetime", "to_datetime", "page_size", "page_token", "merge_runs")
+    FROM_DATETIME_FIELD_NUMBER: _ClassVar[int]
+    TO_DATETIME_FIELD_NUMBER: _ClassVar[int]
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    MERGE_RUNS_FIELD_NUMBER: _ClassVar[int]
+    from_datetime: _timestamp_pb2.Timestamp
+    to_datetime: _timestamp_pb2.Timestamp
+    page_size: int
+    page_token: str
+    merge_runs: bool
+    def __init__(self, from_datetime: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., to_datetime: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ..., merge_runs: _Optional[bool] = ...) -> None: ...
+
+class QueryResponse(_message.Message):
+    __slots__ = ("entries", "next_page_token")
+    ENTRIES_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    entries: _containers.RepeatedCompositeFieldContainer[HistoryEntry]
+    next_page_token: str
+    def __init__(self, entries: _Optional[_Iterable[_Union[HistoryEntry, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
+
+class WindowSummary(_message.Message):
+    __slots__ = ("count", "mean", "std_dev")
+    COUNT_FIELD_NUMBER: _ClassVar[int]
+    MEAN_FIELD_NUMBER: _ClassVar[int]
+    STD_DEV_FIELD_NUMBER: _ClassVar[int]
+    count: int
+    mean: float
+    std_dev: float
+    def __init__(self, count: _Optional[int] = ..., mean: _Optional[float] = ..., std_dev: _Optional[float] = ...) -> None: ...
+
+class HistoryEntry(_message.Message):
+    __slots__ = ("from_datetime", "to_datetime", "status", "command_id", "issued_at", "acknowledged_at", "window", "previous_window", "p_value", "changed", "command_count", "last_command_id")
+    FROM_DATETIME_FIELD_NUMBER: _ClassVar[int]
+    TO_DATETIME_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    COMMAND_ID_FIELD_NUMBER: _ClassVar[int]
+    ISSUED_AT_FIELD_NUMBER: _ClassVar[int]
+    ACKNOWLEDGED_AT_FIELD_NUMBER: _ClassVar[int]
+    WINDOW_FIELD_NUMBER: _ClassVar[int]
+    PREVIOUS_WINDOW_FIELD_NUMBER: _ClassVar[int]
+    P_VALUE_FIELD_NUMBER: _ClassVar[int]
+    CHANGED_FIELD_NUMBER: _ClassVar[int]
+    COMMAND_COUNT_FIELD_NUMBER: _ClassVar[int]
+    LAST_COMMAND_ID_FIELD_NUMBER: _ClassVar[int]
+    from_datetime: _timestamp_pb2.Timestamp
+    to_datetime: _timestamp_pb2.Timestamp
+    status: _command_pb2.Status
+    command_id: int
+    issued_at: _timestamp_pb2.Timestamp
+    acknowledged_at: _timestamp_pb2.Timestamp
+    window: WindowSummary
+    previous_window: WindowSummary
+    p_value: float
+    changed: bool
+    command_count: int
+    last_command_id: int
+    def __init__(self, from_datetime: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., to_datetime: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., status: _Optional[_Union[_command_pb2.Status, str]] = ..., command_id: _Optional[int] = ..., issued_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., acknowledged_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., window: _Optional[_Union[WindowSummary, _Mapping]] = ..., previous_window: _Optional[_Union[WindowSummary, _Mapping]] = ..., p_value: _Optional[float] = ..., changed: _Optional[bool] = ..., command_count: _Optional[int] = ..., last_command_id: _Optional[int] = ...) -> None: ...
