@@ -1,0 +1,195 @@
+"""Window statistics and the decision rule, with no I/O.
+
+Each period the controller compares the window just closed with the one before it using
+Welch's two-sided t-test (see DESIGN.md, "Decision semantics"):
+
+- p < alpha: the status follows the mean ("up" when the current mean is higher, "down" when
+  lower);
+- p >= alpha: the status is kept;
+- fewer than two readings in either window, zero variance in both, or a NaN p-value: no test,
+  the status is kept.
+
+Statistics are kept as a running count, sum and sum of squares so that readings are folded in as
+they arrive; the database is never re-read to decide.
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+import operator
+from collections.abc import Iterable
+from dataclasses import dataclass
+from fractions import Fraction
+
+from scipy import stats as scipy_stats
+
+__all__ = [
+    "STATUSES",
+    "Decision",
+    "Outcome",
+    "WindowStats",
+    "WindowSummary",
+    "decide",
+]
+
+STATUSES = ("up", "down")
+
+
+@dataclass(frozen=True, slots=True)
+class WindowSummary:
+    """What a decision is based on for one window: n, mean and sample std (ddof=1)."""
+
+    count: int
+    mean: float
+    std: float
+
+
+@dataclass(slots=True)
+class WindowStats:
+    """Running count / sum / sum of squares of one window's payloads.
+
+    Fed ints (payloads are int64), ``total`` and ``total_sq`` stay exact Python ints, so the
+    mean and std are exact up to the final rounding even for payloads near 2**63, where
+    float sums of squares would cancel catastrophically. Rebuilt by :meth:`from_summary` they
+    are exact :class:`~fractions.Fraction` values of the persisted floats, so readings added
+    afterwards are still folded in without loss. Plain floats are accepted too (then the usual
+    float rounding applies).
+    """
+
+    count: int = 0
+    total: float | Fraction = 0
+    total_sq: float | Fraction = 0
+
+    def add(self, value: int) -> None:
+        """Count one payload."""
+        self.count += 1
+        self.total += value
+        self.total_sq += value * value
+
+    def add_many(self, values: Iterable[int]) -> None:
+        """Count a batch of payloads (one pass of C-level sums, no per-value bookkeeping)."""
+        batch = values if isinstance(values, list | tuple) else list(values)
+        if not batch:
+            return
+        self.count += len(batch)
+        self.total += sum(batch)
+        self.total_sq += sum(map(operator.mul, batch, batch))
+
+    def merge(self, other: WindowStats) -> None:
+        """Fold another window's statistics into this one."""
+        self.count += other.count
+        self.total += other.total
+        self.total_sq += other.total_sq
+
+    def copy(self) -> WindowStats:
+        """An independent copy."""
+        return WindowStats(self.count, self.total, self.total_sq)
+
+    @property
+    def mean(self) -> float:
+        """The mean payload; 0.0 when empty."""
+        if self.count == 0:
+            return 0.0
+        # int / int and Fraction / int are exact until the final rounding to float.
+        return float(self.total / self.count)
+
+    @property
+    def std(self) -> float:
+        """The sample standard deviation (ddof=1); 0.0 with fewer than two payloads."""
+        n = self.count
+        if n < 2:
+            return 0.0
+        # n*sumsq - sum^2 is exact for ints and Fractions; only floats can round below zero.
+        spread = n * self.total_sq - self.total * self.total
+        if spread <= 0:
+            return 0.0
+        return math.sqrt(float(spread / (n * (n - 1))))
+
+    @classmethod
+    def from_summary(cls, count: int, mean: float, std: float) -> WindowStats:
+        """Rebuild the running sums from a persisted n / mean / std (ddof=1).
+
+        The sums are exact rationals of the given floats, so ``summary()`` gives back the same
+        mean and std (up to the last bit of the square root) and later ``add`` calls stay exact.
+        """
+        if count < 0:
+            raise ValueError(f"count must not be negative, got {count}")
+        if not (math.isfinite(mean) and math.isfinite(std)) or std < 0:
+            raise ValueError(f"mean and std must be finite and std >= 0, got {mean!r}, {std!r}")
+        if count == 0:
+            return cls()
+        exact_mean = Fraction(mean)
+        # With one reading the std carries no information (it is 0 by definition).
+        exact_var = Fraction(std) ** 2 if count > 1 else Fraction(0)
+        total = exact_mean * count
+        total_sq = exact_var * (count - 1) + count * exact_mean * exact_mean
+        return cls(count, total, total_sq)
+
+    def summary(self) -> WindowSummary:
+        """The frozen n / mean / std of this window."""
+        return WindowSummary(count=self.count, mean=self.mean, std=self.std)
+
+
+class Outcome(enum.StrEnum):
+    """Why the decision came out as it did."""
+
+    SIGNIFICANT = "significant"  # p < alpha, status follows the mean
+    NOT_SIGNIFICANT = "not_significant"  # tested, status kept
+    TOO_FEW_READINGS = "too_few_readings"  # fewer than two readings in a window, status kept
+    NO_VARIANCE = "no_variance"  # both windows have zero variance (or p is NaN), status kept
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """The status after one decision and everything it was based on (the audit record)."""
+
+    status: str  # "up" | "down" after the decision
+    changed: bool
+    outcome: Outcome
+    p_value: float | None  # None when no test was made
+    current: WindowSummary
+    previous: WindowSummary
+
+
+def decide(current: WindowSummary, previous: WindowSummary, status: str, alpha: float) -> Decision:
+    """Decide the status after window ``current``, compared with window ``previous``.
+
+    ``status`` is the status before the decision ("up" or "down"); ``alpha`` the significance
+    level, in (0, 1). Raises ValueError for any other status or alpha.
+    """
+    if status not in STATUSES:
+        raise ValueError(f"status must be 'up' or 'down', got {status!r}")
+    if not 0.0 < alpha < 1.0:
+        raise ValueError(f"alpha must be in (0, 1), got {alpha!r}")
+
+    def kept(outcome: Outcome, p_value: float | None = None) -> Decision:
+        return Decision(status, False, outcome, p_value, current, previous)
+
+    if current.count < 2 or previous.count < 2:
+        return kept(Outcome.TOO_FEW_READINGS)
+    if current.std == 0.0 and previous.std == 0.0:
+        return kept(Outcome.NO_VARIANCE)
+    result = scipy_stats.ttest_ind_from_stats(
+        mean1=current.mean,
+        std1=current.std,
+        nobs1=current.count,
+        mean2=previous.mean,
+        std2=previous.std,
+        nobs2=previous.count,
+        equal_var=False,
+    )
+    p_value = float(result.pvalue)
+    if math.isnan(p_value):
+        return kept(Outcome.NO_VARIANCE)
+    if p_value >= alpha:
+        return kept(Outcome.NOT_SIGNIFICANT, p_value)
+    if current.mean > previous.mean:
+        new_status = "up"
+    elif current.mean < previous.mean:
+        new_status = "down"
+    else:  # equal means cannot be significant; kept for safety rather than guessing a direction
+        new_status = status
+    return Decision(
+        new_status, new_status != status, Outcome.SIGNIFICANT, p_value, current, previous
+    )
