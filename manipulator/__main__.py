@@ -1,0 +1,57 @@
+"""``python -m manipulator``: run the manipulator until SIGTERM or SIGINT (exit 0)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import sys
+from collections.abc import Sequence
+
+from manipulator.config import ManipulatorConfig, parse_config
+from manipulator.errors import JournalError
+from manipulator.server import ManipulatorServer
+from workcell.logs import configure_logging
+
+log = logging.getLogger("manipulator")
+
+
+async def serve(config: ManipulatorConfig) -> None:
+    """Run a :class:`ManipulatorServer` for ``config`` until a stop signal."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+
+    def on_signal(signum: signal.Signals) -> None:
+        if not stop.is_set():
+            log.info("%s received: stopping", signum.name)
+        stop.set()
+
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, on_signal, signum)
+    async with ManipulatorServer(
+        journal=config.journal,
+        host=config.listen.host,
+        port=config.listen.port,
+        max_frame_bytes=config.max_frame_bytes,
+        read_timeout=config.read_timeout,
+    ):
+        await stop.wait()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Parse flags, configure logging, serve; the process exit status."""
+    config = parse_config(argv)
+    configure_logging(config.log_level)
+    try:
+        asyncio.run(serve(config))
+    except JournalError as exc:
+        log.error("%s", exc)
+        return 1
+    except OSError as exc:
+        log.error("cannot listen on %s: %s", config.listen, exc)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,87 @@
+"""The manipulator's configuration: flags, each also from a ``WORKCELL_*`` variable."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from workcell.flags import Address, FlagParser, address, positive_float, positive_int
+from workcell.framing import MAX_FRAME_BYTES
+
+__all__ = ["LOG_LEVELS", "ManipulatorConfig", "parse_config"]
+
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
+
+@dataclass(frozen=True)
+class ManipulatorConfig:
+    """Everything ``python -m manipulator`` needs, validated."""
+
+    listen: Address
+    journal: Path
+    max_frame_bytes: int
+    read_timeout: float
+    log_level: str
+
+
+def parse_config(
+    argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None
+) -> ManipulatorConfig:
+    """Parse flags (``argv``, default sys.argv) over ``environ`` (default os.environ).
+
+    A bad value exits with status 2 and one line naming the flag.
+    """
+    parser = FlagParser(
+        prog="python -m manipulator",
+        description="Accept framed Command messages over TCP, journal them, acknowledge them.",
+        environ=environ,
+    )
+    parser.flag(
+        "--listen",
+        env="WORKCELL_MANIPULATOR_LISTEN",
+        default="127.0.0.1:7700",
+        type=address,
+        metavar="HOST:PORT",
+        help="address to accept the controller on (port 0: any free port)",
+    )
+    parser.flag(
+        "--journal",
+        env="WORKCELL_JOURNAL",
+        default="data/journal.jsonl",
+        type=Path,
+        metavar="PATH",
+        help="JSON-lines journal of received commands (parent directories are created)",
+    )
+    parser.flag(
+        "--max-frame",
+        env="WORKCELL_MAX_FRAME",
+        default=str(MAX_FRAME_BYTES),
+        type=positive_int,
+        metavar="BYTES",
+        help="largest frame payload accepted; a larger one closes the connection",
+    )
+    parser.flag(
+        "--read-timeout",
+        env="WORKCELL_READ_TIMEOUT",
+        default="10",
+        type=positive_float,
+        metavar="SECONDS",
+        help="close a connection that sent part of a frame and then nothing for this long",
+    )
+    parser.flag(
+        "--log-level",
+        env="WORKCELL_LOG_LEVEL",
+        default="INFO",
+        type=str.upper,
+        choices=LOG_LEVELS,
+        help="logging threshold",
+    )
+    args = parser.parse_args(argv)
+    return ManipulatorConfig(
+        listen=args.listen,
+        journal=args.journal,
+        max_frame_bytes=args.max_frame,
+        read_timeout=args.read_timeout,
+        log_level=args.log_level,
+    )

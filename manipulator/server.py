@@ -1,0 +1,313 @@
+"""The manipulator's TCP server: frames in, journal lines to disk, acks out.
+
+Each connection is read with a :class:`~workcell.framing.FrameDecoder`; every
+command is journaled (durably, off the event loop, one at a time) before its
+``CommandAck`` is written. A bad frame closes only its own connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from types import TracebackType
+
+from manipulator.errors import BadCommand, JournalError
+from manipulator.journal import Journal, JournalRecord, parse_command
+from workcell.flags import Address
+from workcell.framing import MAX_FRAME_BYTES, FrameDecoder, FrameError, encode_frame
+from workcell.timeconv import Clock, now_us
+from workcell.v1 import command_pb2
+
+__all__ = ["ManipulatorServer"]
+
+log = logging.getLogger(__name__)
+
+# Bytes asked of the socket per read; with the decoder's limit this bounds
+# what one connection can make us hold.
+_READ_CHUNK = 64 * 1024
+# On close, how long a connection may take to finish the command it is
+# handling (journal write and ack) before it is cancelled.
+_CLOSE_GRACE_SECONDS = 5.0
+
+
+def _peer_name(writer: asyncio.StreamWriter) -> str:
+    peer = writer.get_extra_info("peername")
+    if isinstance(peer, tuple) and len(peer) >= 2:
+        return str(Address(str(peer[0]), int(peer[1])))
+    return str(peer)
+
+
+class _Connection:
+    """One client: reads frames, hands each command to the server, writes acks."""
+
+    def __init__(
+        self,
+        server: ManipulatorServer,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+    ) -> None:
+        self._server = server
+        self._reader = reader
+        self._writer = writer
+        self.peer = _peer_name(writer)
+        self._decoder = FrameDecoder(max_bytes=server.max_frame_bytes)
+        self._reading = False
+        self._stopping = False
+        self.task: asyncio.Task[None] | None = None
+
+    def stop(self) -> None:
+        """Ask the connection to end; a command being handled is finished first."""
+        self._stopping = True
+        if self._reading and self.task is not None:
+            # Waiting for bytes, nothing half-done: safe to interrupt.
+            self.task.cancel()
+
+    async def run(self) -> None:
+        """Serve until EOF, a bad frame, a timeout or :meth:`stop`; then close."""
+        try:
+            await self._serve()
+        except ConnectionError as exc:
+            log.info("%s: connection lost: %s", self.peer, exc)
+        finally:
+            await self._close()
+
+    async def _close(self) -> None:
+        self._writer.close()
+        try:
+            # close() first flushes what is buffered; a peer that does not
+            # read must not hold us here forever.
+            await asyncio.wait_for(self._writer.wait_closed(), self._server.read_timeout)
+        except (ConnectionError, TimeoutError):
+            self._writer.transport.abort()
+
+    async def _read(self) -> bytes | None:
+        """The next bytes (b"" at EOF); None when a partial frame timed out."""
+        self._reading = True
+        try:
+            if self._decoder.buffered == 0:
+                # Between frames a connection may stay idle as long as it likes:
+                # the controller keeps one open and sends a command per period.
+                return await self._reader.read(_READ_CHUNK)
+            return await asyncio.wait_for(self._reader.read(_READ_CHUNK), self._server.read_timeout)
+        except TimeoutError:
+            log.warning(
+                "%s: %d bytes of an unfinished frame and nothing more for %gs; "
+                "closing the connection",
+                self.peer,
+                self._decoder.buffered,
+                self._server.read_timeout,
+            )
+            return None
+        finally:
+            self._reading = False
+
+    async def _serve(self) -> None:
+        log.info("%s: connected", self.peer)
+        while not self._stopping:
+            data = await self._read()
+            if data is None:
+                return
+            if not data:
+                if self._decoder.buffered:
+                    log.warning(
+                        "%s: disconnected in the middle of a frame (%d bytes of it received)",
+                        self.peer,
+                        self._decoder.buffered,
+                    )
+                else:
+                    log.info("%s: disconnected", self.peer)
+                return
+            error: FrameError | None = None
+            try:
+                payloads = self._decoder.feed(data)
+            except FrameError as exc:
+                # Frames completed before the bad one are still served.
+                payloads, error = exc.payloads, exc
+            for payload in payloads:
+                if not await self._handle(payload):
+                    return
+            if error is not None:
+                log.error("bad frame from %s: %s; closing the connection", self.peer, error)
+                return
+
+    async def _handle(self, payload: bytes) -> bool:
+        """Journal and acknowledge one command; False when the connection must close."""
+        try:
+            record = parse_command(payload, received_at=self._server.clock())
+        except BadCommand as exc:
+            log.error("bad frame from %s: %s; closing the connection", self.peer, exc)
+            return False
+        try:
+            journaled = await self._server.journal_record(record)
+        except JournalError as exc:
+            log.error(
+                "%s: command %d not journaled, not acknowledged: %s; closing the connection",
+                self.peer,
+                record.command_id,
+                exc,
+            )
+            return False
+        if journaled:
+            log.info(
+                "command %d: status=%s window=[%s, %s) issued=%s",
+                record.command_id,
+                record.status,
+                record.window_start,
+                record.window_end,
+                record.issued_at,
+            )
+        else:
+            log.info(
+                "command %d: duplicate (already journaled), acknowledged again",
+                record.command_id,
+            )
+        ack = command_pb2.CommandAck(command_id=record.command_id)
+        self._writer.write(encode_frame(ack))
+        await self._writer.drain()
+        return True
+
+
+class ManipulatorServer:
+    """The manipulator as an in-process asyncio server.
+
+    ``journal`` is a :class:`Journal` (the caller keeps ownership) or a path
+    (opened at :meth:`start`, closed at :meth:`close`). ``port=0`` binds any
+    free port; :attr:`port` tells which. ``clock`` gives ``received_at``.
+    Use ``async with ManipulatorServer(...) as server:`` or start()/close().
+    """
+
+    def __init__(
+        self,
+        *,
+        journal: Journal | str | os.PathLike[str],
+        host: str = "127.0.0.1",
+        port: int = 0,
+        max_frame_bytes: int = MAX_FRAME_BYTES,
+        read_timeout: float = 10.0,
+        clock: Clock = now_us,
+    ) -> None:
+        if read_timeout <= 0:
+            raise ValueError("read_timeout must be > 0")
+        if max_frame_bytes < 1:
+            raise ValueError("max_frame_bytes must be at least 1")
+        self.host = host
+        self.max_frame_bytes = max_frame_bytes
+        self.read_timeout = read_timeout
+        self.clock = clock
+        self._requested_port = port
+        self._journal_arg = journal
+        self._journal: Journal | None = journal if isinstance(journal, Journal) else None
+        self._owns_journal = False
+        self._journal_lock = asyncio.Lock()
+        self._server: asyncio.Server | None = None
+        self._port: int | None = None
+        self._connections: set[_Connection] = set()
+        self._closing = False
+        self._close_task: asyncio.Task[None] | None = None
+
+    @property
+    def port(self) -> int:
+        """The bound port (after :meth:`start`)."""
+        if self._port is None:
+            raise RuntimeError("the server is not started")
+        return self._port
+
+    @property
+    def journal(self) -> Journal:
+        """The journal commands are written to (after :meth:`start` when given a path)."""
+        if self._journal is None:
+            raise RuntimeError("the server is not started")
+        return self._journal
+
+    async def start(self) -> None:
+        """Open the journal if needed, bind, and log ``listening on HOST:PORT``."""
+        if self._server is not None or self._closing:
+            raise RuntimeError("the server was already started")
+        if self._journal is None:
+            assert not isinstance(self._journal_arg, Journal)
+            self._journal = await asyncio.to_thread(Journal, self._journal_arg)
+            self._owns_journal = True
+        log.info("journal %s: last command id %d", self._journal.path, self._journal.last_id)
+        try:
+            self._server = await asyncio.start_server(
+                self._on_connect, self.host, self._requested_port
+            )
+        except BaseException:
+            await self._close_journal()
+            raise
+        host, port = self._server.sockets[0].getsockname()[:2]
+        self._port = int(port)
+        log.info("listening on %s", Address(str(host), self._port))
+
+    async def journal_record(self, record: JournalRecord) -> bool:
+        """Journal ``record`` durably; False when its id is already journaled.
+
+        One write at a time, in arrival order (the lock is FIFO); the write
+        runs in a thread so the event loop never waits on the disk.
+        """
+        journal = self.journal
+        async with self._journal_lock:
+            if journal.is_duplicate(record.command_id):
+                return False
+            return await asyncio.to_thread(journal.append, record)
+
+    async def _on_connect(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if self._closing:
+            writer.transport.abort()
+            return
+        connection = _Connection(self, reader, writer)
+        connection.task = asyncio.current_task()
+        self._connections.add(connection)
+        try:
+            await connection.run()
+        except asyncio.CancelledError:
+            # Only close() cancels connections; it is waiting for this one.
+            pass
+        finally:
+            self._connections.discard(connection)
+
+    async def close(self) -> None:
+        """Stop accepting, let connections finish their command, close the journal.
+
+        Idempotent; concurrent callers all wait for the same shutdown.
+        """
+        if self._close_task is None:
+            self._closing = True
+            self._close_task = asyncio.ensure_future(self._shutdown())
+        await asyncio.shield(self._close_task)
+
+    async def _shutdown(self) -> None:
+        if self._server is not None:
+            self._server.close()
+        connections = list(self._connections)
+        for connection in connections:
+            connection.stop()
+        tasks = {c.task for c in connections if c.task is not None}
+        if tasks:
+            _, pending = await asyncio.wait(tasks, timeout=_CLOSE_GRACE_SECONDS)
+            for task in pending:
+                task.cancel()
+            if pending:
+                await asyncio.wait(pending)
+        if self._server is not None:
+            await self._server.wait_closed()
+        await self._close_journal()
+        log.info("stopped")
+
+    async def _close_journal(self) -> None:
+        if self._owns_journal and self._journal is not None:
+            # Waits for an append still running in its thread: never half a line.
+            await asyncio.to_thread(self._journal.close)
+
+    async def __aenter__(self) -> ManipulatorServer:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
