@@ -1,0 +1,210 @@
+"""Wires the controller's parts together and owns their lifecycle.
+
+Start: database → restored decision state → writer → manipulator link →
+decision loop → gRPC server (SERVING). Stop (SIGTERM/SIGINT): NOT_SERVING →
+stop accepting and let open streams finish → stop deciding → flush the
+writer → close the link and the database. Nothing acknowledged is lost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from dataclasses import dataclass
+from types import TracebackType
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from controller.config import ControllerConfig
+from controller.decider import DecisionLoop
+from controller.decision import WindowSummary
+from controller.dispatch import ManipulatorLink
+from controller.history import HistoryServicer
+from controller.ingest import TelemetryServicer
+from controller.store import Database
+from controller.windows import WindowBook, window_index
+from controller.writer import Writer
+from workcell.timeconv import US_PER_SECOND, Clock, now_us
+from workcell.v1 import history_pb2, history_pb2_grpc, telemetry_pb2, telemetry_pb2_grpc
+
+__all__ = ["Controller"]
+
+log = logging.getLogger(__name__)
+
+SERVICE_NAMES = (
+    telemetry_pb2.DESCRIPTOR.services_by_name["Telemetry"].full_name,
+    history_pb2.DESCRIPTOR.services_by_name["History"].full_name,
+)
+STATS_INTERVAL = 5.0
+
+
+class Controller:
+    """The running controller: ``async with Controller(config) as c: ...``."""
+
+    def __init__(self, config: ControllerConfig, *, clock: Clock = now_us) -> None:
+        self.config = config
+        self._clock = clock
+        self.database: Database | None = None
+        self.writer: Writer | None = None
+        self.link: ManipulatorLink | None = None
+        self.loop: DecisionLoop | None = None
+        self.telemetry: TelemetryServicer | None = None
+        self._server: grpc.aio.Server | None = None
+        self._health = health.aio.HealthServicer()  # type: ignore[attr-defined]
+        self._tasks: list[asyncio.Task[None]] = []
+        self.port = 0
+
+    async def __aenter__(self) -> Controller:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.stop()
+
+    async def start(self) -> None:
+        """Start every part; afterwards ``port`` is the bound gRPC port."""
+        config = self.config
+        self.database = database = await Database.open(config.database)
+        state = await self._restore(database)
+        self.writer = writer = Writer(
+            database.engine, on_committed=state.book.add_batch, max_queue=config.ingest_queue
+        )
+        await writer.start()
+        self.link = link = ManipulatorLink(config.manipulator, on_ack=self._acknowledged)
+        unacknowledged = await database.unacknowledged_commands()
+        for record in unacknowledged:
+            link.enqueue(record)
+        if unacknowledged:
+            log.info("%d unacknowledged commands will be resent", len(unacknowledged))
+        await link.start()
+        self.loop = DecisionLoop(
+            book=state.book,
+            alpha=config.alpha,
+            status=state.status,
+            previous=state.previous,
+            next_id=state.next_id,
+            recorder=writer,
+            sender=link,
+            clock=self._clock,
+        )
+        self._tasks.append(asyncio.create_task(self._decide(self.loop), name="decisions"))
+        self._tasks.append(asyncio.create_task(self._log_stats(writer), name="ingest-stats"))
+        await self._serve(writer, database)
+
+    async def _serve(self, writer: Writer, database: Database) -> None:
+        server = grpc.aio.server()
+        self.telemetry = TelemetryServicer(
+            writer, max_skew_us=round(self.config.max_skew * US_PER_SECOND), clock=self._clock
+        )
+        telemetry_pb2_grpc.add_TelemetryServicer_to_server(self.telemetry, server)
+        history_pb2_grpc.add_HistoryServicer_to_server(HistoryServicer(database), server)
+        health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
+        reflection.enable_server_reflection(
+            (*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), server
+        )
+        listen = self.config.listen
+        self.port = server.add_insecure_port(f"{listen.host}:{listen.port}")
+        if self.port == 0:
+            raise OSError(f"cannot listen on {listen}")
+        await server.start()
+        self._server = server
+        for name in ("", *SERVICE_NAMES):
+            await self._health.set(name, health_pb2.HealthCheckResponse.SERVING)
+        log.info("listening on %s:%d", listen.host, self.port)
+
+    async def _restore(self, database: Database) -> _DecisionState:
+        """The decision state after the last command stored (or the initial one)."""
+        config = self.config
+        period_us = round(config.period * US_PER_SECOND)
+        current = window_index(self._clock(), period_us)
+        last = await database.last_command()
+        if last is None:
+            state = _DecisionState(
+                WindowBook(period_us, round(config.grace * US_PER_SECOND), current - 1),
+                config.initial_status,
+                WindowSummary(0, 0.0, 0.0),
+                1,
+            )
+        else:
+            last_decided = max(window_index(last.window_start, period_us), current - 1)
+            state = _DecisionState(
+                WindowBook(period_us, round(config.grace * US_PER_SECOND), last_decided),
+                last.status,
+                last.window,
+                last.id + 1,
+            )
+            log.info("resuming after command %d (status %s)", last.id, last.status)
+        # Readings of the open windows stored before a restart still count.
+        restored = await database.readings_since((state.book.last_decided + 1) * period_us)
+        for timestamp, payload in restored:
+            state.book.add(timestamp, payload)
+        if restored:
+            log.info("restored %d readings of the open windows", len(restored))
+        return state
+
+    async def _acknowledged(self, command_id: int) -> None:
+        assert self.writer is not None
+        await self.writer.mark_acknowledged(command_id, self._clock())
+
+    async def _decide(self, loop: DecisionLoop) -> None:
+        while True:
+            try:
+                await loop.run()
+            except Exception:
+                # A failed decision (the database refused the command) must not
+                # stop the cadence; the next period decides again.
+                log.exception("decision failed")
+                await asyncio.sleep(min(1.0, self.config.period))
+
+    async def _log_stats(self, writer: Writer) -> None:
+        previous = writer.totals.stored
+        while True:
+            await asyncio.sleep(STATS_INTERVAL)
+            totals = writer.totals
+            log.info(
+                "ingest: stored=%d rate=%.1f/s duplicates=%d stale=%d",
+                totals.stored,
+                (totals.stored - previous) / STATS_INTERVAL,
+                totals.duplicates,
+                totals.stale,
+            )
+            previous = totals.stored
+
+    async def stop(self) -> None:
+        """Stop gracefully; idempotent. Open streams get ``shutdown_grace`` seconds."""
+        for name in ("", *SERVICE_NAMES):
+            await self._health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
+        if self._server is not None:
+            log.info("stopping: answering open streams (up to %gs)", self.config.shutdown_grace)
+            await self._server.stop(self.config.shutdown_grace)
+            self._server = None
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks.clear()
+        if self.writer is not None:
+            await self.writer.close()
+            log.info("stopped: %d readings stored in all", self.writer.totals.stored)
+        if self.link is not None:
+            await self.link.close()
+        if self.database is not None:
+            await self.database.close()
+            self.database = None
+
+
+@dataclass(slots=True)
+class _DecisionState:
+    book: WindowBook
+    status: str
+    previous: WindowSummary
+    next_id: int

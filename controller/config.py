@@ -1,0 +1,160 @@
+"""The controller's settings: flags, each also read from a ``WORKCELL_*`` variable."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from workcell.flags import (
+    Address,
+    FlagParser,
+    address,
+    non_negative_float,
+    positive_float,
+    positive_int,
+    probability,
+)
+
+__all__ = ["DEFAULT_DATABASE", "ControllerConfig", "parse_config"]
+
+DEFAULT_DATABASE = "sqlite+aiosqlite:///data/workcell.db"
+DEFAULT_LISTEN = Address("127.0.0.1", 50051)
+DEFAULT_MANIPULATOR = Address("127.0.0.1", 7700)
+
+
+@dataclass(frozen=True, slots=True)
+class ControllerConfig:
+    """Everything the controller is told at start; see ``--help`` for meanings."""
+
+    listen: Address = DEFAULT_LISTEN
+    manipulator: Address = DEFAULT_MANIPULATOR
+    database: str = DEFAULT_DATABASE
+    period: float = 5.0
+    alpha: float = 0.05
+    grace: float = 0.5
+    initial_status: str = "down"
+    max_skew: float = 5.0
+    shutdown_grace: float = 5.0
+    ingest_queue: int = 1024
+    log_level: str = "INFO"
+
+
+def _status(text: str) -> str:
+    value = text.strip().lower()
+    if value not in ("up", "down"):
+        raise argparse.ArgumentTypeError(f"expected 'up' or 'down', got {text!r}")
+    return value
+
+
+def _database_url(text: str) -> str:
+    if "://" not in text:
+        raise argparse.ArgumentTypeError(
+            f"expected an SQLAlchemy URL like {DEFAULT_DATABASE}, got {text!r}"
+        )
+    return text
+
+
+def parse_config(
+    argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None
+) -> ControllerConfig:
+    """Build the config from ``argv`` and ``environ``; bad values exit with status 2."""
+    d = ControllerConfig()
+    parser = FlagParser(
+        prog="python -m controller",
+        description="Stores sensor readings, decides the manipulator status every period, "
+        "drives the manipulator and serves the command history over gRPC.",
+        environ=environ,
+    )
+    parser.flag(
+        "--listen",
+        env="WORKCELL_CONTROLLER_LISTEN",
+        default=str(d.listen),
+        type=address,
+        help="gRPC address to serve on (port 0 picks a free port)",
+    )
+    parser.flag(
+        "--manipulator",
+        env="WORKCELL_MANIPULATOR_ADDRESS",
+        default=str(d.manipulator),
+        type=address,
+        help="the manipulator's TCP address",
+    )
+    parser.flag(
+        "--database",
+        env="WORKCELL_DATABASE",
+        default=d.database,
+        type=_database_url,
+        help="SQLAlchemy async database URL",
+    )
+    parser.flag(
+        "--period",
+        env="WORKCELL_PERIOD",
+        default=str(d.period),
+        type=positive_float,
+        help="decision period in seconds",
+    )
+    parser.flag(
+        "--alpha",
+        env="WORKCELL_ALPHA",
+        default=str(d.alpha),
+        type=probability,
+        help="significance level of the t-test",
+    )
+    parser.flag(
+        "--grace",
+        env="WORKCELL_GRACE",
+        default=str(d.grace),
+        type=non_negative_float,
+        help="seconds after a window ends before it is decided (readings in flight)",
+    )
+    parser.flag(
+        "--initial-status",
+        env="WORKCELL_INITIAL_STATUS",
+        default=d.initial_status,
+        type=_status,
+        help="status before the first decision on an empty database",
+    )
+    parser.flag(
+        "--max-skew",
+        env="WORKCELL_MAX_SKEW",
+        default=str(d.max_skew),
+        type=non_negative_float,
+        help="how far in the future (seconds) a reading's timestamp may be",
+    )
+    parser.flag(
+        "--shutdown-grace",
+        env="WORKCELL_SHUTDOWN_GRACE",
+        default=str(d.shutdown_grace),
+        type=non_negative_float,
+        help="seconds open streams get to finish on SIGTERM/SIGINT",
+    )
+    parser.flag(
+        "--ingest-queue",
+        env="WORKCELL_INGEST_QUEUE",
+        default=str(d.ingest_queue),
+        type=positive_int,
+        help="messages waiting for the database writer before streams are slowed",
+    )
+    parser.flag(
+        "--log-level",
+        env="WORKCELL_LOG_LEVEL",
+        default=d.log_level,
+        choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+        type=str.upper,
+        help="log level",
+    )
+    ns = parser.parse_args(argv)
+    return ControllerConfig(
+        listen=ns.listen,
+        manipulator=ns.manipulator,
+        database=ns.database,
+        period=ns.period,
+        alpha=ns.alpha,
+        grace=ns.grace,
+        initial_status=ns.initial_status,
+        max_skew=ns.max_skew,
+        shutdown_grace=ns.shutdown_grace,
+        ingest_queue=ns.ingest_queue,
+        log_level=ns.log_level,
+    )

@@ -1,0 +1,112 @@
+"""The decision loop: a thin shell that closes each window on time and issues its command.
+
+All the rules live in :mod:`controller.decision` and :mod:`controller.windows`;
+this module only waits for deadlines (with an injected clock and sleep),
+records each command before handing it to the manipulator link, and logs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Protocol
+
+from controller.decision import WindowSummary, decide
+from controller.records import CommandRecord
+from controller.windows import WindowBook, window_bounds
+from workcell.timeconv import Clock, now_us, to_iso
+
+__all__ = ["CommandRecorder", "CommandSender", "DecisionLoop"]
+
+log = logging.getLogger(__name__)
+
+
+class CommandRecorder(Protocol):
+    """Persists a command before it is sent (the writer)."""
+
+    async def record_command(self, record: CommandRecord) -> None: ...
+
+
+class CommandSender(Protocol):
+    """Delivers recorded commands in order (the manipulator link)."""
+
+    def enqueue(self, record: CommandRecord) -> None: ...
+
+
+class DecisionLoop:
+    """Decides every window at its deadline; one command per period."""
+
+    def __init__(
+        self,
+        *,
+        book: WindowBook,
+        alpha: float,
+        status: str,
+        previous: WindowSummary,
+        next_id: int,
+        recorder: CommandRecorder,
+        sender: CommandSender,
+        clock: Clock = now_us,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
+        self.book = book
+        self.alpha = alpha
+        self.status = status
+        self.previous = previous
+        self.next_id = next_id
+        self._recorder = recorder
+        self._sender = sender
+        self._clock = clock
+        self._sleep = sleep
+        self.last: CommandRecord | None = None
+
+    async def run(self) -> None:
+        """Decide windows forever (cancel to stop)."""
+        while True:
+            await self.step()
+
+    async def step(self) -> list[CommandRecord]:
+        """Wait for the next deadline, then decide every window that is due."""
+        delay_us = self.book.deadline(self.book.next_due()) - self._clock()
+        if delay_us > 0:
+            await self._sleep(delay_us / 1e6)
+        return [await self.decide_window(index) for index in self.book.due(self._clock())]
+
+    async def decide_window(self, index: int) -> CommandRecord:
+        """Close window ``index``, decide, record and send its command."""
+        stats = self.book.close(index)
+        decision = decide(stats.summary(), self.previous, self.status, self.alpha)
+        start, end = window_bounds(index, self.book.period_us)
+        record = CommandRecord(
+            id=self.next_id,
+            status=decision.status,
+            window_start=start,
+            window_end=end,
+            issued_at=self._clock(),
+            outcome=str(decision.outcome),
+            changed=decision.changed,
+            p_value=decision.p_value,
+            alpha=self.alpha,
+            window=decision.current,
+            previous=decision.previous,
+        )
+        # Recorded first: a command is never sent that the database does not
+        # know, so a restart resends it instead of reusing its id.
+        await self._recorder.record_command(record)
+        self._sender.enqueue(record)
+        self.next_id += 1
+        self.status = decision.status
+        self.previous = decision.current
+        self.last = record
+        log.info(
+            "decision: command %d window [%s, %s) status=%s changed=%s p=%s n=%d",
+            record.id,
+            to_iso(start),
+            to_iso(end),
+            record.status,
+            record.changed,
+            "none" if record.p_value is None else f"{record.p_value:.4g}",
+            record.window.count,
+        )
+        return record

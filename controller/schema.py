@@ -1,0 +1,66 @@
+"""The database layout (user-facing: documented in the README).
+
+Times are INTEGER microseconds since the Unix epoch, UTC: exact, compact, and
+cheap to compare and aggregate. In SQLite, ``datetime(timestamp / 1e6,
+'unixepoch')`` shows one for people.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    CheckConstraint,
+    Column,
+    Float,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    UniqueConstraint,
+)
+
+__all__ = ["commands", "metadata", "readings"]
+
+metadata = MetaData()
+
+readings = Table(
+    "readings",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("sensor_id", String(64), nullable=False),
+    Column("boot_id", String(64), nullable=False),
+    Column("seq", BigInteger, nullable=False),
+    Column("payload", BigInteger, nullable=False),
+    Column("timestamp", BigInteger, nullable=False),
+    Column("received_at", BigInteger, nullable=False),
+    # A resent reading hits this key and is ignored: stored exactly once.
+    UniqueConstraint("sensor_id", "boot_id", "seq", name="uq_readings_sensor_boot_seq"),
+    # Restoring the open windows at start reads readings by creation time.
+    Index("ix_readings_timestamp", "timestamp"),
+)
+
+commands = Table(
+    "commands",
+    metadata,
+    Column("id", BigInteger, primary_key=True, autoincrement=False),
+    Column("status", String(4), CheckConstraint("status IN ('up', 'down')"), nullable=False),
+    Column("window_start", BigInteger, nullable=False),
+    Column("window_end", BigInteger, nullable=False),
+    Column("issued_at", BigInteger, nullable=False),
+    # NULL until the manipulator's CommandAck arrives: the delivery state.
+    Column("acknowledged_at", BigInteger, nullable=True),
+    # The decision record: what the status was decided from.
+    Column("outcome", String(20), nullable=False),
+    Column("changed", Boolean, nullable=False),
+    Column("p_value", Float, nullable=True),
+    Column("alpha", Float, nullable=False),
+    Column("window_count", BigInteger, nullable=False),
+    Column("window_mean", Float, nullable=False),
+    Column("window_std", Float, nullable=False),
+    Column("previous_count", BigInteger, nullable=False),
+    Column("previous_mean", Float, nullable=False),
+    Column("previous_std", Float, nullable=False),
+    Index("ix_commands_issued_at", "issued_at"),
+)

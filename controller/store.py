@@ -1,0 +1,145 @@
+"""The database: engine set-up, schema creation and the read queries.
+
+Every write goes through the single :class:`controller.writer.Writer`; this
+module only reads, on pooled connections that WAL lets run beside the writer.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Row, event, func, select
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+from controller.decision import WindowSummary
+from controller.records import CommandRecord
+from controller.schema import commands, metadata, readings
+
+__all__ = ["Database"]
+
+log = logging.getLogger(__name__)
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    # WAL lets History and start-up reads run beside the writer; FULL keeps a
+    # committed batch on disk even if the machine loses power right after the
+    # response said "durable" (group commit amortizes the fsync).
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=FULL")
+    cursor.execute("PRAGMA busy_timeout=10000")
+    cursor.close()
+
+
+class Database:
+    """An async engine on the configured URL, with the schema created."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self.engine = engine
+
+    @classmethod
+    async def open(cls, url: str) -> Database:
+        """Create the engine (and the SQLite file's folder) and the schema."""
+        parsed = make_url(url)
+        is_sqlite = parsed.get_backend_name() == "sqlite"
+        if is_sqlite and parsed.database and parsed.database != ":memory:":
+            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+        engine = create_async_engine(url)
+        if is_sqlite:
+            event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
+        async with engine.begin() as conn:
+            await conn.run_sync(metadata.create_all)
+        log.info("database ready at %s", parsed.render_as_string(hide_password=True))
+        return cls(engine)
+
+    async def close(self) -> None:
+        """Dispose of the engine's connections."""
+        await self.engine.dispose()
+
+    async def last_command(self) -> CommandRecord | None:
+        """The most recent command, or None on an empty database."""
+        async with self.engine.connect() as conn:
+            row = (
+                await conn.execute(select(commands).order_by(commands.c.id.desc()).limit(1))
+            ).first()
+        return None if row is None else command_from_row(row)
+
+    async def unacknowledged_commands(self) -> list[CommandRecord]:
+        """Commands the manipulator has not acknowledged, oldest first."""
+        query = select(commands).where(commands.c.acknowledged_at.is_(None)).order_by(commands.c.id)
+        async with self.engine.connect() as conn:
+            rows = (await conn.execute(query)).all()
+        return [command_from_row(row) for row in rows]
+
+    async def readings_since(self, timestamp_us: int) -> list[tuple[int, int]]:
+        """``(timestamp, payload)`` of readings created at or after ``timestamp_us``."""
+        query = select(readings.c.timestamp, readings.c.payload).where(
+            readings.c.timestamp >= timestamp_us
+        )
+        async with self.engine.connect() as conn:
+            return [(int(t), int(p)) for t, p in (await conn.execute(query)).all()]
+
+    async def commands_page(
+        self, *, after_id: int, from_us: int | None, to_us: int | None, limit: int
+    ) -> list[CommandRecord]:
+        """Up to ``limit`` commands with id > ``after_id`` issued in [from, to), by id."""
+        query = select(commands).where(commands.c.id > after_id)
+        if from_us is not None:
+            query = query.where(commands.c.issued_at >= from_us)
+        if to_us is not None:
+            query = query.where(commands.c.issued_at < to_us)
+        query = query.order_by(commands.c.id).limit(limit)
+        async with self.engine.connect() as conn:
+            rows = (await conn.execute(query)).all()
+        return [command_from_row(row) for row in rows]
+
+    async def count_readings(self) -> int:
+        """How many readings are stored."""
+        async with self.engine.connect() as conn:
+            return int(
+                (await conn.execute(select(func.count()).select_from(readings))).scalar_one()
+            )
+
+
+def command_from_row(row: Row[Any]) -> CommandRecord:
+    """A CommandRecord from a ``commands`` row."""
+    m = row._mapping
+    return CommandRecord(
+        id=m["id"],
+        status=m["status"],
+        window_start=m["window_start"],
+        window_end=m["window_end"],
+        issued_at=m["issued_at"],
+        acknowledged_at=m["acknowledged_at"],
+        outcome=m["outcome"],
+        changed=bool(m["changed"]),
+        p_value=m["p_value"],
+        alpha=m["alpha"],
+        window=WindowSummary(m["window_count"], m["window_mean"], m["window_std"]),
+        previous=WindowSummary(m["previous_count"], m["previous_mean"], m["previous_std"]),
+    )
+
+
+def command_values(record: CommandRecord) -> dict[str, Any]:
+    """The ``commands`` row for a CommandRecord."""
+    return {
+        "id": record.id,
+        "status": record.status,
+        "window_start": record.window_start,
+        "window_end": record.window_end,
+        "issued_at": record.issued_at,
+        "acknowledged_at": record.acknowledged_at,
+        "outcome": record.outcome,
+        "changed": record.changed,
+        "p_value": record.p_value,
+        "alpha": record.alpha,
+        "window_count": record.window.count,
+        "window_mean": record.window.mean,
+        "window_std": record.window.std,
+        "previous_count": record.previous.count,
+        "previous_mean": record.previous.mean,
+        "previous_std": record.previous.std,
+    }
