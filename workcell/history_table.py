@@ -1,0 +1,139 @@
+"""History entries as a table for people and as plain records for ``--json``.
+
+Pure formatting: it takes ``HistoryEntry`` messages and returns strings and
+dicts; fetching them is the caller's business (``workcell history``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from workcell.status import status_name
+from workcell.timeconv import from_timestamp, to_datetime, to_iso
+from workcell.v1.history_pb2 import HistoryEntry, WindowSummary
+
+__all__ = ["entry_record", "format_p_value", "format_table", "format_time"]
+
+PENDING = "pending"
+NO_VALUE = "-"
+
+
+def format_time(us: int, *, same_day_as: int | None = None) -> str:
+    """ISO 8601 UTC, milliseconds only when not on a whole second.
+
+    With ``same_day_as``, a time on the same UTC date drops the date, so a row
+    shows the date once (in its window start) and the rest stays short.
+    """
+    moment = to_datetime(us)
+    fraction = f".{moment.microsecond // 1000:03d}" if moment.microsecond else ""
+    clock = moment.strftime("%H:%M:%S") + fraction + "Z"
+    if same_day_as is not None and to_datetime(same_day_as).date() == moment.date():
+        return clock
+    return moment.strftime("%Y-%m-%dT") + clock
+
+
+def format_p_value(entry: HistoryEntry) -> str:
+    """The p-value, or ``-`` when no test was possible."""
+    if not entry.HasField("p_value"):
+        return NO_VALUE
+    p = entry.p_value
+    # Tiny p-values would all read 0.0000; scientific notation keeps them apart.
+    return f"{p:.1e}" if 0 < p < 1e-4 else f"{p:.4f}"
+
+
+def _status(entry: HistoryEntry) -> str:
+    try:
+        return status_name(entry.status)
+    except ValueError:
+        return f"unknown({entry.status})"
+
+
+def _ids(entry: HistoryEntry) -> str:
+    last = entry.last_command_id or entry.command_id
+    return str(entry.command_id) if last == entry.command_id else f"{entry.command_id}-{last}"
+
+
+def _row(entry: HistoryEntry, *, merged: bool) -> list[str]:
+    start = from_timestamp(entry.from_datetime)
+    window = (
+        f"{format_time(start)} → "
+        f"{format_time(from_timestamp(entry.to_datetime), same_day_as=start)}"
+    )
+    acknowledged = (
+        format_time(from_timestamp(entry.acknowledged_at), same_day_as=start)
+        if entry.HasField("acknowledged_at")
+        else PENDING
+    )
+    row = [
+        _ids(entry) if merged else str(entry.command_id),
+        window,
+        _status(entry),
+        "yes" if entry.changed else "no",
+        format_p_value(entry),
+        str(entry.window.count),
+        f"{entry.window.mean:.2f}" if entry.window.count else NO_VALUE,
+        f"{entry.window.std_dev:.2f}" if entry.window.count > 1 else NO_VALUE,
+        format_time(from_timestamp(entry.issued_at), same_day_as=start),
+        acknowledged,
+    ]
+    if merged:
+        row.insert(1, str(entry.command_count))
+    return row
+
+
+_HEADER = ["id", "window", "status", "changed", "p-value", "n", "mean", "std", "issued", "acked"]
+# Numbers read best right-aligned.
+_RIGHT = {"p-value", "n", "mean", "std", "commands"}
+
+
+def format_table(entries: Sequence[HistoryEntry], *, merged: bool = False) -> str:
+    """A fixed-width table, one line per entry, oldest first, with a header.
+
+    ``merged`` adds the run's command count and shows ids as ``first-last``.
+    An empty sequence gives a one-line note instead of an empty table.
+    """
+    if not entries:
+        return "no commands in that time range"
+    header = list(_HEADER)
+    if merged:
+        header[0] = "ids"
+        header.insert(1, "commands")
+    rows = [header, *(_row(entry, merged=merged) for entry in entries)]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
+
+    def line(cells: list[str]) -> str:
+        padded = (
+            cell.rjust(width) if name in _RIGHT else cell.ljust(width)
+            for cell, width, name in zip(cells, widths, header, strict=True)
+        )
+        return "  ".join(padded).rstrip()
+
+    rule = "  ".join("-" * width for width in widths)
+    return "\n".join([line(header), rule, *(line(row) for row in rows[1:])])
+
+
+def _summary(window: WindowSummary) -> dict[str, Any]:
+    return {"count": window.count, "mean": window.mean, "std_dev": window.std_dev}
+
+
+def entry_record(entry: HistoryEntry) -> dict[str, Any]:
+    """A JSON-ready dict: ISO times, ``"up"``/``"down"``, ``None`` for unset values."""
+    return {
+        "command_id": entry.command_id,
+        "last_command_id": entry.last_command_id or entry.command_id,
+        "command_count": entry.command_count,
+        "from_datetime": to_iso(from_timestamp(entry.from_datetime)),
+        "to_datetime": to_iso(from_timestamp(entry.to_datetime)),
+        "status": _status(entry),
+        "changed": entry.changed,
+        "p_value": entry.p_value if entry.HasField("p_value") else None,
+        "window": _summary(entry.window),
+        "previous_window": _summary(entry.previous_window),
+        "issued_at": to_iso(from_timestamp(entry.issued_at)),
+        "acknowledged_at": (
+            to_iso(from_timestamp(entry.acknowledged_at))
+            if entry.HasField("acknowledged_at")
+            else None
+        ),
+    }
