@@ -1,0 +1,316 @@
+"""The ``workcell`` command: table formatting, the live view's parsing, and real runs."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.processes import ROOT
+from workcell.history_table import entry_record, format_p_value, format_table, format_time
+from workcell.liveview import CellState, SummaryLines, render_screen, render_summary
+from workcell.timeconv import from_iso, to_timestamp
+from workcell.v1 import command_pb2
+from workcell.v1.history_pb2 import HistoryEntry, WindowSummary
+
+# ---------------------------------------------------------------- history_table
+
+
+def entry(
+    command_id: int,
+    *,
+    start: str = "2025-03-01T12:00:00Z",
+    seconds: int = 5,
+    status: int = command_pb2.STATUS_UP,
+    p_value: float | None = 0.0123,
+    acked: bool = True,
+    count: int = 1,
+) -> HistoryEntry:
+    start_us = from_iso(start)
+    end_us = start_us + seconds * 1_000_000 * count
+    message = HistoryEntry(
+        from_datetime=to_timestamp(start_us),
+        to_datetime=to_timestamp(end_us),
+        status=status,  # type: ignore[arg-type]
+        command_id=command_id,
+        issued_at=to_timestamp(end_us + 500_000),
+        window=WindowSummary(count=1500, mean=101.25, std_dev=9.5),
+        previous_window=WindowSummary(count=1490, mean=99.0, std_dev=9.0),
+        changed=True,
+        command_count=count,
+        last_command_id=command_id + count - 1,
+    )
+    if p_value is not None:
+        message.p_value = p_value
+    if acked:
+        message.acknowledged_at.CopyFrom(to_timestamp(end_us + 512_000))
+    return message
+
+
+def test_table_has_a_header_and_one_row_per_entry() -> None:
+    text = format_table([entry(1), entry(2, start="2025-03-01T12:00:05Z")])
+    lines = text.splitlines()
+    assert len(lines) == 4
+    assert lines[0].split() == [
+        "id", "window", "status", "changed", "p-value", "n", "mean", "std", "issued", "acked",
+    ]  # fmt: skip
+    assert set(lines[1]) <= {"-", " "}
+    row = lines[2]
+    assert row.startswith("1 ")
+    assert "2025-03-01T12:00:00Z → 12:00:05Z" in row
+    assert " up " in row
+    assert " yes " in row
+    assert "0.0123" in row
+    assert "1500" in row
+    assert "101.25" in row
+    assert "9.50" in row
+    assert "12:00:05.500Z" in row  # issued, date dropped on the window's day
+    assert "12:00:05.512Z" in row  # acknowledged
+
+
+def test_columns_line_up() -> None:
+    lines = format_table([entry(9), entry(10, p_value=None, acked=False)]).splitlines()
+    starts = [line.index("  up") for line in lines[2:]]
+    assert starts[0] == starts[1]
+
+
+def test_unacknowledged_shows_pending_and_missing_p_value_a_dash() -> None:
+    row = format_table([entry(3, p_value=None, acked=False, status=command_pb2.STATUS_DOWN)])
+    last = row.splitlines()[-1]
+    assert last.endswith("pending")
+    assert " down " in last
+    assert " - " in last
+
+
+def test_tiny_p_values_stay_distinguishable() -> None:
+    assert format_p_value(entry(1, p_value=3.2e-9)) == "3.2e-09"
+    assert format_p_value(entry(1, p_value=0.5)) == "0.5000"
+    assert format_p_value(entry(1, p_value=None)) == "-"
+
+
+def test_merged_table_shows_runs() -> None:
+    text = format_table([entry(4, count=3)], merged=True)
+    header, _, row = text.splitlines()
+    assert header.split()[:2] == ["ids", "commands"]
+    assert row.split()[:2] == ["4-6", "3"]
+    assert "2025-03-01T12:00:00Z → 12:00:15Z" in row
+
+
+def test_empty_history_is_one_line() -> None:
+    assert format_table([]) == "no commands in that time range"
+
+
+def test_times_on_another_day_keep_their_date() -> None:
+    base = from_iso("2025-03-01T23:59:59.250Z")
+    assert format_time(base) == "2025-03-01T23:59:59.250Z"
+    assert format_time(base + 1_000_000, same_day_as=base) == "2025-03-02T00:00:00.250Z"
+    assert format_time(base, same_day_as=base) == "23:59:59.250Z"
+
+
+def test_json_record() -> None:
+    record = entry_record(entry(7, p_value=None, acked=False))
+    assert record["command_id"] == 7
+    assert record["status"] == "up"
+    assert record["p_value"] is None
+    assert record["acknowledged_at"] is None
+    assert record["from_datetime"] == "2025-03-01T12:00:00.000000Z"
+    assert record["window"] == {"count": 1500, "mean": 101.25, "std_dev": 9.5}
+    json.dumps(record)
+
+
+# ---------------------------------------------------------------- live view state
+
+
+def test_state_parses_the_services_log_lines() -> None:
+    state = CellState(sensor_ids=["sensor-1", "sensor-2"])
+    prefix = "2025-03-01T12:00:00.000Z INFO x: "
+    state.observe(
+        prefix + "sensor sensor-1: rate=299.8/s sent=1500 acked=1400 buffered=100 dropped=0"
+    )
+    state.observe(prefix + "ingest: stored=3000 rate=599.6/s duplicates=2 stale=1")
+    state.observe(
+        prefix + "decision: command 4 window [2025-03-01T11:59:55.000000Z, "
+        "2025-03-01T12:00:00.000000Z) status=down changed=True p=0.0012 n=1498"
+    )
+    state.observe(prefix + "command 4 acknowledged")
+    state.observe(prefix + "command 4 acknowledged")
+    state.observe(prefix + "something else entirely")
+    assert state.sensors["sensor-1"].rate == pytest.approx(299.8)
+    assert state.ingest is not None
+    assert state.ingest.stored == 3000
+    assert state.last_decision is not None
+    assert state.last_decision.p_value == pytest.approx(0.0012)
+    assert state.last_decision.changed
+    assert state.decisions == 1
+    assert len(state.acknowledged) == 1
+
+    summary = render_summary(state, elapsed=5.0)
+    assert "stored=3000 (599.6/s)" in summary
+    assert "sensor-1 299.8/s" in summary
+    assert "sensor-2 -/s" in summary
+    assert "#4 down p=0.0012" in summary
+
+    state.set_history([entry(i) for i in range(1, 9)])
+    state.record_exit("sensor-2", -9, ["line a", "line b"])
+    screen = "\n".join(render_screen(state, elapsed=65))
+    assert "00:01:05" in screen
+    assert "sensor-2 exited unexpectedly (killed by SIGKILL)" in screen
+    assert "sensor-2| line b" in screen
+    assert "exited: sensor-2 (killed by SIGKILL)" in render_summary(state, elapsed=6)
+    # only the last few decisions are kept
+    assert [e.command_id for e in state.history] == [4, 5, 6, 7, 8]
+
+
+def test_summary_lines_every_five_seconds(tmp_path: Path) -> None:
+    path = tmp_path / "out.txt"
+    with path.open("w") as stream:
+        lines = SummaryLines(stream, every=5.0)
+        state = CellState(sensor_ids=["sensor-1"])
+        for second in range(1, 12):
+            lines.refresh(state, elapsed=float(second))
+        lines.close(state, elapsed=11.5)
+    assert len(path.read_text().splitlines()) == 3  # at 5 s, 10 s and the final one
+
+
+# ---------------------------------------------------------------- the real command
+
+
+def workcell(*args: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "workcell.cli", *args],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        cwd=ROOT,
+        env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
+    )
+
+
+def test_history_bad_from_exits_2_with_one_line() -> None:
+    process = workcell("history", "--from", "yesterday-ish")
+    out, _ = process.communicate(timeout=30)
+    assert process.returncode == 2
+    assert len(out.strip().splitlines()) == 1
+    assert "--from" in out
+
+
+def test_history_server_down_exits_1_with_one_line() -> None:
+    process = workcell("history", "--controller", "127.0.0.1:1")
+    out, _ = process.communicate(timeout=30)
+    assert process.returncode == 1
+    assert len(out.strip().splitlines()) == 1
+    assert "UNAVAILABLE" in out
+
+
+def run_args(data: Path, *extra: str) -> list[str]:
+    return [
+        "run",
+        "--sensors", "2",
+        "--period", "0.5",
+        "--rate", "100",
+        "--no-live",
+        "--data", str(data),
+        "--controller-listen", "127.0.0.1:0",
+        "--manipulator-listen", "127.0.0.1:0",
+        *extra,
+    ]  # fmt: skip
+
+
+class Output:
+    """Collects a child's merged output on a thread so tests can wait for lines."""
+
+    def __init__(self, process: subprocess.Popen[str]) -> None:
+        self.lines: list[str] = []
+        self._process = process
+        self._thread = threading.Thread(target=self._pump, daemon=True)
+        self._thread.start()
+
+    def _pump(self) -> None:
+        assert self._process.stdout is not None
+        for line in self._process.stdout:
+            self.lines.append(line.rstrip("\n"))
+
+    def wait_for(self, pattern: str, timeout: float = 60.0) -> re.Match[str]:
+        regex = re.compile(pattern)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for line in list(self.lines):
+                if match := regex.search(line):
+                    return match
+            if self._process.poll() is not None and not self._thread.is_alive():
+                break
+            time.sleep(0.1)
+        raise AssertionError(f"no line matching {pattern!r}; output:\n" + self.text())
+
+    def text(self) -> str:
+        self._thread.join(0 if self._process.poll() is None else 5)
+        return "\n".join(self.lines)
+
+
+def test_run_for_a_while_then_stop_by_itself(tmp_path: Path) -> None:
+    process = workcell(*run_args(tmp_path, "--duration", "6"))
+    out = Output(process)
+    code = process.wait(timeout=90)
+    text = out.text()
+    assert code == 0, text
+    # the sensors' rates, as reported by their own log lines, reached the summary
+    assert re.search(r"sensor-1 \d+\.\d/s", text), text
+    assert re.search(r"sensor-2 \d+\.\d/s", text), text
+    assert "exited unexpectedly" not in text
+    journal = (tmp_path / "journal.jsonl").read_text().splitlines()
+    assert journal
+    assert json.loads(journal[0])["command_id"] >= 1
+    with sqlite3.connect(tmp_path / "workcell.db") as db:
+        (readings,) = db.execute("select count(*) from readings").fetchone()
+    assert readings > 0
+    for name in ("manipulator", "controller", "sensor-1", "sensor-2", "workcell"):
+        assert (tmp_path / "logs" / f"{name}.log").stat().st_size > 0
+
+
+def test_a_dead_sensor_is_reported_and_sigterm_stops_the_rest(tmp_path: Path) -> None:
+    process = workcell(*run_args(tmp_path))
+    out = Output(process)
+    try:
+        pid = int(out.wait_for(r"started sensor-2 \(pid (\d+)\)").group(1))
+        os.kill(pid, signal.SIGKILL)
+        out.wait_for(r"sensor-2 exited unexpectedly \(killed by SIGKILL\)")
+        process.send_signal(signal.SIGTERM)
+        code = process.wait(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    text = out.text()
+    # a sensor's death is reported, the rest of the cell keeps going until asked to stop
+    assert code == 1, text
+    assert "stop requested" in text
+    assert "controller stopped" in text
+    assert "manipulator stopped" in text
+    assert "exited: sensor-2 (killed by SIGKILL)" in text
+
+
+def test_a_dead_controller_stops_the_cell_with_exit_1(tmp_path: Path) -> None:
+    process = workcell(*run_args(tmp_path))
+    out = Output(process)
+    try:
+        pid = int(out.wait_for(r"started controller \(pid (\d+)\)").group(1))
+        out.wait_for(r"started sensor-2")
+        os.kill(pid, signal.SIGKILL)
+        code = process.wait(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    text = out.text()
+    assert code == 1, text
+    assert "controller exited unexpectedly (killed by SIGKILL)" in text
+    assert "controller is essential: stopping the cell" in text
+    assert "manipulator stopped" in text

@@ -1,0 +1,467 @@
+"""Runs the whole cell as child processes for ``workcell run``.
+
+Start order is manipulator, controller, sensors: each server tier is started
+only after the previous one logged ``listening on HOST:PORT``, and the next
+tier is pointed at that real address. Stop order is the reverse (sensors
+first so they flush into a live controller, the manipulator last so the
+controller can deliver its last commands), each child SIGTERMed and waited
+for with a timeout, then killed.
+
+Children run in their own session so a Ctrl-C on the terminal reaches only
+this process, which then stops them in that order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import re
+import signal
+import sys
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO
+
+import grpc
+
+from workcell.flags import Address
+from workcell.liveview import CellState, Display, describe_exit
+from workcell.timeconv import from_timestamp, now_us, to_timestamp
+from workcell.v1 import history_pb2, history_pb2_grpc
+
+__all__ = ["CellConfig", "Child", "ChildSpec", "poll_history", "run_cell"]
+
+logger = logging.getLogger(__name__)
+
+_LISTENING = re.compile(r"listening on (\S+):(\d+)")
+_LINE_LIMIT = 1 << 20  # a child's log line longer than this is cut, not fatal
+TAIL_LINES = 20
+START_TIMEOUT = 60.0
+SENSOR_STOP_TIMEOUT = 15.0
+CONTROLLER_STOP_TIMEOUT = 20.0
+MANIPULATOR_STOP_TIMEOUT = 10.0
+REFRESH_SECONDS = 1.0
+DEFAULT_CONTROLLER_LISTEN = Address("127.0.0.1", 50051)
+DEFAULT_MANIPULATOR_LISTEN = Address("127.0.0.1", 7700)
+
+
+@dataclass(frozen=True, slots=True)
+class CellConfig:
+    """What ``workcell run`` was asked for (built from flags in the CLI)."""
+
+    sensors: int = 8
+    data: Path = Path("data")
+    period: float = 5.0
+    rate: float = 300.0
+    controller_listen: Address = DEFAULT_CONTROLLER_LISTEN
+    manipulator_listen: Address = DEFAULT_MANIPULATOR_LISTEN
+    duration: float | None = None
+    python: str = sys.executable
+
+    @property
+    def database_url(self) -> str:
+        """The SQLAlchemy URL of ``<data>/workcell.db`` (absolute path)."""
+        return f"sqlite+aiosqlite:///{self.data.resolve() / 'workcell.db'}"
+
+    @property
+    def journal(self) -> Path:
+        """The manipulator's journal, ``<data>/journal.jsonl``."""
+        return self.data.resolve() / "journal.jsonl"
+
+    @property
+    def log_dir(self) -> Path:
+        """Where each child's full output goes, ``<data>/logs``."""
+        return self.data.resolve() / "logs"
+
+    @property
+    def sensor_ids(self) -> list[str]:
+        """``sensor-1`` … ``sensor-N``."""
+        return [f"sensor-{i}" for i in range(1, self.sensors + 1)]
+
+
+@dataclass(frozen=True, slots=True)
+class ChildSpec:
+    """One ``python -m module args`` child."""
+
+    name: str
+    module: str
+    args: tuple[str, ...]
+
+
+def reachable(listen: Address) -> Address:
+    """The address to connect to for a server listening on ``listen``."""
+    if listen.host in ("0.0.0.0", "::", ""):
+        return Address("127.0.0.1", listen.port)
+    return listen
+
+
+class Child:
+    """A running child: its output is teed to its log file, a tail and a callback."""
+
+    def __init__(
+        self,
+        spec: ChildSpec,
+        *,
+        python: str,
+        log_dir: Path,
+        on_line: Callable[[str, str], None],
+    ) -> None:
+        self.spec = spec
+        self.tail: deque[str] = deque(maxlen=TAIL_LINES)
+        self.address: Address | None = None
+        self.stopping = False
+        self._python = python
+        self._log_path = log_dir / f"{spec.name}.log"
+        self._on_line = on_line
+        self._listening = asyncio.Event()
+        self._process: asyncio.subprocess.Process | None = None
+        self._reader: asyncio.Task[None] | None = None
+        self._log: IO[str] | None = None
+
+    @property
+    def name(self) -> str:
+        """The child's name, e.g. ``controller`` or ``sensor-3``."""
+        return self.spec.name
+
+    @property
+    def pid(self) -> int | None:
+        """The process id once started."""
+        return None if self._process is None else self._process.pid
+
+    @property
+    def returncode(self) -> int | None:
+        """The exit code once exited (negative: killed by that signal)."""
+        return None if self._process is None else self._process.returncode
+
+    async def start(self) -> None:
+        """Start the process and the task that reads its output."""
+        self._log = self._log_path.open("a", encoding="utf-8", buffering=1)
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        self._process = await asyncio.create_subprocess_exec(
+            self._python,
+            "-m",
+            self.spec.module,
+            *self.spec.args,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+            env=env,
+            start_new_session=True,
+            limit=_LINE_LIMIT,
+        )
+        self._reader = asyncio.create_task(self._read(), name=f"read {self.name}")
+        logger.info("started %s (pid %d): %s", self.name, self._process.pid, self.command)
+
+    @property
+    def command(self) -> str:
+        """The command line, for logs."""
+        return " ".join(["python", "-m", self.spec.module, *self.spec.args])
+
+    async def _read(self) -> None:
+        assert self._process is not None
+        assert self._process.stdout is not None
+        stream = self._process.stdout
+        while True:
+            try:
+                raw = await stream.readline()
+            except ValueError:
+                # Over the limit: take what is buffered and go on with the next line.
+                raw = await stream.read(_LINE_LIMIT)
+            if not raw:
+                break
+            line = raw.decode("utf-8", errors="replace").rstrip("\r\n")
+            if self._log is not None:
+                self._log.write(line + "\n")
+            self.tail.append(line)
+            if self.address is None and (match := _LISTENING.search(line)):
+                self.address = Address(match.group(1), int(match.group(2)))
+                self._listening.set()
+            self._on_line(self.name, line)
+
+    async def wait_listening(self, within: float) -> Address | None:
+        """The address from the child's ``listening on`` line; None if it exited first."""
+        listening = asyncio.create_task(self._listening.wait())
+        exited = asyncio.create_task(self.wait())
+        try:
+            await asyncio.wait({listening, exited}, timeout=within, return_when="FIRST_COMPLETED")
+        finally:
+            listening.cancel()
+            exited.cancel()
+        return self.address
+
+    async def wait(self) -> int:
+        """Wait for exit and for the last output line; return the exit code."""
+        assert self._process is not None
+        code = await self._process.wait()
+        if self._reader is not None:
+            await asyncio.shield(self._reader)
+        return code
+
+    async def stop(self, within: float) -> int | None:
+        """SIGTERM, wait up to ``within`` seconds, then SIGKILL; return the exit code."""
+        if self._process is None:
+            return None
+        self.stopping = True
+        if self._process.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                self._process.send_signal(signal.SIGTERM)
+        try:
+            code = await asyncio.wait_for(self.wait(), within)
+        except TimeoutError:
+            logger.warning("%s did not stop within %.0fs: killing it", self.name, within)
+            with contextlib.suppress(ProcessLookupError):
+                self._process.kill()
+            code = await self.wait()
+        self.close_log()
+        return code
+
+    def close_log(self) -> None:
+        """Close the child's log file (idempotent)."""
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+
+
+async def fetch_history(
+    stub: history_pb2_grpc.HistoryAsyncStub, *, since_us: int, rpc_timeout: float = 5.0
+) -> list[history_pb2.HistoryEntry]:
+    """Every History entry issued at or after ``since_us``, following page tokens."""
+    entries: list[history_pb2.HistoryEntry] = []
+    token = ""
+    while True:
+        request = history_pb2.QueryRequest(
+            from_datetime=to_timestamp(since_us), page_size=1000, page_token=token
+        )
+        response = await stub.Query(request, timeout=rpc_timeout)
+        entries.extend(response.entries)
+        token = response.next_page_token
+        if not token:
+            return entries
+
+
+async def poll_history(
+    target: Address, state: CellState, *, since_us: int, interval: float = REFRESH_SECONDS
+) -> None:
+    """Keep ``state.history`` up to date with the last decisions (runs until cancelled)."""
+    async with grpc.aio.insecure_channel(str(target)) as channel:
+        stub = history_pb2_grpc.HistoryStub(channel)
+        while True:
+            # Re-read from the oldest entry on show: its acknowledgement may have come.
+            start = from_timestamp(state.history[0].issued_at) if state.history else since_us
+            try:
+                entries = await fetch_history(stub, since_us=start)
+            except grpc.aio.AioRpcError as exc:
+                state.history_error = f"{exc.code().name}: {exc.details()}"
+                logger.debug("History/Query failed: %s", state.history_error)
+            else:
+                if entries:
+                    state.set_history(entries)
+            await asyncio.sleep(interval)
+
+
+class _Cell:
+    """The children of one run, in start order, and how they end."""
+
+    def __init__(self, config: CellConfig, state: CellState, display: Display) -> None:
+        self.config = config
+        self.state = state
+        self.display = display
+        self.children: list[Child] = []
+        self.failed = False
+        self._started = time.monotonic()
+
+    def elapsed(self) -> float:
+        return time.monotonic() - self._started
+
+    def _on_line(self, name: str, line: str) -> None:
+        self.state.observe(line)
+
+    def child(self, name: str, module: str, args: Sequence[str]) -> Child:
+        child = Child(
+            ChildSpec(name, module, tuple(args)),
+            python=self.config.python,
+            log_dir=self.config.log_dir,
+            on_line=self._on_line,
+        )
+        self.children.append(child)
+        return child
+
+    def report_exit(self, child: Child) -> None:
+        """Log and show a child that exited without being asked to."""
+        code = child.returncode if child.returncode is not None else -1
+        tail = list(child.tail)
+        self.state.record_exit(child.name, code, tail)
+        shown = "\n".join(f"  {child.name}| {line}" for line in tail[-10:]) or "  (no output)"
+        logger.error(
+            "%s exited unexpectedly (%s); its last output lines:\n%s",
+            child.name,
+            describe_exit(code),
+            shown,
+        )
+
+    async def start_server(self, child: Child, stop: asyncio.Event) -> Address | None:
+        """Start a server child and wait for its address (None: it failed or we stop)."""
+        await child.start()
+        listening = asyncio.create_task(child.wait_listening(START_TIMEOUT))
+        stopped = asyncio.create_task(stop.wait())
+        try:
+            await asyncio.wait({listening, stopped}, return_when="FIRST_COMPLETED")
+        finally:
+            stopped.cancel()
+            listening.cancel()
+        if stop.is_set():
+            return None
+        if child.address is None:
+            if child.returncode is None:
+                self.state.notes.append(f"{child.name} did not report listening in time")
+                logger.error(
+                    "%s did not log 'listening on' within %.0fs", child.name, START_TIMEOUT
+                )
+            else:
+                await child.wait()
+                self.report_exit(child)
+            self.failed = True
+            return None
+        logger.info("%s listening on %s", child.name, child.address)
+        return reachable(child.address)
+
+    async def stop_all(self) -> None:
+        """Stop sensors together, then the controller, then the manipulator."""
+        sensors = [c for c in self.children if c.name.startswith("sensor-")]
+        servers = [c for c in self.children if c not in sensors]
+        await asyncio.gather(*(self._stop(c, SENSOR_STOP_TIMEOUT) for c in sensors))
+        for child in reversed(servers):
+            timeout = (
+                CONTROLLER_STOP_TIMEOUT if child.name == "controller" else MANIPULATOR_STOP_TIMEOUT
+            )
+            await self._stop(child, timeout)
+
+    async def _stop(self, child: Child, within: float) -> None:
+        already = child.returncode is not None
+        code = await child.stop(within)
+        if not already and code not in (0, None):
+            logger.warning("%s stopped with %s", child.name, describe_exit(code))
+        elif not already:
+            logger.info("%s stopped", child.name)
+
+    async def refresh(self) -> None:
+        while True:
+            await asyncio.sleep(REFRESH_SECONDS)
+            self.display.refresh(self.state, elapsed=self.elapsed())
+
+    async def run(self, stop: asyncio.Event) -> int:
+        config = self.config
+        manipulator = self.child(
+            "manipulator",
+            "manipulator",
+            ["--listen", str(config.manipulator_listen), "--journal", str(config.journal)],
+        )
+        manipulator_address = await self.start_server(manipulator, stop)
+        if manipulator_address is None:
+            return 1 if self.failed else 0
+        controller = self.child(
+            "controller",
+            "controller",
+            [
+                "--listen",
+                str(config.controller_listen),
+                "--manipulator",
+                str(manipulator_address),
+                "--database",
+                config.database_url,
+                "--period",
+                repr(config.period),
+            ],
+        )
+        controller_address = await self.start_server(controller, stop)
+        if controller_address is None:
+            return 1 if self.failed else 0
+        since = now_us()
+        history = asyncio.create_task(poll_history(controller_address, self.state, since_us=since))
+        for sensor_id in config.sensor_ids:
+            sensor = self.child(
+                sensor_id,
+                "sensor",
+                [
+                    "--controller",
+                    str(controller_address),
+                    "--sensor-id",
+                    sensor_id,
+                    "--rate",
+                    repr(config.rate),
+                    "--no-progress",
+                ],
+            )
+            await sensor.start()
+        refresh = asyncio.create_task(self.refresh())
+        try:
+            await self.watch(stop)
+        finally:
+            for task in (history, refresh):
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        return 1 if self.failed else 0
+
+    async def watch(self, stop: asyncio.Event) -> None:
+        """Until asked to stop (or the duration is over): report children that exit."""
+        deadline = None if self.config.duration is None else time.monotonic() + self.config.duration
+        exits = {asyncio.create_task(child.wait()): child for child in self.children}
+        stopped = asyncio.create_task(stop.wait())
+        try:
+            while True:
+                timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
+                done, _ = await asyncio.wait(
+                    {stopped, *exits}, timeout=timeout, return_when="FIRST_COMPLETED"
+                )
+                if stopped in done:
+                    logger.info("stop requested")
+                    return
+                if not done:
+                    logger.info("duration of %.1fs is over", self.config.duration)
+                    return
+                for task in done:
+                    child = exits.pop(task)
+                    self.report_exit(child)
+                    self.failed = True
+                    if not child.name.startswith("sensor-"):
+                        logger.error("%s is essential: stopping the cell", child.name)
+                        return
+                    self.display.refresh(self.state, elapsed=self.elapsed())
+        finally:
+            stopped.cancel()
+            for task in exits:
+                task.cancel()
+
+
+async def run_cell(config: CellConfig, display: Display, state: CellState | None = None) -> int:
+    """Run the cell until SIGINT/SIGTERM, the duration, or an essential child's death.
+
+    Returns the exit status: 0 when it ran until asked to stop, 1 when any
+    child exited unexpectedly (each such exit is logged and shown).
+    """
+    config.log_dir.mkdir(parents=True, exist_ok=True)
+    state = state or CellState(sensor_ids=config.sensor_ids)
+    cell = _Cell(config, state, display)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    try:
+        try:
+            code = await cell.run(stop)
+        finally:
+            # Children must not outlive us, whatever happened above.
+            await cell.stop_all()
+    finally:
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(signum)
+        for child in cell.children:
+            child.close_log()
+        display.close(state, elapsed=cell.elapsed())
+    return code
