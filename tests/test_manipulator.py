@@ -1,0 +1,565 @@
+"""The manipulator: a real server on 127.0.0.1, real sockets, a real journal file."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import socket
+import struct
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any, cast
+
+import pytest
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from manipulator.config import parse_config
+from manipulator.errors import BadCommand, JournalCorrupt, JournalError
+from manipulator.journal import RECORD_KEYS, Journal, parse_command, read_journal
+from manipulator.server import ManipulatorServer
+from tests.processes import ROOT, running, start_service
+from workcell.framing import MAX_FRAME_BYTES, FrameDecoder, encode_frame
+from workcell.timeconv import US_PER_SECOND, to_iso, to_timestamp
+from workcell.v1 import command_pb2
+
+WINDOW_US = 5 * US_PER_SECOND
+BASE_US = 1_700_000_000 * US_PER_SECOND
+RECEIVED_US = BASE_US + 123_456_789
+SMALL_LIMIT = 1024
+TIMEOUT = 5.0
+
+
+def make_command(command_id: int, status: int = command_pb2.STATUS_UP) -> command_pb2.Command:
+    """A valid command: window k = id, issued 250 ms after the window ends."""
+    start = BASE_US + command_id * WINDOW_US
+    return command_pb2.Command(
+        id=command_id,
+        # Any int, so tests can send statuses the enum does not define.
+        status=cast(command_pb2.Status, status),
+        window_start=to_timestamp(start),
+        window_end=to_timestamp(start + WINDOW_US),
+        issued_at=to_timestamp(start + WINDOW_US + 250_000),
+    )
+
+
+def expected_entry(command_id: int, status: str = "up") -> dict[str, Any]:
+    start = BASE_US + command_id * WINDOW_US
+    return {
+        "command_id": command_id,
+        "status": status,
+        "window_start": to_iso(start),
+        "window_end": to_iso(start + WINDOW_US),
+        "issued_at": to_iso(start + WINDOW_US + 250_000),
+        "received_at": to_iso(RECEIVED_US),
+    }
+
+
+class Client:
+    """A controller stand-in over a real TCP connection."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader = reader
+        self.writer = writer
+        self.decoder = FrameDecoder()
+        self.acks: list[int] = []
+        host, port = writer.get_extra_info("sockname")[:2]
+        self.name = f"{host}:{port}"
+
+    @classmethod
+    async def connect(cls, port: int) -> Client:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        return cls(reader, writer)
+
+    async def send(self, *frames: command_pb2.Command | bytes) -> None:
+        """Send commands (framed) and raw bytes (as they are) in one write."""
+        self.writer.write(b"".join(f if isinstance(f, bytes) else encode_frame(f) for f in frames))
+        await self.writer.drain()
+
+    async def ack(self) -> int:
+        """The next acknowledged command id."""
+        while not self.acks:
+            data = await asyncio.wait_for(self.reader.read(4096), TIMEOUT)
+            assert data, "connection closed while waiting for an ack"
+            self.acks += [
+                command_pb2.CommandAck.FromString(p).command_id for p in self.decoder.feed(data)
+            ]
+        return self.acks.pop(0)
+
+    async def acks_for(self, count: int) -> list[int]:
+        return [await self.ack() for _ in range(count)]
+
+    async def expect_eof(self) -> None:
+        """The server closed the connection (after whatever it still had to say)."""
+        rest = await asyncio.wait_for(self.reader.read(), TIMEOUT)
+        assert rest == b"", f"unexpected bytes before EOF: {rest!r}"
+
+    async def close(self) -> None:
+        self.writer.close()
+        with contextlib.suppress(ConnectionError):
+            await self.writer.wait_closed()
+
+
+def fixed_clock() -> int:
+    return RECEIVED_US
+
+
+@pytest.fixture
+def journal_path(tmp_path: Path) -> Path:
+    return tmp_path / "data" / "journal.jsonl"
+
+
+@pytest.fixture
+async def server(journal_path: Path) -> AsyncIterator[ManipulatorServer]:
+    async with ManipulatorServer(
+        journal=journal_path, max_frame_bytes=SMALL_LIMIT, read_timeout=0.3, clock=fixed_clock
+    ) as running_server:
+        yield running_server
+
+
+def manipulator_errors(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [
+        r.getMessage()
+        for r in caplog.records
+        if r.levelno >= logging.ERROR and r.name.startswith("manipulator")
+    ]
+
+
+# --- pure parsing -----------------------------------------------------------------------------
+
+
+def test_parse_command_makes_the_journal_record() -> None:
+    record = parse_command(
+        make_command(4, command_pb2.STATUS_DOWN).SerializeToString(), received_at=RECEIVED_US
+    )
+    assert json.loads(record.to_line()) == expected_entry(4, "down")
+    assert tuple(json.loads(record.to_line())) == RECORD_KEYS
+    assert record.to_line().endswith(b"\n")
+    assert record.to_line().count(b"\n") == 1
+
+
+def _without(command: command_pb2.Command, field: str) -> command_pb2.Command:
+    command.ClearField(field)
+    return command
+
+
+BAD_COMMANDS: dict[str, tuple[bytes, str]] = {
+    "undecodable": (b"\xff\xff\xff", "undecodable"),
+    "id 0": (make_command(0).SerializeToString(), "id is 0"),
+    "status unspecified": (
+        make_command(1, command_pb2.STATUS_UNSPECIFIED).SerializeToString(),
+        "status 0",
+    ),
+    "status unknown": (make_command(1, 7).SerializeToString(), "status 7"),
+    "no window_start": (
+        _without(make_command(1), "window_start").SerializeToString(),
+        "window_start is missing",
+    ),
+    "no window_end": (
+        _without(make_command(1), "window_end").SerializeToString(),
+        "window_end is missing",
+    ),
+    "no issued_at": (
+        _without(make_command(1), "issued_at").SerializeToString(),
+        "issued_at is missing",
+    ),
+    "time out of range": (
+        command_pb2.Command(
+            id=1,
+            status=command_pb2.STATUS_UP,
+            window_start=to_timestamp(BASE_US),
+            window_end=to_timestamp(BASE_US + WINDOW_US),
+            issued_at=Timestamp(seconds=10**15),
+        ).SerializeToString(),
+        "issued_at out of range",
+    ),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(BAD_COMMANDS))
+def test_parse_command_names_the_problem(kind: str) -> None:
+    payload, problem = BAD_COMMANDS[kind]
+    with pytest.raises(BadCommand, match=problem):
+        parse_command(payload, received_at=RECEIVED_US)
+
+
+# --- journaling and acks ----------------------------------------------------------------------
+
+
+async def test_commands_are_journaled_and_acked(
+    server: ManipulatorServer, journal_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="manipulator")
+    client = await Client.connect(server.port)
+    await client.send(make_command(1))
+    assert await client.ack() == 1
+    # Two frames in one write, acked in order.
+    await client.send(make_command(2, command_pb2.STATUS_DOWN), make_command(3))
+    assert await client.acks_for(2) == [2, 3]
+    await client.close()
+
+    entries = read_journal(journal_path)
+    assert entries == [expected_entry(1), expected_entry(2, "down"), expected_entry(3)]
+    assert all(tuple(entry) == RECORD_KEYS for entry in entries)
+    assert server.journal.last_id == 3
+    lines = [r.getMessage() for r in caplog.records]
+    assert any(line.startswith("command 2: status=down window=[") for line in lines)
+
+
+async def test_resend_is_acked_but_not_journaled_twice(
+    server: ManipulatorServer, journal_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="manipulator")
+    client = await Client.connect(server.port)
+    await client.send(make_command(1), make_command(2))
+    assert await client.acks_for(2) == [1, 2]
+    await client.send(make_command(2), make_command(1))
+    assert await client.acks_for(2) == [2, 1]
+    await client.close()
+    # A reconnecting controller resends on a new connection.
+    again = await Client.connect(server.port)
+    await again.send(make_command(2), make_command(3))
+    assert await again.acks_for(2) == [2, 3]
+    await again.close()
+
+    assert [e["command_id"] for e in read_journal(journal_path)] == [1, 2, 3]
+    duplicates = [r for r in caplog.records if "duplicate" in r.getMessage()]
+    assert len(duplicates) == 3
+    assert all(r.levelno == logging.INFO for r in duplicates)
+
+
+async def test_restart_recovers_the_last_id(journal_path: Path) -> None:
+    async with ManipulatorServer(journal=journal_path, clock=fixed_clock) as first:
+        client = await Client.connect(first.port)
+        await client.send(make_command(1), make_command(2), make_command(3))
+        assert await client.acks_for(3) == [1, 2, 3]
+        await client.close()
+
+    async with ManipulatorServer(journal=journal_path, clock=fixed_clock) as second:
+        assert second.journal.last_id == 3
+        client = await Client.connect(second.port)
+        await client.send(make_command(3), make_command(4))
+        assert await client.acks_for(2) == [3, 4]
+        await client.close()
+
+    assert [e["command_id"] for e in read_journal(journal_path)] == [1, 2, 3, 4]
+
+
+async def test_restart_with_an_existing_journal_object(journal_path: Path) -> None:
+    with Journal(journal_path) as journal:
+        async with ManipulatorServer(journal=journal, clock=fixed_clock) as server:
+            client = await Client.connect(server.port)
+            await client.send(make_command(1))
+            assert await client.ack() == 1
+            await client.close()
+        # The caller owns a journal it passed in: still open.
+        assert journal.last_id == 1
+        assert journal.is_duplicate(1)
+    assert read_journal(journal_path) == [expected_entry(1)]
+
+
+def _write_journal(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+
+
+async def test_partial_trailing_line_is_removed(
+    journal_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    lines = [json.dumps(expected_entry(i)).encode() + b"\n" for i in (1, 2)]
+    _write_journal(journal_path, b"".join(lines) + b'{"command_id": 3, "sta')
+    caplog.set_level(logging.INFO, logger="manipulator")
+
+    async with ManipulatorServer(journal=journal_path, clock=fixed_clock) as server:
+        assert server.journal.last_id == 2
+        assert await asyncio.to_thread(journal_path.read_bytes) == b"".join(lines)
+        client = await Client.connect(server.port)
+        await client.send(make_command(2), make_command(3))
+        assert await client.acks_for(2) == [2, 3]
+        await client.close()
+
+    assert read_journal(journal_path) == [expected_entry(1), expected_entry(2), expected_entry(3)]
+    warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1
+    assert "incomplete last line" in warnings[0].getMessage()
+
+
+@pytest.mark.parametrize(
+    "tail",
+    [b"{", b"\x00" * 10, b"x" * 200_000],
+    ids=["brace", "zero-fill", "long"],
+)
+def test_journal_of_only_a_partial_line_starts_empty(journal_path: Path, tail: bytes) -> None:
+    _write_journal(journal_path, tail)
+    with Journal(journal_path) as journal:
+        assert journal.last_id == 0
+    assert journal_path.read_bytes() == b""
+
+
+def test_journal_recovers_across_a_long_last_line(journal_path: Path) -> None:
+    # The last complete line straddles the backwards-read block boundary.
+    first = json.dumps(expected_entry(1)).encode() + b"\n"
+    second = json.dumps({**expected_entry(2), "note": "y" * 100_000}).encode() + b"\n"
+    _write_journal(journal_path, first + second + b'{"comm')
+    with Journal(journal_path) as journal:
+        assert journal.last_id == 2
+    assert journal_path.read_bytes() == first + second
+
+
+def test_journal_with_a_damaged_complete_line_is_refused(journal_path: Path) -> None:
+    _write_journal(journal_path, b"not json\n")
+    with pytest.raises(JournalCorrupt, match="not JSON"):
+        Journal(journal_path)
+    _write_journal(journal_path, b'{"status": "up"}\n')
+    with pytest.raises(JournalCorrupt, match="command_id"):
+        Journal(journal_path)
+
+
+def test_journal_is_used_by_one_manipulator_at_a_time(journal_path: Path) -> None:
+    with Journal(journal_path), pytest.raises(JournalError, match="in use"):
+        Journal(journal_path)
+    # Released on close.
+    Journal(journal_path).close()
+
+
+def test_appending_to_a_closed_journal_fails(journal_path: Path) -> None:
+    journal = Journal(journal_path)
+    journal.close()
+    journal.close()  # idempotent
+    record = parse_command(make_command(1).SerializeToString(), received_at=RECEIVED_US)
+    with pytest.raises(JournalError, match="closed"):
+        journal.append(record)
+
+
+# --- bad frames ---------------------------------------------------------------------------------
+
+BAD_FRAMES: dict[str, tuple[bytes, str]] = {
+    "zero length": (b"\x00\x00\x00\x00", "length 0"),
+    "oversize": (struct.pack(">I", SMALL_LIMIT + 1), "exceeds"),
+    "huge header": (b"\xff\xff\xff\xff", "exceeds"),
+    **{kind: (encode_frame(payload), problem) for kind, (payload, problem) in BAD_COMMANDS.items()},
+}
+
+
+@pytest.mark.parametrize("kind", sorted(BAD_FRAMES))
+async def test_bad_frame_closes_only_that_connection(
+    server: ManipulatorServer, journal_path: Path, caplog: pytest.LogCaptureFixture, kind: str
+) -> None:
+    frame, problem = BAD_FRAMES[kind]
+    caplog.set_level(logging.INFO, logger="manipulator")
+    bystander = await Client.connect(server.port)
+    await bystander.send(make_command(1))
+    assert await bystander.ack() == 1
+
+    bad = await Client.connect(server.port)
+    await bad.send(frame)
+    await bad.expect_eof()
+    errors = manipulator_errors(caplog)
+    assert len(errors) == 1, errors
+    assert bad.name in errors[0]
+    assert problem in errors[0]
+    await bad.close()
+
+    # The connection open during the error and a new one are both served.
+    await bystander.send(make_command(2))
+    assert await bystander.ack() == 2
+    later = await Client.connect(server.port)
+    await later.send(make_command(3))
+    assert await later.ack() == 3
+    await bystander.close()
+    await later.close()
+    assert [e["command_id"] for e in read_journal(journal_path)] == [1, 2, 3]
+
+
+async def test_frames_before_a_bad_frame_in_the_same_read_are_handled(
+    server: ManipulatorServer, journal_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    client = await Client.connect(server.port)
+    await client.send(make_command(1), make_command(2), b"\x00\x00\x00\x00", make_command(3))
+    assert await client.acks_for(2) == [1, 2]
+    await client.expect_eof()
+    await client.close()
+    assert [e["command_id"] for e in read_journal(journal_path)] == [1, 2]
+    assert len(manipulator_errors(caplog)) == 1
+
+
+async def test_a_bad_command_stops_the_frames_after_it(
+    server: ManipulatorServer, journal_path: Path
+) -> None:
+    client = await Client.connect(server.port)
+    await client.send(make_command(1), make_command(0), make_command(2))
+    assert await client.ack() == 1
+    await client.expect_eof()
+    await client.close()
+    assert [e["command_id"] for e in read_journal(journal_path)] == [1]
+
+
+async def test_frame_of_exactly_the_limit_is_read(server: ManipulatorServer) -> None:
+    # A valid command padded with an unknown field up to the limit: decoded, accepted.
+    payload = make_command(1).SerializeToString()
+    filler_len = SMALL_LIMIT - len(payload) - 3  # tag (1) + length varint (2)
+    filler = b"\x7a" + bytes([0x80 | (filler_len & 0x7F), filler_len >> 7]) + b"f" * filler_len
+    assert len(payload + filler) == SMALL_LIMIT
+    client = await Client.connect(server.port)
+    await client.send(encode_frame(payload + filler, max_bytes=SMALL_LIMIT))
+    assert await client.ack() == 1
+    await client.close()
+
+
+async def test_partial_frame_then_silence_is_closed_after_the_read_timeout(
+    server: ManipulatorServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="manipulator")
+    client = await Client.connect(server.port)
+    await client.send(encode_frame(make_command(1))[:6])
+    await client.expect_eof()
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert any(client.name in w and "unfinished frame" in w for w in warnings), warnings
+    await client.close()
+
+
+async def test_idle_connection_between_frames_is_kept(server: ManipulatorServer) -> None:
+    client = await Client.connect(server.port)
+    await client.send(make_command(1))
+    assert await client.ack() == 1
+    # Idle for well over the 0.3 s read timeout, as the controller is between periods.
+    await asyncio.sleep(1.0)
+    await client.send(make_command(2))
+    assert await client.ack() == 2
+    await client.close()
+
+
+async def test_bytes_trickling_in_reset_the_read_timeout(server: ManipulatorServer) -> None:
+    client = await Client.connect(server.port)
+    frame = encode_frame(make_command(1))
+    for i in range(len(frame) - 1):
+        await client.send(frame[i : i + 1])
+        await asyncio.sleep(0.02)
+    await client.send(frame[-1:])
+    assert await client.ack() == 1
+    await client.close()
+
+
+# --- lifecycle -----------------------------------------------------------------------------------
+
+
+async def test_close_ends_connections_and_is_idempotent(journal_path: Path) -> None:
+    server = ManipulatorServer(journal=journal_path)
+    with pytest.raises(RuntimeError):
+        _ = server.port
+    await server.start()
+    client = await Client.connect(server.port)
+    await client.send(make_command(1))
+    assert await client.ack() == 1
+    await asyncio.gather(server.close(), server.close())
+    await client.expect_eof()
+    await client.close()
+    await server.close()
+    with pytest.raises(ConnectionRefusedError):
+        await asyncio.open_connection("127.0.0.1", server.port)
+    # The journal was released: a new server can open it.
+    async with ManipulatorServer(journal=journal_path) as again:
+        assert again.journal.last_id == 1
+
+
+async def test_start_fails_cleanly_when_the_port_is_taken(journal_path: Path) -> None:
+    async with ManipulatorServer(journal=journal_path) as first:
+        second = ManipulatorServer(journal=journal_path.with_name("other.jsonl"), port=first.port)
+        with pytest.raises(OSError, match="in use"):
+            await second.start()
+        await second.close()
+        # The second server's journal was closed again.
+        Journal(journal_path.with_name("other.jsonl")).close()
+
+
+# --- configuration and the process ---------------------------------------------------------------
+
+
+def test_config_defaults() -> None:
+    config = parse_config([], environ={})
+    assert str(config.listen) == "127.0.0.1:7700"
+    assert config.journal == Path("data/journal.jsonl")
+    assert config.max_frame_bytes == MAX_FRAME_BYTES
+    assert config.read_timeout == 10.0
+    assert config.log_level == "INFO"
+
+
+def test_config_from_environment_and_flags() -> None:
+    environ = {
+        "WORKCELL_MANIPULATOR_LISTEN": "0.0.0.0:7800",
+        "WORKCELL_JOURNAL": "/var/j.jsonl",
+        "WORKCELL_MAX_FRAME": "2048",
+        "WORKCELL_READ_TIMEOUT": "2.5",
+        "WORKCELL_LOG_LEVEL": "debug",
+    }
+    config = parse_config([], environ=environ)
+    assert (config.listen.host, config.listen.port) == ("0.0.0.0", 7800)
+    assert config.journal == Path("/var/j.jsonl")
+    assert config.max_frame_bytes == 2048
+    assert config.read_timeout == 2.5
+    assert config.log_level == "DEBUG"
+    # A flag beats its variable.
+    assert parse_config(["--max-frame", "99"], environ=environ).max_frame_bytes == 99
+
+
+def _run_manipulator(
+    *args: str, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "manipulator", *args],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env={"PATH": "/usr/bin:/bin", **(env or {})},
+        timeout=60,
+    )
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "names"),
+    [
+        (["--listen", "nope"], {}, ["--listen"]),
+        (["--read-timeout", "0"], {}, ["--read-timeout"]),
+        ([], {"WORKCELL_MAX_FRAME": "-1"}, ["--max-frame", "WORKCELL_MAX_FRAME"]),
+    ],
+    ids=["listen", "read-timeout", "env max-frame"],
+)
+def test_bad_flag_exits_2_with_one_line(
+    args: list[str], env: dict[str, str], names: list[str]
+) -> None:
+    result = _run_manipulator(*args, env=env)
+    assert result.returncode == 2
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1, result.stderr
+    for name in names:
+        assert name in lines[0]
+
+
+def test_process_acks_then_exits_0_on_sigterm(tmp_path: Path) -> None:
+    journal = tmp_path / "nested" / "journal.jsonl"
+    service = start_service("manipulator", ["--listen", "127.0.0.1:0", "--journal", str(journal)])
+    with running(service):
+        assert service.port is not None
+        with socket.create_connection(("127.0.0.1", service.port), timeout=TIMEOUT) as sock:
+            sock.sendall(encode_frame(make_command(1)))
+            decoder = FrameDecoder()
+            payloads: list[bytes] = []
+            while not payloads:
+                data = sock.recv(4096)
+                assert data, service.output()
+                payloads = decoder.feed(data)
+            assert command_pb2.CommandAck.FromString(payloads[0]).command_id == 1
+            assert service.stop() == 0
+    assert [e["command_id"] for e in read_journal(journal)] == [1]
+    assert "command 1: status=up window=[" in service.output()
+
+
+def test_process_refuses_a_damaged_journal(tmp_path: Path) -> None:
+    journal = tmp_path / "journal.jsonl"
+    journal.write_text("garbage\n")
+    result = _run_manipulator("--listen", "127.0.0.1:0", "--journal", str(journal))
+    assert result.returncode == 1
+    assert "not JSON" in result.stderr
