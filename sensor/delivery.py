@@ -1,0 +1,356 @@
+"""Delivery of readings to the controller over ``Telemetry.StreamReadings``.
+
+The controller answers a stream only after every reading on it is committed,
+so a response means "durable" for all of them. :class:`Delivery` therefore
+keeps each reading (in a :class:`~sensor.buffer.PendingBuffer`) until a
+response covers it. It ends each stream after ``stream_seconds`` and opens the
+next one at once, while a small task per stream awaits the previous response,
+so sending never pauses for a commit.
+
+On any failure it aborts the open stream, backs off (capped exponential, with
+jitter) and resends what is unacknowledged, oldest first, before new readings.
+Resends of readings the controller had already stored come back counted as
+duplicates, so nothing is stored twice and nothing is lost while the buffer
+has room; when it is full the oldest readings are dropped, counted and logged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+from dataclasses import dataclass
+
+import grpc
+from grpc import aio
+
+from sensor.buffer import PendingBuffer
+from workcell.v1 import telemetry_pb2, telemetry_pb2_grpc
+
+__all__ = ["Backoff", "Delivery"]
+
+log = logging.getLogger(__name__)
+
+Reading = telemetry_pb2.Reading
+
+_ReadingsCall = aio.StreamUnaryCall[
+    telemetry_pb2.StreamReadingsRequest, telemetry_pb2.StreamReadingsResponse
+]
+
+
+@dataclass(frozen=True)
+class Backoff:
+    """Capped exponential backoff; ``jitter`` is the fraction a delay may be shortened by."""
+
+    initial: float = 0.1
+    maximum: float = 5.0
+    multiplier: float = 2.0
+    jitter: float = 0.5
+
+    def delay(self, attempt: int, fraction: float) -> float:
+        """Seconds to wait before retry number ``attempt`` (1, 2, ...); ``fraction`` in [0, 1)."""
+        base = min(self.maximum, self.initial * self.multiplier ** max(0, attempt - 1))
+        return base * (1.0 - self.jitter * fraction)
+
+
+class _StreamFailed(Exception):
+    def __init__(self, code: grpc.StatusCode, details: str, *, reported: bool = False) -> None:
+        super().__init__(f"{code.name}: {details}")
+        self.code = code
+        self.details = details
+        self.reported = reported  # already logged by whoever saw it first
+
+
+class Delivery:
+    """Streams readings to the controller and keeps every one until it is acknowledged.
+
+    Use as ``async with Delivery(...) as delivery``: :meth:`add` readings as
+    they are created, :meth:`flush` when no more will come, and await
+    :meth:`drain` to wait until all are acknowledged.
+    """
+
+    def __init__(
+        self,
+        target: str,
+        *,
+        batch: int = 1,
+        capacity: int = 100_000,
+        stream_seconds: float = 1.0,
+        response_timeout: float = 30.0,
+        backoff: Backoff | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
+        if batch < 1:
+            raise ValueError(f"batch must be >= 1, got {batch}")
+        self.target = target
+        self._batch = min(batch, capacity)
+        self._buffer: PendingBuffer[telemetry_pb2.Reading] = PendingBuffer(capacity)
+        self._stream_seconds = stream_seconds
+        self._response_timeout = response_timeout
+        self._backoff = backoff or Backoff()
+        self._rng = rng or random.Random()
+        self._ready = asyncio.Event()  # something changed that the sender should look at
+        self._idle = asyncio.Event()  # nothing is held: every reading was acknowledged
+        self._idle.set()
+        self._flushing = False
+        self._abort = False  # a response waiter saw a failure: stop the open stream
+        self._attempts = 0  # failed attempts in the current failure episode
+        self._episode_code: grpc.StatusCode | None = None
+        self._drops_logged_at: int | None = None
+        self._max_seq_sent = 0
+        self._streams = 0
+        self._channel: aio.Channel | None = None
+        self._sender: asyncio.Task[None] | None = None
+        self._waiters: set[asyncio.Task[None]] = set()
+        self.sent = 0
+        """Distinct readings written to the controller at least once."""
+
+    # -- counters -----------------------------------------------------------
+
+    @property
+    def acked(self) -> int:
+        """Readings the controller acknowledged (stored or already stored)."""
+        return self._buffer.acked
+
+    @property
+    def buffered(self) -> int:
+        """Readings held, unsent or awaiting their stream's response."""
+        return len(self._buffer)
+
+    @property
+    def dropped(self) -> int:
+        """Readings dropped because the buffer was full."""
+        return self._buffer.dropped
+
+    # -- lifecycle ----------------------------------------------------------
+
+    async def __aenter__(self) -> Delivery:
+        self.start()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    def start(self) -> None:
+        """Open the channel and start the sending task."""
+        if self._sender is not None:
+            return
+        # The channel reconnects by itself; keep its backoff in step with ours
+        # (its default grows to two minutes, far too slow after a restart).
+        initial_ms = int(self._backoff.initial * 1000)
+        maximum_ms = int(self._backoff.maximum * 1000)
+        self._channel = aio.insecure_channel(
+            self.target,
+            options=[
+                ("grpc.initial_reconnect_backoff_ms", initial_ms),
+                ("grpc.min_reconnect_backoff_ms", initial_ms),
+                ("grpc.max_reconnect_backoff_ms", maximum_ms),
+            ],
+        )
+        self._sender = asyncio.create_task(self._send_forever(), name="sensor-delivery")
+
+    async def close(self) -> None:
+        """Stop sending and close the channel; what is unacknowledged stays in ``buffered``."""
+        tasks = [t for t in (self._sender, *self._waiters) if t is not None]
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._sender = None
+        if self._channel is not None:
+            await self._channel.close(None)
+            self._channel = None
+
+    # -- producer side ------------------------------------------------------
+
+    def add(self, reading: telemetry_pb2.Reading) -> None:
+        """Hold ``reading`` until acknowledged and send it as soon as its batch is full."""
+        self._idle.clear()
+        if self._buffer.append(reading) and self._drops_logged_at is None:
+            self._drops_logged_at = self._buffer.dropped - 1
+            log.warning(
+                "buffer full (%d unacknowledged readings): dropping the oldest",
+                self._buffer.capacity,
+            )
+        if self._sendable():
+            self._ready.set()
+
+    def flush(self) -> None:
+        """No more readings are coming soon: send partial batches and end streams early."""
+        self._flushing = True
+        self._ready.set()
+
+    async def drain(self) -> None:
+        """Wait until every reading added so far is acknowledged."""
+        await self._idle.wait()
+
+    # -- sending ------------------------------------------------------------
+
+    def _sendable(self) -> bool:
+        unsent = self._buffer.unsent
+        return unsent >= self._batch or (self._flushing and unsent > 0)
+
+    async def _wait_sendable(self) -> None:
+        while not self._sendable():
+            self._ready.clear()
+            await self._ready.wait()
+
+    async def _send_forever(self) -> None:
+        assert self._channel is not None
+        stub = telemetry_pb2_grpc.TelemetryStub(self._channel)
+        while True:
+            await self._wait_sendable()
+            if self._abort:
+                await self._back_off()
+                continue
+            self._streams += 1
+            try:
+                await self._send_stream(stub, self._streams)
+            except _StreamFailed as failure:
+                if not failure.reported:
+                    self._report_failure(failure.code, failure.details)
+                await self._back_off()
+
+    async def _back_off(self) -> None:
+        self._attempts += 1
+        await asyncio.sleep(self._backoff.delay(self._attempts, self._rng.random()))
+        # Whatever failed meanwhile is covered by this pause.
+        self._abort = False
+
+    async def _send_stream(self, stub: telemetry_pb2_grpc.TelemetryAsyncStub, stream: int) -> None:
+        """Write one stream for about ``stream_seconds``, then leave its response to a task."""
+        loop = asyncio.get_running_loop()
+        call: _ReadingsCall = stub.StreamReadings(
+            None,  # no iterator: this side writes the messages itself
+            timeout=self._stream_seconds + self._response_timeout,
+        )
+        deadline = loop.time() + self._stream_seconds
+        timer = loop.call_at(deadline, self._ready.set)
+        written = 0
+        try:
+            while not self._abort and loop.time() < deadline:
+                if self._sendable():
+                    readings = self._buffer.take(stream, self._batch)
+                    self._count_sent(readings)
+                    await call.write(telemetry_pb2.StreamReadingsRequest(readings=readings))
+                    written += len(readings)
+                elif self._flushing and written:
+                    break  # all sent: end the stream now so its response comes now
+                else:
+                    self._ready.clear()
+                    await self._ready.wait()
+            if self._abort:
+                raise _StreamFailed(
+                    grpc.StatusCode.CANCELLED, "an earlier stream failed", reported=True
+                )
+            await call.done_writing()
+        except (aio.AioRpcError, asyncio.InvalidStateError, _StreamFailed) as exc:
+            self._buffer.fail(stream)
+            failure = await _failure_of(call, exc)
+            call.cancel()
+            raise failure from None
+        except BaseException:
+            self._buffer.fail(stream)
+            call.cancel()
+            raise
+        finally:
+            timer.cancel()
+        waiter = asyncio.create_task(self._await_response(call, stream, written))
+        self._waiters.add(waiter)
+        waiter.add_done_callback(self._waiters.discard)
+
+    def _count_sent(self, readings: list[telemetry_pb2.Reading]) -> None:
+        for reading in readings:
+            if reading.seq > self._max_seq_sent:
+                self._max_seq_sent = reading.seq
+                self.sent += 1
+
+    async def _await_response(self, call: _ReadingsCall, stream: int, written: int) -> None:
+        try:
+            response = await call
+        except aio.AioRpcError as exc:
+            self._buffer.fail(stream)
+            self._report_failure(exc.code(), exc.details() or "")
+            self._abort = True
+            self._ready.set()
+            return
+        except asyncio.CancelledError:
+            call.cancel()
+            raise
+        acked = self._buffer.ack(stream)
+        covered = response.stored + response.duplicates
+        if covered != written:
+            log.warning(
+                "controller acknowledged %d readings of a stream of %d (stored=%d duplicates=%d)",
+                covered,
+                written,
+                response.stored,
+                response.duplicates,
+            )
+        log.debug(
+            "stream %d acknowledged: %d readings (stored=%d duplicates=%d stale=%d)",
+            stream,
+            acked,
+            response.stored,
+            response.duplicates,
+            response.stale,
+        )
+        self._report_success()
+
+    # -- episodes -----------------------------------------------------------
+
+    def _report_failure(self, code: grpc.StatusCode, details: str) -> None:
+        """Log a failure once per episode (again only if the kind of failure changes)."""
+        if code == self._episode_code:
+            log.debug("delivery still failing: %s: %s", code.name, details)
+            return
+        self._episode_code = code
+        if code == grpc.StatusCode.INVALID_ARGUMENT:
+            # The controller refuses what this sensor sends: a bug or a bad
+            # configuration, not an outage. Retrying keeps the readings.
+            log.error(
+                "controller %s rejected readings: %s (retrying with backoff; %d readings held)",
+                self.target,
+                details,
+                len(self._buffer),
+            )
+        else:
+            log.warning(
+                "delivery to %s failed (%s: %s); reconnecting with backoff, %d readings held",
+                self.target,
+                code.name,
+                details,
+                len(self._buffer),
+            )
+
+    def _report_success(self) -> None:
+        if self._episode_code is not None:
+            log.info("delivering to %s again after %d failed attempts", self.target, self._attempts)
+            self._episode_code = None
+        self._attempts = 0
+        if self._drops_logged_at is not None:
+            log.warning(
+                "dropped %d readings while the buffer was full",
+                self._buffer.dropped - self._drops_logged_at,
+            )
+            self._drops_logged_at = None
+        if not self._buffer:
+            self._idle.set()
+
+
+async def _failure_of(call: _ReadingsCall, exc: BaseException) -> _StreamFailed:
+    """The status a failed stream ended with, as a :class:`_StreamFailed`."""
+    if isinstance(exc, _StreamFailed):
+        return exc
+    if isinstance(exc, aio.AioRpcError):
+        return _StreamFailed(exc.code(), exc.details() or "")
+    # A write on a call that already finished: its status tells why.
+    try:
+        await asyncio.wait_for(call, timeout=1.0)
+    except aio.AioRpcError as error:
+        return _StreamFailed(error.code(), error.details() or "")
+    except TimeoutError:
+        pass
+    return _StreamFailed(grpc.StatusCode.UNKNOWN, "the controller ended the stream early")

@@ -1,0 +1,120 @@
+"""The sensor's live rate display: a tqdm bar on a terminal, else a log line every 5 s.
+
+The log line has a stable format that ``workcell run`` parses::
+
+    sensor <id>: rate=<readings/s, 1 decimal>/s sent=<n> acked=<n> buffered=<n> dropped=<n>
+
+where rate is the readings *created* per second over the last interval.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+__all__ = ["Counters", "ProgressReporter", "RateMeter", "progress_line"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Counters:
+    """A snapshot of a sensor's counters."""
+
+    created: int
+    sent: int
+    acked: int
+    buffered: int
+    dropped: int
+
+
+def progress_line(sensor_id: str, rate: float, counters: Counters) -> str:
+    """The progress log line (format parsed by ``workcell run``: keep it stable)."""
+    return (
+        f"sensor {sensor_id}: rate={rate:.1f}/s sent={counters.sent} acked={counters.acked} "
+        f"buffered={counters.buffered} dropped={counters.dropped}"
+    )
+
+
+class RateMeter:
+    """Events per second between successive samples of a growing count."""
+
+    def __init__(self, count: int, now: float) -> None:
+        self._count = count
+        self._time = now
+
+    def sample(self, count: int, now: float) -> float:
+        """The rate since the previous sample (0 when no time passed)."""
+        elapsed = now - self._time
+        rate = (count - self._count) / elapsed if elapsed > 0 else 0.0
+        self._count = count
+        self._time = now
+        return rate
+
+
+class ProgressReporter:
+    """Shows a sensor's progress until cancelled: tqdm bar when ``bar``, else log lines."""
+
+    def __init__(
+        self,
+        sensor_id: str,
+        counters: Callable[[], Counters],
+        *,
+        bar: bool,
+        total: int | None = None,
+        log_interval: float = 5.0,
+        bar_interval: float = 0.5,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._sensor_id = sensor_id
+        self._counters = counters
+        self._bar = bar
+        self._total = total
+        self._log_interval = log_interval
+        self._bar_interval = bar_interval
+        self._clock = clock
+
+    async def run(self) -> None:
+        """Report until cancelled."""
+        if self._bar:
+            await self._run_bar()
+        else:
+            await self._run_log()
+
+    async def _run_log(self) -> None:
+        meter = RateMeter(self._counters().created, self._clock())
+        while True:
+            await asyncio.sleep(self._log_interval)
+            counters = self._counters()
+            rate = meter.sample(counters.created, self._clock())
+            log.info("%s", progress_line(self._sensor_id, rate, counters))
+
+    async def _run_bar(self) -> None:
+        from tqdm import tqdm  # only needed on a terminal
+
+        bar: Any = tqdm(
+            total=self._total,
+            desc=self._sensor_id,
+            unit=" readings",
+            file=sys.stderr,
+            dynamic_ncols=True,
+        )
+        shown = self._counters().created
+        try:
+            while True:
+                await asyncio.sleep(self._bar_interval)
+                counters = self._counters()
+                bar.set_postfix_str(
+                    f"acked={counters.acked} buffered={counters.buffered} "
+                    f"dropped={counters.dropped}",
+                    refresh=False,
+                )
+                bar.update(counters.created - shown)
+                shown = counters.created
+        finally:
+            bar.close()

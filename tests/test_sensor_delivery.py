@@ -1,0 +1,271 @@
+"""Sensor delivery against a real in-test grpc.aio Telemetry server on 127.0.0.1.
+
+The server here is deliberately minimal: it records every reading it receives,
+dedupes by (sensor_id, boot_id, seq) like the controller, and answers each
+stream with counts once the stream is complete.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import sys
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+
+import grpc
+import pytest
+from grpc import aio
+
+from sensor.delivery import Backoff, Delivery
+from tests.processes import ROOT
+from workcell.timeconv import now_us, to_timestamp
+from workcell.v1 import telemetry_pb2, telemetry_pb2_grpc
+
+Key = tuple[str, str, int]
+
+
+@dataclass
+class Received:
+    """What the in-test controller stored, shared across server restarts."""
+
+    stored: dict[Key, int] = field(default_factory=dict)
+    duplicates: int = 0
+    messages: int = 0
+    streams: int = 0
+    changed: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def seqs(self, sensor_id: str) -> list[int]:
+        return sorted(seq for (sid, _, seq) in self.stored if sid == sensor_id)
+
+
+class RecordingTelemetry(telemetry_pb2_grpc.TelemetryServicer):
+    """Stores readings (deduped) and answers each stream with its counts."""
+
+    def __init__(
+        self, received: Received, reject: Callable[[telemetry_pb2.Reading], str | None] = None
+    ) -> None:
+        self.received = received
+        self.reject = reject
+
+    async def StreamReadings(  # type: ignore[override]
+        self,
+        request_iterator: AsyncIterator[telemetry_pb2.StreamReadingsRequest],
+        context: aio.ServicerContext[
+            telemetry_pb2.StreamReadingsRequest, telemetry_pb2.StreamReadingsResponse
+        ],
+    ) -> telemetry_pb2.StreamReadingsResponse:
+        stored = duplicates = 0
+        async for request in request_iterator:
+            self.received.messages += 1
+            for reading in request.readings:
+                problem = self.reject(reading) if self.reject else None
+                if problem:
+                    await context.abort(grpc.StatusCode.INVALID_ARGUMENT, problem)
+                key = (reading.sensor_id, reading.boot_id, reading.seq)
+                if key in self.received.stored:
+                    duplicates += 1
+                    self.received.duplicates += 1
+                else:
+                    self.received.stored[key] = reading.payload
+                    stored += 1
+            self.received.changed.set()
+        self.received.streams += 1
+        return telemetry_pb2.StreamReadingsResponse(stored=stored, duplicates=duplicates)
+
+
+@contextlib.asynccontextmanager
+async def telemetry_server(
+    received: Received,
+    port: int = 0,
+    reject: Callable[[telemetry_pb2.Reading], str | None] | None = None,
+) -> AsyncIterator[tuple[aio.Server, int]]:
+    """A real grpc.aio server on 127.0.0.1 (``port`` 0: any free port)."""
+    server = aio.server()
+    telemetry_pb2_grpc.add_TelemetryServicer_to_server(RecordingTelemetry(received, reject), server)
+    bound = server.add_insecure_port(f"127.0.0.1:{port}")
+    assert bound, f"could not bind 127.0.0.1:{port}"
+    await server.start()
+    try:
+        yield server, bound
+    finally:
+        await server.stop(None)
+
+
+def reading(seq: int, sensor_id: str = "s1", boot_id: str = "boot") -> telemetry_pb2.Reading:
+    return telemetry_pb2.Reading(
+        sensor_id=sensor_id, boot_id=boot_id, seq=seq, payload=seq, timestamp=to_timestamp(now_us())
+    )
+
+
+FAST_BACKOFF = Backoff(initial=0.02, maximum=0.2)
+
+
+async def feed(delivery: Delivery, seqs: range, rate: float) -> None:
+    """Add readings at roughly ``rate`` per second (in small bursts)."""
+    burst = max(1, int(rate / 100))
+    for start in range(seqs.start, seqs.stop, burst):
+        for seq in range(start, min(start + burst, seqs.stop)):
+            delivery.add(reading(seq))
+        await asyncio.sleep(burst / rate)
+
+
+async def test_delivers_every_reading_exactly_once() -> None:
+    received = Received()
+    async with (
+        telemetry_server(received) as (_, port),
+        Delivery(f"127.0.0.1:{port}", stream_seconds=0.2, backoff=FAST_BACKOFF) as delivery,
+    ):
+        await feed(delivery, range(1, 501), rate=2000)
+        delivery.flush()
+        await asyncio.wait_for(delivery.drain(), 10)
+        assert delivery.acked == 500
+        assert delivery.sent == 500
+        assert delivery.buffered == 0
+    assert received.seqs("s1") == list(range(1, 501))
+    assert received.duplicates == 0
+    assert received.streams > 1  # streams were rotated while sending
+
+
+async def test_batches_readings_per_message() -> None:
+    received = Received()
+    async with (
+        telemetry_server(received) as (_, port),
+        Delivery(f"127.0.0.1:{port}", batch=10, backoff=FAST_BACKOFF) as delivery,
+    ):
+        for seq in range(1, 96):
+            delivery.add(reading(seq))
+        delivery.flush()
+        await asyncio.wait_for(delivery.drain(), 10)
+    assert received.seqs("s1") == list(range(1, 96))
+    assert received.messages == 10  # nine full batches and the flushed rest
+
+
+async def test_reconnects_after_restart_and_resends_without_gaps() -> None:
+    received = Received()
+    async with telemetry_server(received) as (first, port):
+        delivery = Delivery(f"127.0.0.1:{port}", stream_seconds=0.3, backoff=FAST_BACKOFF)
+        delivery.start()
+        try:
+            await feed(delivery, range(1, 301), rate=1000)
+            await first.stop(None)  # mid-run: streams open, responses pending
+            await feed(delivery, range(301, 401), rate=1000)  # created while it is down
+            assert delivery.buffered > 0
+        except BaseException:
+            await delivery.close()
+            raise
+    try:
+        async with telemetry_server(received, port=port):  # same port, same "database"
+            await feed(delivery, range(401, 601), rate=1000)
+            delivery.flush()
+            await asyncio.wait_for(delivery.drain(), 15)
+            assert delivery.acked == 600
+    finally:
+        await delivery.close()
+    assert received.seqs("s1") == list(range(1, 601))  # no gap, each stored once
+    # Whatever was resent though already stored came back as a duplicate.
+    assert delivery.acked + received.duplicates >= 600
+
+
+async def test_readings_wait_while_the_controller_is_down() -> None:
+    received = Received()
+    async with telemetry_server(received) as (server, port):
+        await server.stop(None)
+    async with Delivery(f"127.0.0.1:{port}", backoff=FAST_BACKOFF) as delivery:
+        for seq in range(1, 51):
+            delivery.add(reading(seq))
+        delivery.flush()
+        await asyncio.sleep(0.5)  # several failed attempts
+        assert delivery.buffered == 50
+        async with telemetry_server(received, port=port):
+            await asyncio.wait_for(delivery.drain(), 10)
+    assert received.seqs("s1") == list(range(1, 51))
+
+
+async def test_rejected_stream_is_logged_once_and_retried(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    received = Received()
+    bad = {"once": True}
+
+    def reject(r: telemetry_pb2.Reading) -> str | None:
+        if r.seq == 5 and bad["once"]:
+            return "reading.sensor_id: not allowed"
+        return None
+
+    async with (
+        telemetry_server(received, reject=reject) as (_, port),
+        Delivery(f"127.0.0.1:{port}", backoff=FAST_BACKOFF) as delivery,
+    ):
+        for seq in range(1, 11):
+            delivery.add(reading(seq))
+        delivery.flush()
+        while not any("rejected" in r.message for r in caplog.records):
+            await asyncio.sleep(0.05)
+        await asyncio.sleep(0.3)  # more attempts fail meanwhile
+        bad["once"] = False
+        await asyncio.wait_for(delivery.drain(), 10)
+    errors = [r for r in caplog.records if r.levelname == "ERROR"]
+    assert len(errors) == 1
+    assert "reading.sensor_id: not allowed" in errors[0].getMessage()
+    assert received.seqs("s1") == list(range(1, 11))
+
+
+async def test_full_buffer_drops_oldest_and_counts(caplog: pytest.LogCaptureFixture) -> None:
+    received = Received()
+    async with telemetry_server(received) as (server, port):
+        await server.stop(None)
+    async with Delivery(f"127.0.0.1:{port}", capacity=20, backoff=FAST_BACKOFF) as delivery:
+        for seq in range(1, 51):
+            delivery.add(reading(seq))
+        assert delivery.dropped == 30
+        assert delivery.buffered == 20
+        warnings = [r for r in caplog.records if "buffer full" in r.getMessage()]
+        assert len(warnings) == 1
+        delivery.flush()
+        async with telemetry_server(received, port=port):
+            await asyncio.wait_for(delivery.drain(), 10)
+    assert received.seqs("s1") == list(range(31, 51))
+
+
+async def run_sensor_process(*args: str, timeout: float = 60) -> tuple[int, str]:
+    """``python -m sensor args`` as a child of this event loop (so the test server keeps serving)."""
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "sensor",
+        *args,
+        cwd=ROOT,
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        _, stderr = await asyncio.wait_for(process.communicate(), timeout)
+    except BaseException:
+        process.kill()
+        await process.wait()
+        raise
+    assert process.returncode is not None
+    return process.returncode, stderr.decode()
+
+
+async def test_sensor_process_count_run_delivers_every_seq() -> None:
+    received = Received()
+    async with telemetry_server(received) as (_, port):
+        code, stderr = await run_sensor_process(
+            "--controller",
+            f"127.0.0.1:{port}",
+            "--sensor-id",
+            "proc-1",
+            "--count",
+            "300",
+            "--rate",
+            "1000",
+            "--no-progress",
+        )
+    assert code == 0, stderr
+    assert received.seqs("proc-1") == list(range(1, 301))
+    boot_ids = {boot for (sid, boot, _) in received.stored if sid == "proc-1"}
+    assert len(boot_ids) == 1
+    assert "sent=300 acked=300 dropped=0" in stderr
