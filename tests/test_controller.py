@@ -1,0 +1,248 @@
+"""The controller in-process, with a real manipulator, over loopback."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import sqlite3
+from pathlib import Path
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+from scipy import stats
+
+from controller.windows import window_bounds, window_index
+from manipulator.journal import read_journal
+from manipulator.server import ManipulatorServer
+from tests.controller_harness import Cell, make_reading, running_cell, stream
+from workcell.timeconv import US_PER_SECOND, from_timestamp, now_us
+from workcell.v1 import command_pb2, history_pb2
+
+PERIOD_US = US_PER_SECOND // 2
+
+
+def stored_rows(cell: Cell) -> list[tuple[str, str, int, int]]:
+    with sqlite3.connect(cell.database_path) as db:
+        return db.execute(
+            "SELECT sensor_id, boot_id, seq, payload FROM readings ORDER BY sensor_id, seq"
+        ).fetchall()
+
+
+async def wait_for_entries(
+    cell: Cell, count: int, *, acknowledged: bool = True, within: float = 15.0
+) -> list[history_pb2.HistoryEntry]:
+    """Poll History until ``count`` entries exist (all acknowledged, if asked)."""
+    deadline = asyncio.get_running_loop().time() + within
+    while True:
+        entries = list((await cell.query(page_size=1000)).entries)
+        ready = entries[:count]
+        if len(ready) == count and (
+            not acknowledged or all(e.HasField("acknowledged_at") for e in ready)
+        ):
+            return entries
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"only {len(entries)} entries after {within}s: {entries}")
+        await asyncio.sleep(0.1)
+
+
+async def test_stream_is_stored_once_and_a_resend_counts_as_duplicates(tmp_path: Path) -> None:
+    async with running_cell(tmp_path) as cell:
+        now = now_us()
+        readings = [make_reading(i, i * 10, now) for i in range(1, 51)]
+        first = await stream(cell, readings)
+        assert (first.stored, first.duplicates) == (50, 0)
+        # Half old, half new: only the new ones are stored.
+        again = readings[25:] + [make_reading(i, 0, now) for i in range(51, 76)]
+        second = await stream(cell, again, batch=10)
+        assert (second.stored, second.duplicates) == (25, 25)
+    rows = stored_rows(cell)
+    assert [r[2] for r in rows] == list(range(1, 76))
+
+
+async def test_a_window_counts_only_new_readings(tmp_path: Path) -> None:
+    async with running_cell(tmp_path, period=5.0) as cell:
+        now = now_us()
+        readings = [make_reading(i, i, now) for i in range(1, 11)]
+        await stream(cell, readings)
+        await stream(cell, readings)  # a resend must not count twice
+        book = cell.controller.loop.book  # type: ignore[union-attr]
+        current = book.stats(window_index(now, book.period_us))
+        assert current.count == 10
+        assert current.mean == pytest.approx(5.5)
+
+
+@pytest.mark.parametrize(
+    ("bad", "field"),
+    [
+        ({"sensor_id": ""}, "sensor_id"),
+        ({"sensor_id": "bad id!"}, "sensor_id"),
+        ({"sensor_id": "x" * 65}, "sensor_id"),
+        ({"boot_id": ""}, "boot_id"),
+        ({"timestamp": None}, "timestamp"),
+        ({"timestamp": "future"}, "timestamp"),
+        ({"seq": 2**63}, "seq"),
+    ],
+)
+async def test_an_invalid_reading_fails_the_stream_but_keeps_what_came_before(
+    tmp_path: Path, bad: dict[str, object], field: str
+) -> None:
+    async with running_cell(tmp_path) as cell:
+        now = now_us()
+        good = [make_reading(i, i, now) for i in range(1, 6)]
+        invalid = make_reading(6, 6, now)
+        for name, value in bad.items():
+            if value is None:
+                invalid.ClearField(name)
+            elif value == "future":
+                invalid.timestamp.seconds += 3600
+            else:
+                setattr(invalid, name, value)
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await stream(cell, [*good, invalid, make_reading(7, 7, now)])
+        assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert field in (caught.value.details() or "")
+        # The server keeps serving.
+        after = await stream(cell, [make_reading(8, 8, now)])
+        assert after.stored == 1
+    assert [r[2] for r in stored_rows(cell)] == [1, 2, 3, 4, 5, 8]
+
+
+async def test_readings_of_a_decided_window_are_stored_but_stale(tmp_path: Path) -> None:
+    async with running_cell(tmp_path) as cell:
+        old = now_us() - 10 * US_PER_SECOND
+        response = await stream(cell, [make_reading(i, i, old) for i in range(1, 21)])
+        assert (response.stored, response.stale) == (20, 20)
+    assert len(stored_rows(cell)) == 20
+
+
+async def test_a_level_shift_turns_the_status_up_with_the_right_p_value(tmp_path: Path) -> None:
+    async with running_cell(tmp_path) as cell:
+        index = window_index(now_us(), PERIOD_US) + 1
+        low = [100 + (i % 7) for i in range(40)]
+        high = [130 + (i % 5) for i in range(40)]
+        start_low = window_bounds(index - 1, PERIOD_US)[0]
+        start_high = window_bounds(index, PERIOD_US)[0]
+        # Windows index-1 and index are still open (the latter slightly ahead).
+        readings = [make_reading(i + 1, v, start_low + i) for i, v in enumerate(low)]
+        readings += [make_reading(100 + i, v, start_high + i) for i, v in enumerate(high)]
+        await stream(cell, readings)
+        entries = await wait_for_entries(cell, 1)
+        while not any(from_timestamp(e.from_datetime) == start_high for e in entries):
+            entries = await wait_for_entries(cell, len(entries) + 1)
+    decided = next(e for e in entries if from_timestamp(e.from_datetime) == start_high)
+    expected = stats.ttest_ind(high, low, equal_var=False).pvalue
+    assert decided.status == command_pb2.STATUS_UP
+    assert decided.changed
+    assert decided.p_value == pytest.approx(expected, rel=1e-9)
+    assert decided.window.count == 40
+    assert decided.previous_window.count == 40
+    assert decided.window.mean == pytest.approx(sum(high) / 40)
+
+
+async def test_every_command_is_journaled_once_in_order_and_acknowledged(tmp_path: Path) -> None:
+    async with running_cell(tmp_path) as cell:
+        entries = await wait_for_entries(cell, 4)
+    journal = read_journal(cell.journal)
+    acked = [e.command_id for e in entries if e.HasField("acknowledged_at")]
+    assert [r["command_id"] for r in journal][: len(acked)] == acked
+    assert acked == list(range(1, len(acked) + 1))
+    issued = [from_timestamp(e.issued_at) for e in entries]
+    assert issued == sorted(issued)
+    for entry in entries:  # one command per period, windows back to back
+        assert from_timestamp(entry.to_datetime) - from_timestamp(entry.from_datetime) == PERIOD_US
+
+
+async def test_history_pages_and_merges_runs(tmp_path: Path) -> None:
+    async with running_cell(tmp_path) as cell:
+        await wait_for_entries(cell, 5)
+        everything = list((await cell.query(page_size=1000)).entries)
+        to = everything[4].issued_at
+        paged: list[history_pb2.HistoryEntry] = []
+        token = ""
+        while True:
+            page = await cell.query(to_datetime=to, page_size=2, page_token=token)
+            assert len(page.entries) <= 2
+            paged.extend(page.entries)
+            token = page.next_page_token
+            if not token:
+                break
+        assert [e.command_id for e in paged] == [e.command_id for e in everything[:4]]
+        # Page size may change between pages; the filter may not.
+        first = await cell.query(to_datetime=to, page_size=1)
+        rest = await cell.query(to_datetime=to, page_size=10, page_token=first.next_page_token)
+        assert [e.command_id for e in rest.entries] == [2, 3, 4]
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await cell.query(page_size=10, page_token=first.next_page_token)
+        assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert "page_token" in (caught.value.details() or "")
+        # No readings: every decision keeps "down", so one merged run.
+        merged = await cell.query(to_datetime=to, merge_runs=True)
+    assert len(merged.entries) == 1
+    run = merged.entries[0]
+    assert (run.command_id, run.last_command_id, run.command_count) == (1, 4, 4)
+    assert run.from_datetime == everything[0].from_datetime
+    assert run.to_datetime == everything[3].to_datetime
+
+
+@pytest.mark.parametrize(
+    ("request_fields", "named"),
+    [
+        ({"page_size": -1}, "page_size"),
+        ({"page_token": "garbage!"}, "page_token"),
+        ({"from_datetime": {"seconds": 20}, "to_datetime": {"seconds": 10}}, "from_datetime"),
+    ],
+)
+async def test_history_rejects_bad_queries(
+    tmp_path: Path, request_fields: dict[str, object], named: str
+) -> None:
+    async with running_cell(tmp_path, with_manipulator=False) as cell:
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await cell.query(**request_fields)
+        assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert named in (caught.value.details() or "")
+        assert (await cell.query(page_size=5000)).next_page_token == ""
+
+
+async def test_health_and_reflection_are_served(tmp_path: Path) -> None:
+    async with running_cell(tmp_path, with_manipulator=False) as cell:
+        health = health_pb2_grpc.HealthStub(cell.channel)
+        for service in ("", "workcell.v1.Telemetry", "workcell.v1.History"):
+            reply = await health.Check(health_pb2.HealthCheckRequest(service=service))
+            assert reply.status == health_pb2.HealthCheckResponse.SERVING
+        stub = reflection_pb2_grpc.ServerReflectionStub(cell.channel)
+        request = reflection_pb2.ServerReflectionRequest(list_services="")
+        async for reply in stub.ServerReflectionInfo(iter([request])):
+            names = {s.name for s in reply.list_services_response.service}
+            break
+    assert {"workcell.v1.Telemetry", "workcell.v1.History", "grpc.health.v1.Health"} <= names
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+async def test_commands_wait_for_a_late_manipulator_and_arrive_once_in_order(
+    tmp_path: Path,
+) -> None:
+    port = _free_port()
+    async with running_cell(tmp_path, with_manipulator=False, manipulator_port=port) as cell:
+        await wait_for_entries(cell, 3, acknowledged=False)
+        async with ManipulatorServer(journal=tmp_path / "late.jsonl", port=port):
+            entries = await wait_for_entries(cell, 5)
+    journal = [r["command_id"] for r in read_journal(tmp_path / "late.jsonl")]
+    assert journal == sorted(set(journal))
+    assert journal[:5] == [e.command_id for e in entries[:5]]
+
+
+async def test_a_restart_continues_ids_and_status(tmp_path: Path) -> None:
+    async with running_cell(tmp_path) as cell:
+        before = await wait_for_entries(cell, 2)
+        database = cell.database_path
+    async with running_cell(tmp_path, database_path=database) as cell:
+        after = await wait_for_entries(cell, len(before) + 2)
+    ids = [e.command_id for e in after]
+    assert ids == list(range(1, len(ids) + 1))
