@@ -258,7 +258,7 @@ class Output:
 
 
 def test_run_for_a_while_then_stop_by_itself(tmp_path: Path) -> None:
-    process = workcell(*run_args(tmp_path, "--duration", "6"))
+    process = workcell(*run_args(tmp_path, "--duration", "8"))
     out = Output(process)
     code = process.wait(timeout=90)
     text = out.text()

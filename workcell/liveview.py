@@ -116,6 +116,7 @@ class CellState:
     """Everything the view shows, updated from log lines and History answers."""
 
     sensor_ids: Sequence[str] = ()
+    phase: str = "starting"
     sensors: dict[str, SensorReport] = field(default_factory=dict)
     ingest: IngestReport | None = None
     last_decision: DecisionReport | None = None
@@ -190,7 +191,7 @@ def _last_decision_text(state: CellState) -> str:
 
 def render_screen(state: CellState, *, elapsed: float, title: str = "workcell") -> list[str]:
     """The full live view as lines (no escapes, no trailing newlines)."""
-    lines = [f"{title}  running {_clock(elapsed)}  (Ctrl-C stops the cell)", ""]
+    lines = [f"{title}  {state.phase} {_clock(elapsed)}  (Ctrl-C stops the cell)", ""]
     if state.ingest is None:
         lines.append("controller  waiting for the first ingest report")
     else:
@@ -234,7 +235,7 @@ def render_summary(state: CellState, *, elapsed: float) -> str:
     """One line for logs and pipes: stored rate, commands, each sensor's rate, exits."""
     parts = [f"[{elapsed:6.1f}s]"]
     if state.ingest is None:
-        parts.append("stored=0 (no report yet)")
+        parts.append("stored=- (no report yet)")
     else:
         parts.append(f"stored={state.ingest.stored} ({state.ingest.rate:.1f}/s)")
     parts.append(f"commands={state.decisions} acked={len(state.acknowledged)}")

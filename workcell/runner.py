@@ -306,6 +306,7 @@ class _Cell:
 
     async def start_server(self, child: Child, stop: asyncio.Event) -> Address | None:
         """Start a server child and wait for its address (None: it failed or we stop)."""
+        self.state.phase = f"starting {child.name}"
         await child.start()
         listening = asyncio.create_task(child.wait_listening(START_TIMEOUT))
         stopped = asyncio.create_task(stop.wait())
@@ -334,8 +335,10 @@ class _Cell:
         """Stop sensors together, then the controller, then the manipulator."""
         sensors = [c for c in self.children if c.name.startswith("sensor-")]
         servers = [c for c in self.children if c not in sensors]
+        self.state.phase = "stopping sensors"
         await asyncio.gather(*(self._stop(c, SENSOR_STOP_TIMEOUT) for c in sensors))
         for child in reversed(servers):
+            self.state.phase = f"stopping {child.name}"
             timeout = (
                 CONTROLLER_STOP_TIMEOUT if child.name == "controller" else MANIPULATOR_STOP_TIMEOUT
             )
@@ -383,6 +386,7 @@ class _Cell:
             return 1 if self.failed else 0
         since = now_us()
         history = asyncio.create_task(poll_history(controller_address, self.state, since_us=since))
+        self.state.phase = "starting sensors"
         for sensor_id in config.sensor_ids:
             sensor = self.child(
                 sensor_id,
@@ -398,14 +402,13 @@ class _Cell:
                 ],
             )
             await sensor.start()
-        refresh = asyncio.create_task(self.refresh())
+        self.state.phase = "running"
         try:
             await self.watch(stop)
         finally:
-            for task in (history, refresh):
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+            history.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await history
         return 1 if self.failed else 0
 
     async def watch(self, stop: asyncio.Event) -> None:
@@ -452,13 +455,18 @@ async def run_cell(config: CellConfig, display: Display, state: CellState | None
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
+    refresh = asyncio.create_task(cell.refresh())
     try:
         try:
             code = await cell.run(stop)
         finally:
             # Children must not outlive us, whatever happened above.
             await cell.stop_all()
+            state.phase = "stopped"
     finally:
+        refresh.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await refresh
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(signum)
         for child in cell.children:
