@@ -13,6 +13,7 @@ from manipulator.errors import JournalError
 from manipulator.server import ManipulatorServer
 from workcell.logs import configure_logging
 
+# Not __name__: that is "__main__" here, a poor name for the service's own lines.
 log = logging.getLogger("manipulator")
 
 

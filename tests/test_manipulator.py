@@ -10,6 +10,8 @@ import socket
 import struct
 import subprocess
 import sys
+import threading
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any, cast
@@ -19,7 +21,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from manipulator.config import parse_config
 from manipulator.errors import BadCommand, JournalCorrupt, JournalError
-from manipulator.journal import RECORD_KEYS, Journal, parse_command, read_journal
+from manipulator.journal import RECORD_KEYS, Journal, JournalRecord, parse_command, read_journal
 from manipulator.server import ManipulatorServer
 from tests.processes import ROOT, running, start_service
 from workcell.framing import MAX_FRAME_BYTES, FrameDecoder, encode_frame
@@ -432,15 +434,18 @@ async def test_idle_connection_between_frames_is_kept(server: ManipulatorServer)
     await client.close()
 
 
-async def test_bytes_trickling_in_reset_the_read_timeout(server: ManipulatorServer) -> None:
-    client = await Client.connect(server.port)
+async def test_bytes_trickling_in_reset_the_read_timeout(journal_path: Path) -> None:
     frame = encode_frame(make_command(1))
-    for i in range(len(frame) - 1):
-        await client.send(frame[i : i + 1])
-        await asyncio.sleep(0.02)
-    await client.send(frame[-1:])
-    assert await client.ack() == 1
-    await client.close()
+    gap = 0.03
+    # The whole frame takes longer than the timeout; each gap is far shorter.
+    async with ManipulatorServer(journal=journal_path, read_timeout=len(frame) * gap / 2) as server:
+        client = await Client.connect(server.port)
+        for i in range(len(frame) - 1):
+            await client.send(frame[i : i + 1])
+            await asyncio.sleep(gap)
+        await client.send(frame[-1:])
+        assert await client.ack() == 1
+        await client.close()
 
 
 # --- lifecycle -----------------------------------------------------------------------------------
@@ -463,6 +468,35 @@ async def test_close_ends_connections_and_is_idempotent(journal_path: Path) -> N
     # The journal was released: a new server can open it.
     async with ManipulatorServer(journal=journal_path) as again:
         assert again.journal.last_id == 1
+
+
+class SlowJournal(Journal):
+    """A journal whose appends take a while, to catch a shutdown in the middle of one."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(path)
+        self.writing = threading.Event()
+
+    def append(self, record: JournalRecord) -> bool:
+        self.writing.set()
+        time.sleep(0.3)
+        return super().append(record)
+
+
+async def test_close_finishes_the_command_in_progress(journal_path: Path) -> None:
+    journal = SlowJournal(journal_path)
+    server = ManipulatorServer(journal=journal, clock=fixed_clock)
+    await server.start()
+    client = await Client.connect(server.port)
+    await client.send(make_command(1))
+    assert await asyncio.to_thread(journal.writing.wait, TIMEOUT)
+    await server.close()
+    # The line was written whole and acknowledged before the connection closed.
+    assert await client.ack() == 1
+    await client.expect_eof()
+    await client.close()
+    journal.close()
+    assert read_journal(journal_path) == [expected_entry(1)]
 
 
 async def test_start_fails_cleanly_when_the_port_is_taken(journal_path: Path) -> None:
