@@ -34,6 +34,12 @@ log = logging.getLogger(__name__)
 
 Reading = telemetry_pb2.Reading
 
+# After a failure, the first attempt sends at most this many readings in one message.
+PROBE_READINGS = 1000
+
+# What grpc.aio reports when a write fails because the stream already ended.
+_WRITE_RACE_DETAILS = "Internal error from Core"
+
 _ReadingsCall = aio.StreamUnaryCall[
     telemetry_pb2.StreamReadingsRequest, telemetry_pb2.StreamReadingsResponse
 ]
@@ -55,11 +61,27 @@ class Backoff:
 
 
 class _StreamFailed(Exception):
-    def __init__(self, code: grpc.StatusCode, details: str, *, reported: bool = False) -> None:
+    """A stream ended without a response covering its readings.
+
+    ``ambiguous``: a write failed because the controller had already ended the
+    stream, and grpc.aio reports that as ``INTERNAL: Internal error from Core``
+    in place of the controller's own status (grpc/grpc#36066). The cause is
+    then learned from the next attempt, a probe that cannot race that way.
+    """
+
+    def __init__(
+        self,
+        code: grpc.StatusCode,
+        details: str,
+        *,
+        reported: bool = False,
+        ambiguous: bool = False,
+    ) -> None:
         super().__init__(f"{code.name}: {details}")
         self.code = code
         self.details = details
         self.reported = reported  # already logged by whoever saw it first
+        self.ambiguous = ambiguous
 
 
 class Delivery:
@@ -95,8 +117,11 @@ class Delivery:
         self._idle.set()
         self._flushing = False
         self._abort = False  # a response waiter saw a failure: stop the open stream
+        self._probe = False  # the next attempt is a probe (see _send_probe)
         self._attempts = 0  # failed attempts in the current failure episode
-        self._episode_code: grpc.StatusCode | None = None
+        # None: delivering; else whether this failure episode is a rejection
+        # (INVALID_ARGUMENT) or an outage, each logged once per episode.
+        self._episode_rejected: bool | None = None
         self._drops_logged_at: int | None = None
         self._max_seq_sent = 0
         self._streams = 0
@@ -207,17 +232,53 @@ class Delivery:
                 continue
             self._streams += 1
             try:
-                await self._send_stream(stub, self._streams)
+                if self._probe:
+                    await self._send_probe(stub, self._streams)
+                else:
+                    await self._send_stream(stub, self._streams)
             except _StreamFailed as failure:
-                if not failure.reported:
+                if failure.ambiguous:
+                    log.info(
+                        "stream to %s broke while writing (%s); resending its readings",
+                        self.target,
+                        failure,
+                    )
+                elif not failure.reported:
                     self._report_failure(failure.code, failure.details)
                 await self._back_off()
 
     async def _back_off(self) -> None:
         self._attempts += 1
+        self._probe = True
         await asyncio.sleep(self._backoff.delay(self._attempts, self._rng.random()))
         # Whatever failed meanwhile is covered by this pause.
         self._abort = False
+
+    async def _send_probe(self, stub: telemetry_pb2_grpc.TelemetryAsyncStub, stream: int) -> None:
+        """After a failure: one message of the oldest readings, half-closed at once, answered.
+
+        Writing a single message and half-closing right away means no write
+        can race the controller's verdict, so a rejection comes back with the
+        controller's own status and message (see :class:`_StreamFailed`).
+        """
+        call: _ReadingsCall = stub.StreamReadings(None, timeout=self._response_timeout)
+        readings = self._buffer.take(stream, max(self._batch, PROBE_READINGS))
+        self._count_sent(readings)
+        try:
+            await call.write(telemetry_pb2.StreamReadingsRequest(readings=readings))
+            await call.done_writing()
+            response = await call
+        except asyncio.CancelledError:
+            self._buffer.fail(stream)
+            call.cancel()
+            raise
+        except Exception as exc:  # any error of the call's operations fails the stream
+            self._buffer.fail(stream)
+            failure = await _failure_of(call, exc)
+            call.cancel()
+            raise failure from None
+        self._probe = False
+        self._acknowledged(stream, len(readings), response)
 
     async def _send_stream(self, stub: telemetry_pb2_grpc.TelemetryAsyncStub, stream: int) -> None:
         """Write one stream for about ``stream_seconds``, then leave its response to a task."""
@@ -246,15 +307,15 @@ class Delivery:
                     grpc.StatusCode.CANCELLED, "an earlier stream failed", reported=True
                 )
             await call.done_writing()
-        except (aio.AioRpcError, asyncio.InvalidStateError, _StreamFailed) as exc:
+        except asyncio.CancelledError:
+            self._buffer.fail(stream)
+            call.cancel()
+            raise
+        except Exception as exc:  # any error of the call's operations fails the stream
             self._buffer.fail(stream)
             failure = await _failure_of(call, exc)
             call.cancel()
             raise failure from None
-        except BaseException:
-            self._buffer.fail(stream)
-            call.cancel()
-            raise
         finally:
             timer.cancel()
         waiter = asyncio.create_task(self._await_response(call, stream, written))
@@ -279,6 +340,11 @@ class Delivery:
         except asyncio.CancelledError:
             call.cancel()
             raise
+        self._acknowledged(stream, written, response)
+
+    def _acknowledged(
+        self, stream: int, written: int, response: telemetry_pb2.StreamReadingsResponse
+    ) -> None:
         acked = self._buffer.ack(stream)
         covered = response.stored + response.duplicates
         if covered != written:
@@ -302,12 +368,13 @@ class Delivery:
     # -- episodes -----------------------------------------------------------
 
     def _report_failure(self, code: grpc.StatusCode, details: str) -> None:
-        """Log a failure once per episode (again only if the kind of failure changes)."""
-        if code == self._episode_code:
+        """Log a failure once per episode (again only if an outage turns into a rejection)."""
+        rejected = code == grpc.StatusCode.INVALID_ARGUMENT
+        if rejected == self._episode_rejected:
             log.debug("delivery still failing: %s: %s", code.name, details)
             return
-        self._episode_code = code
-        if code == grpc.StatusCode.INVALID_ARGUMENT:
+        self._episode_rejected = rejected
+        if rejected:
             # The controller refuses what this sensor sends: a bug or a bad
             # configuration, not an outage. Retrying keeps the readings.
             log.error(
@@ -326,9 +393,9 @@ class Delivery:
             )
 
     def _report_success(self) -> None:
-        if self._episode_code is not None:
+        if self._episode_rejected is not None:
             log.info("delivering to %s again after %d failed attempts", self.target, self._attempts)
-            self._episode_code = None
+            self._episode_rejected = None
         self._attempts = 0
         if self._drops_logged_at is not None:
             log.warning(
@@ -344,13 +411,16 @@ async def _failure_of(call: _ReadingsCall, exc: BaseException) -> _StreamFailed:
     """The status a failed stream ended with, as a :class:`_StreamFailed`."""
     if isinstance(exc, _StreamFailed):
         return exc
-    if isinstance(exc, aio.AioRpcError):
-        return _StreamFailed(exc.code(), exc.details() or "")
-    # A write on a call that already finished: its status tells why.
-    try:
-        await asyncio.wait_for(call, timeout=1.0)
-    except aio.AioRpcError as error:
-        return _StreamFailed(error.code(), error.details() or "")
-    except TimeoutError:
-        pass
-    return _StreamFailed(grpc.StatusCode.UNKNOWN, "the controller ended the stream early")
+    if not isinstance(exc, aio.AioRpcError):
+        # A write or half-close on a call that already finished: its status says why.
+        try:
+            await asyncio.wait_for(call, timeout=1.0)
+        except aio.AioRpcError as error:
+            exc = error
+        except TimeoutError:
+            pass
+    if not isinstance(exc, aio.AioRpcError):
+        return _StreamFailed(grpc.StatusCode.UNKNOWN, f"the stream ended early ({exc!r})")
+    code, details = exc.code(), exc.details() or ""
+    ambiguous = code == grpc.StatusCode.INTERNAL and details == _WRITE_RACE_DETAILS
+    return _StreamFailed(code, details, ambiguous=ambiguous)

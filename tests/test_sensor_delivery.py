@@ -23,6 +23,8 @@ from workcell.timeconv import now_us, to_timestamp
 from workcell.v1 import telemetry_pb2, telemetry_pb2_grpc
 
 Key = tuple[str, str, int]
+# Returns why a reading is refused (the stream then fails with INVALID_ARGUMENT), or None.
+Rejecter = Callable[[telemetry_pb2.Reading], str | None]
 
 
 @dataclass
@@ -42,13 +44,11 @@ class Received:
 class RecordingTelemetry(telemetry_pb2_grpc.TelemetryServicer):
     """Stores readings (deduped) and answers each stream with its counts."""
 
-    def __init__(
-        self, received: Received, reject: Callable[[telemetry_pb2.Reading], str | None] = None
-    ) -> None:
+    def __init__(self, received: Received, reject: Rejecter | None = None) -> None:
         self.received = received
         self.reject = reject
 
-    async def StreamReadings(  # type: ignore[override]
+    async def StreamReadings(
         self,
         request_iterator: AsyncIterator[telemetry_pb2.StreamReadingsRequest],
         context: aio.ServicerContext[
@@ -59,7 +59,7 @@ class RecordingTelemetry(telemetry_pb2_grpc.TelemetryServicer):
         async for request in request_iterator:
             self.received.messages += 1
             for reading in request.readings:
-                problem = self.reject(reading) if self.reject else None
+                problem = None if self.reject is None else self.reject(reading)
                 if problem:
                     await context.abort(grpc.StatusCode.INVALID_ARGUMENT, problem)
                 key = (reading.sensor_id, reading.boot_id, reading.seq)
@@ -78,7 +78,7 @@ class RecordingTelemetry(telemetry_pb2_grpc.TelemetryServicer):
 async def telemetry_server(
     received: Received,
     port: int = 0,
-    reject: Callable[[telemetry_pb2.Reading], str | None] | None = None,
+    reject: Rejecter | None = None,
 ) -> AsyncIterator[tuple[aio.Server, int]]:
     """A real grpc.aio server on 127.0.0.1 (``port`` 0: any free port)."""
     server = aio.server()
@@ -186,10 +186,12 @@ async def test_rejected_stream_is_logged_once_and_retried(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     received = Received()
-    bad = {"once": True}
+    rejecting = True
+    rejected = asyncio.Event()
 
     def reject(r: telemetry_pb2.Reading) -> str | None:
-        if r.seq == 5 and bad["once"]:
+        if r.seq == 5 and rejecting:
+            rejected.set()
             return "reading.sensor_id: not allowed"
         return None
 
@@ -200,10 +202,9 @@ async def test_rejected_stream_is_logged_once_and_retried(
         for seq in range(1, 11):
             delivery.add(reading(seq))
         delivery.flush()
-        while not any("rejected" in r.message for r in caplog.records):
-            await asyncio.sleep(0.05)
-        await asyncio.sleep(0.3)  # more attempts fail meanwhile
-        bad["once"] = False
+        await asyncio.wait_for(rejected.wait(), 10)
+        await asyncio.sleep(0.5)  # more attempts fail meanwhile
+        rejecting = False
         await asyncio.wait_for(delivery.drain(), 10)
     errors = [r for r in caplog.records if r.levelname == "ERROR"]
     assert len(errors) == 1
@@ -228,8 +229,8 @@ async def test_full_buffer_drops_oldest_and_counts(caplog: pytest.LogCaptureFixt
     assert received.seqs("s1") == list(range(31, 51))
 
 
-async def run_sensor_process(*args: str, timeout: float = 60) -> tuple[int, str]:
-    """``python -m sensor args`` as a child of this event loop (so the test server keeps serving)."""
+async def run_sensor_process(*args: str) -> tuple[int, str]:
+    """``python -m sensor args`` as a child of this loop (so the test server keeps serving)."""
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
@@ -241,7 +242,7 @@ async def run_sensor_process(*args: str, timeout: float = 60) -> tuple[int, str]
         stderr=asyncio.subprocess.PIPE,
     )
     try:
-        _, stderr = await asyncio.wait_for(process.communicate(), timeout)
+        _, stderr = await asyncio.wait_for(process.communicate(), 60)
     except BaseException:
         process.kill()
         await process.wait()
