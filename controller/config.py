@@ -71,6 +71,7 @@ def parse_config(
         env="WORKCELL_CONTROLLER_LISTEN",
         default=str(d.listen),
         type=address,
+        metavar="HOST:PORT",
         help="gRPC address to serve on (port 0 picks a free port)",
     )
     parser.flag(
@@ -78,6 +79,7 @@ def parse_config(
         env="WORKCELL_MANIPULATOR_ADDRESS",
         default=str(d.manipulator),
         type=address,
+        metavar="HOST:PORT",
         help="the manipulator's TCP address",
     )
     parser.flag(
@@ -85,6 +87,7 @@ def parse_config(
         env="WORKCELL_DATABASE",
         default=d.database,
         type=_database_url,
+        metavar="URL",
         help="SQLAlchemy async database URL",
     )
     parser.flag(
@@ -92,6 +95,7 @@ def parse_config(
         env="WORKCELL_PERIOD",
         default=str(d.period),
         type=positive_float,
+        metavar="SECONDS",
         help="decision period in seconds",
     )
     parser.flag(
@@ -113,6 +117,7 @@ def parse_config(
         env="WORKCELL_INITIAL_STATUS",
         default=d.initial_status,
         type=_status,
+        metavar="up|down",
         help="status before the first decision on an empty database",
     )
     parser.flag(
