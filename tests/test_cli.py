@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.processes import ROOT
+from tests.processes import ROOT, running, start_service
 from workcell.history_table import entry_record, format_p_value, format_table, format_time
 from workcell.liveview import CellState, SummaryLines, render_screen, render_summary
 from workcell.timeconv import from_iso, to_timestamp
@@ -210,6 +210,54 @@ def test_history_server_down_exits_1_with_one_line() -> None:
     assert process.returncode == 1
     assert len(out.strip().splitlines()) == 1
     assert "UNAVAILABLE" in out
+
+
+def test_history_against_a_real_controller(tmp_path: Path) -> None:
+    manipulator = start_service(
+        "manipulator", ["--listen", "127.0.0.1:0", "--journal", str(tmp_path / "j.jsonl")]
+    )
+    with running(manipulator):
+        controller = start_service(
+            "controller",
+            [
+                "--listen", "127.0.0.1:0",
+                "--manipulator", f"127.0.0.1:{manipulator.port}",
+                "--database", f"sqlite+aiosqlite:///{tmp_path / 'w.db'}",
+                "--period", "0.2",
+                "--grace", "0.05",
+            ],
+        )  # fmt: skip
+        with running(controller):
+            controller.wait_for_line(r"command 4 acknowledged")
+            address = f"127.0.0.1:{controller.port}"
+            table = workcell("history", "--controller", address, "--page-size", "1")
+            table_out, _ = table.communicate(timeout=30)
+            as_json = workcell("history", "--controller", address, "--json")
+            json_out, _ = as_json.communicate(timeout=30)
+            merged = workcell("history", "--controller", address, "--merge")
+            merged_out, _ = merged.communicate(timeout=30)
+            inverted = workcell(
+                "history", "--controller", address,
+                "--from", "2030-01-02T00:00:00Z", "--to", "2030-01-01T00:00:00Z",
+            )  # fmt: skip
+            inverted_out, _ = inverted.communicate(timeout=30)
+        controller.stop()
+    manipulator.stop()
+
+    assert table.returncode == 0, table_out
+    records = json.loads(json_out)
+    assert len(records) >= 4
+    assert [r["command_id"] for r in records[:4]] == [1, 2, 3, 4]
+    rows = table_out.splitlines()[2:]
+    # page size 1: every page was followed
+    assert [row.split()[0] for row in rows[:4]] == ["1", "2", "3", "4"]
+    assert records[0]["acknowledged_at"] is not None
+    assert merged.returncode == 0, merged_out
+    assert merged_out.splitlines()[0].split()[:2] == ["ids", "commands"]
+    # the server's INVALID_ARGUMENT comes back as one line with the status, exit 1
+    assert inverted.returncode == 1
+    assert len(inverted_out.strip().splitlines()) == 1
+    assert "INVALID_ARGUMENT" in inverted_out
 
 
 def run_args(data: Path, *extra: str) -> list[str]:

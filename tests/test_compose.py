@@ -1,0 +1,228 @@
+"""docker-compose.yml and the Dockerfile, checked without Docker.
+
+The compose file is validated against the Compose specification's JSON schema
+(``../shared/compose-spec/compose-spec.json`` beside the repository), and its
+services are run as local processes the way Docker would run them: each
+service's command with its environment, ``${VAR:-default}`` replaced by the
+default, service hostnames and 0.0.0.0 mapped to loopback, container ports to
+free ports, and volumes to folders under ``tmp_path``.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import pytest
+import yaml
+
+from tests.processes import ROOT, Service, running, start_service
+
+SCHEMA = Path(__file__).resolve().parents[2] / "shared" / "compose-spec" / "compose-spec.json"
+COMPOSE = ROOT / "docker-compose.yml"
+DOCKERFILE = ROOT / "Dockerfile"
+ENV_EXAMPLE = ROOT / ".env.example"
+_VARIABLE = re.compile(r"\$\{(?P<name>\w+)(?::?-(?P<default>[^}]*))?\}")
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict[str, Any]:
+    document: dict[str, Any] = yaml.safe_load(COMPOSE.read_text())
+    return document
+
+
+def interpolate(text: str) -> str:
+    """Docker's ``${VAR:-default}`` with every variable unset (the defaults)."""
+
+    def default(match: re.Match[str]) -> str:
+        if match["default"] is None:
+            raise AssertionError(f"{match[0]} in docker-compose.yml has no default")
+        return match["default"]
+
+    return _VARIABLE.sub(default, text)
+
+
+def environment(service: dict[str, Any]) -> dict[str, str]:
+    env = service.get("environment", {})
+    assert isinstance(env, dict), "use the mapping form of environment"
+    return {name: interpolate(str(value)) for name, value in env.items()}
+
+
+def module_of(command: list[str]) -> tuple[str, list[str]]:
+    assert command[:2] == ["python", "-m"], command
+    return command[2], command[3:]
+
+
+def test_compose_file_matches_the_compose_schema(compose: dict[str, Any]) -> None:
+    if not SCHEMA.is_file():
+        pytest.skip(f"the Compose schema is not at {SCHEMA} (../shared beside the repository)")
+    schema = json.loads(SCHEMA.read_text())
+    jsonschema.Draft202012Validator(schema).validate(compose)
+
+
+def test_compose_shape(compose: dict[str, Any]) -> None:
+    services = compose["services"]
+    assert set(services) == {"manipulator", "controller", "sensor"}
+    controller, sensor = services["controller"], services["sensor"]
+    assert controller["ports"] == ["127.0.0.1:${WORKCELL_CONTROLLER_PORT:-50051}:50051"]
+    assert "manipulator" in controller["depends_on"]
+    assert sensor["depends_on"]["controller"]["condition"] == "service_healthy"
+    assert sensor["deploy"]["replicas"] == 8
+    assert "WORKCELL_SENSOR_ID" not in sensor["environment"]
+    assert controller["healthcheck"]["test"] == [
+        "CMD", "python", "-m", "workcell.healthcheck", "127.0.0.1:50051",
+    ]  # fmt: skip
+    assert any(v.endswith(":/data") for v in controller["volumes"])
+    assert controller["volumes"][0].split(":")[0] in compose["volumes"]
+    for name in ("manipulator", "controller"):
+        listen = [v for k, v in services[name]["environment"].items() if k.endswith("_LISTEN")]
+        assert listen
+        assert all(v.startswith("0.0.0.0:") for v in listen)
+
+
+def test_every_setting_is_in_env_example(compose: dict[str, Any]) -> None:
+    """Each ``${VAR:-default}`` appears in .env.example with the same default."""
+    example = dict(
+        line.split("=", 1)
+        for line in ENV_EXAMPLE.read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    )
+    used = {m["name"]: m["default"] for m in _VARIABLE.finditer(COMPOSE.read_text())}
+    assert used
+    assert used == {name: example.get(name) for name in used}
+
+
+def test_commands_refer_to_modules_that_exist(compose: dict[str, Any]) -> None:
+    for name, service in compose["services"].items():
+        module, _ = module_of(service["command"])
+        assert importlib.util.find_spec(module) is not None, name
+        assert importlib.util.find_spec(f"{module}.__main__") is not None, name
+    health = compose["services"]["controller"]["healthcheck"]["test"]
+    assert importlib.util.find_spec(module_of(health[1:])[0]) is not None
+
+
+def test_dockerfile_builds_one_runtime_image_run_as_non_root() -> None:
+    lines = [line.strip() for line in DOCKERFILE.read_text().splitlines()]
+    instructions = [line for line in lines if line and not line.startswith("#")]
+    assert instructions[0] == "FROM python:3.11-slim"
+    installs = [line for line in instructions if "pip install" in line]
+    assert installs
+    assert all("[dev]" not in line and "-e" not in line.split() for line in installs)
+    users = [line.split()[1] for line in instructions if line.startswith("USER ")]
+    assert users
+    assert users[-1] not in ("root", "0")
+    (cmd,) = [line for line in instructions if line.startswith(("CMD ", "ENTRYPOINT "))]
+    command = json.loads(cmd.split(None, 1)[1])  # exec form, so signals reach the process
+    assert command == ["workcell", "--help"]
+    scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
+    module, _, function = scripts[command[0]].partition(":")
+    assert importlib.util.find_spec(module) is not None
+    # The CMD as the image runs it: the console script installed by pip.
+    script = Path(sys.executable).with_name(command[0])
+    done = subprocess.run(
+        [str(script), *command[1:]], capture_output=True, text=True, timeout=30, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    assert "run" in done.stdout
+    assert "history" in done.stdout
+    assert function == "main"
+
+
+def test_dockerignore_keeps_local_state_out() -> None:
+    ignored = set((ROOT / ".dockerignore").read_text().split())
+    assert {".git", ".venv", "data", ".env"} <= ignored
+
+
+@pytest.fixture
+def clean_environ(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The services see only the compose file's settings, not the caller's."""
+    for name in list(os.environ):
+        if name.startswith("WORKCELL_"):
+            monkeypatch.delenv(name)
+
+
+def localize(value: str, *, hosts: dict[str, str], volumes: dict[str, Path]) -> str:
+    """A container's value as a local process needs it."""
+    for target, folder in volumes.items():
+        value = value.replace(f"{target}/", f"{folder}/")
+    if value.startswith("0.0.0.0:"):
+        return "127.0.0.1:0"
+    return hosts.get(value, value)
+
+
+def start_compose_service(
+    compose: dict[str, Any],
+    name: str,
+    tmp_path: Path,
+    hosts: dict[str, str],
+    *,
+    extra_args: tuple[str, ...] = (),
+    wait_listening: bool = True,
+) -> Service:
+    service = compose["services"][name]
+    volumes = {}
+    for volume in service.get("volumes", []):
+        source, target = volume.split(":")[:2]
+        volumes[target] = tmp_path / source
+        volumes[target].mkdir(exist_ok=True)
+    env = {k: localize(v, hosts=hosts, volumes=volumes) for k, v in environment(service).items()}
+    module, args = module_of(service["command"])
+    return start_service(
+        module, [*args, *extra_args], name=name, env=env, wait_listening=wait_listening
+    )
+
+
+def test_services_run_as_compose_runs_them(
+    compose: dict[str, Any], tmp_path: Path, clean_environ: None
+) -> None:
+    hosts: dict[str, str] = {}
+    manipulator = start_compose_service(compose, "manipulator", tmp_path, hosts)
+    controller = sensor = None
+    with running(manipulator):
+        hosts["manipulator:7700"] = f"127.0.0.1:{manipulator.port}"
+        controller = start_compose_service(compose, "controller", tmp_path, hosts)
+        with running(controller):
+            hosts["controller:50051"] = f"127.0.0.1:{controller.port}"
+            # The healthcheck runs inside the controller's container: its 50051 is ours.
+            hosts["127.0.0.1:50051"] = hosts["controller:50051"]
+            probe = [
+                localize(part, hosts=hosts, volumes={})
+                for part in compose["services"]["controller"]["healthcheck"]["test"][1:]
+            ]
+            module, args = module_of(probe)
+            healthy = _wait_healthy([sys.executable, "-m", module, *args])
+            assert healthy.returncode == 0, healthy.stderr
+
+            sensor = start_compose_service(
+                compose,
+                "sensor",
+                tmp_path,
+                hosts,
+                extra_args=("--count", "60"),
+                wait_listening=False,
+            )
+            with running(sensor):
+                assert sensor.wait(60) == 0, sensor.output()
+            assert controller.stop() == 0, controller.output()
+        assert manipulator.stop() == 0, manipulator.output()
+    assert (tmp_path / "database" / "workcell.db").is_file()
+    assert (tmp_path / "journal" / "journal.jsonl").exists()
+
+
+def _wait_healthy(command: list[str], attempts: int = 20) -> subprocess.CompletedProcess[str]:
+    """Like compose's retries: probe until it passes or the attempts run out."""
+    for _ in range(attempts):
+        done = subprocess.run(command, capture_output=True, text=True, timeout=30, check=False)
+        if done.returncode == 0:
+            break
+        time.sleep(0.25)
+    return done
