@@ -75,7 +75,10 @@ class Controller:
         self.database = database = await Database.open(config.database)
         state = await self._restore(database)
         self.writer = writer = Writer(
-            database.engine, on_committed=state.book.add_batch, max_queue=config.ingest_queue
+            database.engine,
+            on_committed=state.book.add_batch,
+            on_health=self._storage_health,
+            max_queue=config.ingest_queue,
         )
         await writer.start()
         self.link = link = ManipulatorLink(config.manipulator, on_ack=self._acknowledged)
@@ -116,8 +119,7 @@ class Controller:
             raise OSError(f"cannot listen on {listen}")
         await server.start()
         self._server = server
-        for name in ("", *SERVICE_NAMES):
-            await self._health.set(name, health_pb2.HealthCheckResponse.SERVING)
+        await self._set_health(True)
         log.info("listening on %s:%d", listen.host, self.port)
 
     async def _restore(self, database: Database) -> _DecisionState:
@@ -150,6 +152,21 @@ class Controller:
             log.info("restored %d readings of the open windows", len(restored))
         return state
 
+    def _storage_health(self, healthy: bool) -> None:
+        # Health is NOT_SERVING while the database refuses writes: a load
+        # balancer or compose healthcheck should not send readings here then.
+        if self._server is not None:
+            self._tasks.append(asyncio.create_task(self._set_health(healthy)))
+
+    async def _set_health(self, serving: bool) -> None:
+        status = (
+            health_pb2.HealthCheckResponse.SERVING
+            if serving
+            else health_pb2.HealthCheckResponse.NOT_SERVING
+        )
+        for name in ("", *SERVICE_NAMES):
+            await self._health.set(name, status)
+
     async def _acknowledged(self, command_id: int) -> None:
         assert self.writer is not None
         await self.writer.mark_acknowledged(command_id, self._clock())
@@ -180,8 +197,7 @@ class Controller:
 
     async def stop(self) -> None:
         """Stop gracefully; idempotent. Open streams get ``shutdown_grace`` seconds."""
-        for name in ("", *SERVICE_NAMES):
-            await self._health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
+        await self._set_health(False)
         if self._server is not None:
             log.info("stopping: answering open streams (up to %gs)", self.config.shutdown_grace)
             await self._server.stop(self.config.shutdown_grace)

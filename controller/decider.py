@@ -13,6 +13,7 @@ from collections.abc import Awaitable, Callable
 from typing import Protocol
 
 from controller.decision import WindowSummary, decide
+from controller.errors import StorageError
 from controller.records import CommandRecord
 from controller.windows import WindowBook, window_bounds
 from workcell.timeconv import Clock, now_us, to_iso
@@ -20,6 +21,9 @@ from workcell.timeconv import Clock, now_us, to_iso
 __all__ = ["CommandRecorder", "CommandSender", "DecisionLoop"]
 
 log = logging.getLogger(__name__)
+
+RETRY_INITIAL = 0.1
+RETRY_MAX = 5.0
 
 
 class CommandRecorder(Protocol):
@@ -93,7 +97,7 @@ class DecisionLoop:
         )
         # Recorded first: a command is never sent that the database does not
         # know, so a restart resends it instead of reusing its id.
-        await self._recorder.record_command(record)
+        await self._record(record)
         self._sender.enqueue(record)
         self.next_id += 1
         self.status = decision.status
@@ -110,3 +114,19 @@ class DecisionLoop:
             record.window.count,
         )
         return record
+
+    async def _record(self, record: CommandRecord) -> None:
+        """Record the command, retrying while the database refuses writes.
+
+        The cadence pauses meanwhile; once writes succeed, the windows that
+        fell due are decided in turn, so no period goes without its command.
+        """
+        delay = RETRY_INITIAL
+        while True:
+            try:
+                await self._recorder.record_command(record)
+                return
+            except StorageError as exc:
+                log.warning("command %d not recorded yet (%s); retrying", record.id, exc)
+                await self._sleep(delay)
+                delay = min(delay * 2, RETRY_MAX)

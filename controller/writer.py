@@ -65,10 +65,14 @@ class Writer:
         engine: AsyncEngine,
         *,
         on_committed: CommittedListener,
+        on_health: Callable[[bool], None] = lambda healthy: None,
         max_queue: int = 1024,
     ) -> None:
         self._engine = engine
         self._on_committed = on_committed
+        # Told False when a write fails and True when writes succeed again, so
+        # the controller can report NOT_SERVING while the database is in trouble.
+        self._on_health = on_health
         self._queue: asyncio.Queue[_ReadingBatch | _Statement | None] = asyncio.Queue(max_queue)
         self._task: asyncio.Task[None] | None = None
         self._failing = False
@@ -146,6 +150,7 @@ class Writer:
             if not self._failing:
                 log.error("database write failed: %s", exc)
                 self._failing = True
+                self._on_health(False)
             error = StorageError(f"database write failed: {exc}")
             for item in group:
                 if not item.future.done():
@@ -154,6 +159,7 @@ class Writer:
         if self._failing:
             log.info("database writes succeed again")
             self._failing = False
+            self._on_health(True)
         self.commits += 1
         for statement in statements:
             if not statement.future.done():
