@@ -239,6 +239,15 @@ async def generate(pacer: Pacer, make_reading: ReadingFactory, delivery: Deliver
         await asyncio.sleep(delay)
 
 
+def reading_limit(config: SensorConfig) -> int | None:
+    """How many readings to create: ``--count``, those due within ``--duration``, or no end."""
+    limit = config.count
+    if config.duration is not None:
+        in_duration = Schedule(config.rate, 0.0).due_before(config.duration)
+        limit = in_duration if limit is None else min(limit, in_duration)
+    return limit
+
+
 async def _until_first(*aws: asyncio.Future[object] | asyncio.Task[object]) -> None:
     await asyncio.wait(aws, return_when=asyncio.FIRST_COMPLETED)
 
@@ -251,16 +260,9 @@ async def run_sensor(config: SensorConfig) -> int:
         loop.add_signal_handler(signum, stop.set)
 
     boot_id = uuid.uuid4().hex
-    start_us = now_us()
-    start = time.monotonic()
-    schedule = Schedule(config.rate, start)
-    limit = config.count
-    if config.duration is not None:
-        in_duration = schedule.due_before(start + config.duration)
-        limit = in_duration if limit is None else min(limit, in_duration)
-    pacer = Pacer(schedule, limit)
+    limit = reading_limit(config)
     profile = make_profile(
-        config.profile, seed=config.seed, step_at_us=config.step_at.resolve(start_us)
+        config.profile, seed=config.seed, step_at_us=config.step_at.resolve(now_us())
     )
     make_reading = ReadingFactory(config.sensor_id, boot_id, profile)
     log.info(
@@ -298,6 +300,8 @@ async def run_sensor(config: SensorConfig) -> int:
     )
     async with delivery:
         stopped = asyncio.create_task(stop.wait())
+        # The schedule starts now, after the set-up, so it starts without a backlog.
+        pacer = Pacer(Schedule(config.rate, time.monotonic()), limit)
         generator = asyncio.create_task(generate(pacer, make_reading, delivery))
         reporting = asyncio.create_task(reporter.run())
         try:

@@ -17,6 +17,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from tqdm import tqdm
+
 __all__ = ["Counters", "ProgressReporter", "RateMeter", "progress_line"]
 
 log = logging.getLogger(__name__)
@@ -95,8 +97,6 @@ class ProgressReporter:
             log.info("%s", progress_line(self._sensor_id, rate, counters))
 
     async def _run_bar(self) -> None:
-        from tqdm import tqdm  # only needed on a terminal
-
         bar: Any = tqdm(
             total=self._total,
             desc=self._sensor_id,

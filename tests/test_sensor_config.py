@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from sensor.__main__ import parse_config
+from sensor.__main__ import parse_config, reading_limit
 from sensor.config import StepAt, default_sensor_id, sanitize_sensor_id
 from tests.processes import ROOT
 from workcell.flags import Address
@@ -117,3 +117,11 @@ def test_process_rejects_bad_flags(args: list[str], flag: str) -> None:
     lines = result.stderr.splitlines()
     assert len(lines) == 1, result.stderr
     assert flag in lines[0]
+
+
+def test_reading_limit_from_count_and_duration() -> None:
+    assert reading_limit(parse_config([], environ={})) is None
+    assert reading_limit(parse_config(["--count", "10"], environ={})) == 10
+    assert reading_limit(parse_config(["--duration", "2", "--rate", "300"], environ={})) == 600
+    both = parse_config(["--duration", "2", "--rate", "300", "--count", "50"], environ={})
+    assert reading_limit(both) == 50

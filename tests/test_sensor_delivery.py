@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import sys
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 
@@ -18,7 +17,6 @@ import pytest
 from grpc import aio
 
 from sensor.delivery import Backoff, Delivery
-from tests.processes import ROOT
 from workcell.timeconv import now_us, to_timestamp
 from workcell.v1 import telemetry_pb2, telemetry_pb2_grpc
 
@@ -227,46 +225,3 @@ async def test_full_buffer_drops_oldest_and_counts(caplog: pytest.LogCaptureFixt
         async with telemetry_server(received, port=port):
             await asyncio.wait_for(delivery.drain(), 10)
     assert received.seqs("s1") == list(range(31, 51))
-
-
-async def run_sensor_process(*args: str) -> tuple[int, str]:
-    """``python -m sensor args`` as a child of this loop (so the test server keeps serving)."""
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "sensor",
-        *args,
-        cwd=ROOT,
-        stdin=asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.DEVNULL,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    try:
-        _, stderr = await asyncio.wait_for(process.communicate(), 60)
-    except BaseException:
-        process.kill()
-        await process.wait()
-        raise
-    assert process.returncode is not None
-    return process.returncode, stderr.decode()
-
-
-async def test_sensor_process_count_run_delivers_every_seq() -> None:
-    received = Received()
-    async with telemetry_server(received) as (_, port):
-        code, stderr = await run_sensor_process(
-            "--controller",
-            f"127.0.0.1:{port}",
-            "--sensor-id",
-            "proc-1",
-            "--count",
-            "300",
-            "--rate",
-            "1000",
-            "--no-progress",
-        )
-    assert code == 0, stderr
-    assert received.seqs("proc-1") == list(range(1, 301))
-    boot_ids = {boot for (sid, boot, _) in received.stored if sid == "proc-1"}
-    assert len(boot_ids) == 1
-    assert "sent=300 acked=300 dropped=0" in stderr
