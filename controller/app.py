@@ -72,7 +72,9 @@ class Controller:
     async def start(self) -> None:
         """Start every part; afterwards ``port`` is the bound gRPC port."""
         config = self.config
-        self.database = database = await Database.open(config.database)
+        self.database = database = await Database.open(
+            config.database, busy_timeout=config.busy_timeout
+        )
         state = await self._restore(database)
         self.writer = writer = Writer(
             database.engine,

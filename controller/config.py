@@ -37,6 +37,7 @@ class ControllerConfig:
     max_skew: float = 5.0
     shutdown_grace: float = 5.0
     ingest_queue: int = 1024
+    busy_timeout: float = 10.0
     log_level: str = "INFO"
 
 
@@ -142,6 +143,14 @@ def parse_config(
         help="messages waiting for the database writer before streams are slowed",
     )
     parser.flag(
+        "--busy-timeout",
+        env="WORKCELL_BUSY_TIMEOUT",
+        default=str(d.busy_timeout),
+        type=non_negative_float,
+        metavar="SECONDS",
+        help="how long a database write waits for a lock held elsewhere before it fails",
+    )
+    parser.flag(
         "--log-level",
         env="WORKCELL_LOG_LEVEL",
         default=d.log_level,
@@ -161,5 +170,6 @@ def parse_config(
         max_skew=ns.max_skew,
         shutdown_grace=ns.shutdown_grace,
         ingest_queue=ns.ingest_queue,
+        busy_timeout=ns.busy_timeout,
         log_level=ns.log_level,
     )

@@ -7,6 +7,7 @@ module only reads, on pooled connections that WAL lets run beside the writer.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -23,15 +24,18 @@ __all__ = ["Database"]
 log = logging.getLogger(__name__)
 
 
-def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
-    # WAL lets History and start-up reads run beside the writer; FULL keeps a
-    # committed batch on disk even if the machine loses power right after the
-    # response said "durable" (group commit amortizes the fsync).
-    cursor = dbapi_connection.cursor()
-    cursor.execute("PRAGMA journal_mode=WAL")
-    cursor.execute("PRAGMA synchronous=FULL")
-    cursor.execute("PRAGMA busy_timeout=10000")
-    cursor.close()
+def _sqlite_pragmas(busy_timeout_ms: int) -> Callable[[Any, Any], None]:
+    def on_connect(dbapi_connection: Any, _record: Any) -> None:
+        # WAL lets History and start-up reads run beside the writer; FULL keeps
+        # a committed batch on disk even if the machine loses power right after
+        # the response said "durable" (group commit amortizes the fsync).
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=FULL")
+        cursor.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
+        cursor.close()
+
+    return on_connect
 
 
 class Database:
@@ -41,15 +45,19 @@ class Database:
         self.engine = engine
 
     @classmethod
-    async def open(cls, url: str) -> Database:
-        """Create the engine (and the SQLite file's folder) and the schema."""
+    async def open(cls, url: str, *, busy_timeout: float = 10.0) -> Database:
+        """Create the engine (and the SQLite file's folder) and the schema.
+
+        ``busy_timeout`` is how long (seconds) a write waits for a lock held
+        by another process before it fails.
+        """
         parsed = make_url(url)
         is_sqlite = parsed.get_backend_name() == "sqlite"
         if is_sqlite and parsed.database and parsed.database != ":memory:":
             Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
         engine = create_async_engine(url)
         if is_sqlite:
-            event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
+            event.listen(engine.sync_engine, "connect", _sqlite_pragmas(round(busy_timeout * 1000)))
         async with engine.begin() as conn:
             await conn.run_sync(metadata.create_all)
         log.info("database ready at %s", parsed.render_as_string(hide_password=True))

@@ -246,3 +246,40 @@ async def test_a_restart_continues_ids_and_status(tmp_path: Path) -> None:
         after = await wait_for_entries(cell, len(before) + 2)
     ids = [e.command_id for e in after]
     assert ids == list(range(1, len(ids) + 1))
+
+
+async def _health(cell: Cell) -> int:
+    reply = await health_pb2_grpc.HealthStub(cell.channel).Check(health_pb2.HealthCheckRequest())
+    return int(reply.status)
+
+
+async def test_database_trouble_stops_acknowledging_then_recovers(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    async with running_cell(tmp_path, busy_timeout=0.2) as cell:
+        now = now_us()
+        # Another process holding the write lock: every write of ours fails.
+        blocker = sqlite3.connect(cell.database_path, isolation_level=None)
+        blocker.execute("BEGIN EXCLUSIVE")
+        try:
+            for attempt in range(2):
+                with pytest.raises(grpc.aio.AioRpcError) as caught:
+                    await stream(cell, [make_reading(attempt + 1, 1, now)])
+                assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
+            assert await _health(cell) == health_pb2.HealthCheckResponse.NOT_SERVING
+        finally:
+            blocker.execute("ROLLBACK")
+            blocker.close()
+        response = await stream(cell, [make_reading(i, i, now) for i in range(1, 4)])
+        assert (response.stored, response.duplicates) == (3, 0)
+        for _ in range(50):
+            if await _health(cell) == health_pb2.HealthCheckResponse.SERVING:
+                break
+            await asyncio.sleep(0.05)
+        assert await _health(cell) == health_pb2.HealthCheckResponse.SERVING
+        # Commands kept coming after the episode, ids without a gap.
+        entries = await wait_for_entries(cell, 3, acknowledged=False)
+    assert [e.command_id for e in entries] == list(range(1, len(entries) + 1))
+    failures = [r for r in caplog.records if "database write failed" in r.getMessage()]
+    assert len(failures) == 1
+    assert [r[2] for r in stored_rows(cell)] == [1, 2, 3]
