@@ -305,6 +305,15 @@ class Output:
         return "\n".join(self.lines)
 
 
+def wait_for_file_line(path: Path, text: str, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if path.exists() and text in path.read_text():
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"{text!r} not in {path} within {timeout}s")
+
+
 def test_run_for_a_while_then_stop_by_itself(tmp_path: Path) -> None:
     process = workcell(*run_args(tmp_path, "--duration", "8"))
     out = Output(process)
@@ -362,3 +371,23 @@ def test_a_dead_controller_stops_the_cell_with_exit_1(tmp_path: Path) -> None:
     assert "controller exited unexpectedly (killed by SIGKILL)" in text
     assert "controller is essential: stopping the cell" in text
     assert "manipulator stopped" in text
+
+
+def test_ctrl_c_stops_sensors_then_controller_then_manipulator(tmp_path: Path) -> None:
+    process = workcell(*run_args(tmp_path))
+    out = Output(process)
+    try:
+        out.wait_for(r"started sensor-2")
+        for name in ("sensor-1", "sensor-2"):  # running, not still importing
+            wait_for_file_line(tmp_path / "logs" / f"{name}.log", f"sensor {name} starting")
+        process.send_signal(signal.SIGINT)
+        code = process.wait(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    text = out.text()
+    assert code == 0, text
+    assert "killed by" not in text
+    order = [text.index(f"{name} stopped") for name in ("sensor-1", "controller", "manipulator")]
+    assert order == sorted(order), text
+    assert text.index("sensor-2 stopped") < order[1]

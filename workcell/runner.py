@@ -348,7 +348,7 @@ class _Cell:
         already = child.returncode is not None
         code = await child.stop(within)
         if not already and code not in (0, None):
-            logger.warning("%s stopped with %s", child.name, describe_exit(code))
+            logger.warning("%s stopped (%s)", child.name, describe_exit(code))
         elif not already:
             logger.info("%s stopped", child.name)
 
