@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from tests.processes import ROOT, running, start_service
+from workcell.cli import main as cli_main
 from workcell.history_table import entry_record, format_p_value, format_table, format_time
 from workcell.liveview import CellState, SummaryLines, render_screen, render_summary
 from workcell.timeconv import from_iso, to_timestamp
@@ -212,10 +213,13 @@ def test_history_server_down_exits_1_with_one_line() -> None:
     assert "UNAVAILABLE" in out
 
 
-def test_history_against_a_real_controller(tmp_path: Path) -> None:
+def test_history_against_a_real_controller(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     manipulator = start_service(
         "manipulator", ["--listen", "127.0.0.1:0", "--journal", str(tmp_path / "j.jsonl")]
     )
+    results: dict[str, tuple[int, str, str]] = {}
     with running(manipulator):
         controller = start_service(
             "controller",
@@ -230,34 +234,37 @@ def test_history_against_a_real_controller(tmp_path: Path) -> None:
         with running(controller):
             controller.wait_for_line(r"command 4 acknowledged")
             address = f"127.0.0.1:{controller.port}"
-            table = workcell("history", "--controller", address, "--page-size", "1")
-            table_out, _ = table.communicate(timeout=30)
-            as_json = workcell("history", "--controller", address, "--json")
-            json_out, _ = as_json.communicate(timeout=30)
-            merged = workcell("history", "--controller", address, "--merge")
-            merged_out, _ = merged.communicate(timeout=30)
-            inverted = workcell(
-                "history", "--controller", address,
-                "--from", "2030-01-02T00:00:00Z", "--to", "2030-01-01T00:00:00Z",
-            )  # fmt: skip
-            inverted_out, _ = inverted.communicate(timeout=30)
+            variants = {
+                "table": ["--page-size", "1"],
+                "json": ["--json"],
+                "merged": ["--merge"],
+                "inverted": ["--from", "2030-01-02T00:00:00Z", "--to", "2030-01-01T00:00:00Z"],
+            }
+            for name, extra in variants.items():
+                code = cli_main(["history", "--controller", address, *extra])
+                out, err = capsys.readouterr()
+                results[name] = (code, out, err)
         controller.stop()
     manipulator.stop()
 
-    assert table.returncode == 0, table_out
-    records = json.loads(json_out)
-    assert len(records) >= 4
-    assert [r["command_id"] for r in records[:4]] == [1, 2, 3, 4]
+    code, table_out, _ = results["table"]
+    assert code == 0
     rows = table_out.splitlines()[2:]
     # page size 1: every page was followed
     assert [row.split()[0] for row in rows[:4]] == ["1", "2", "3", "4"]
+    code, json_out, _ = results["json"]
+    records = json.loads(json_out)
+    assert [r["command_id"] for r in records[:4]] == [1, 2, 3, 4]
     assert records[0]["acknowledged_at"] is not None
-    assert merged.returncode == 0, merged_out
+    code, merged_out, _ = results["merged"]
+    assert code == 0
     assert merged_out.splitlines()[0].split()[:2] == ["ids", "commands"]
     # the server's INVALID_ARGUMENT comes back as one line with the status, exit 1
-    assert inverted.returncode == 1
-    assert len(inverted_out.strip().splitlines()) == 1
-    assert "INVALID_ARGUMENT" in inverted_out
+    code, out, err = results["inverted"]
+    assert code == 1
+    assert out == ""
+    assert len(err.strip().splitlines()) == 1
+    assert "INVALID_ARGUMENT" in err
 
 
 def run_args(data: Path, *extra: str) -> list[str]:
