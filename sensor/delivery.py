@@ -119,6 +119,9 @@ class Delivery:
         self._abort = False  # a response waiter saw a failure: stop the open stream
         self._probe = False  # the next attempt is a probe (see _send_probe)
         self._attempts = 0  # failed attempts in the current failure episode
+        # Failures so far: a stream opened before the latest failure does not
+        # prove the controller is back, even when its response arrives.
+        self._failures = 0
         # None: delivering; else whether this failure episode is a rejection
         # (INVALID_ARGUMENT) or an outage, each logged once per episode.
         self._episode_rejected: bool | None = None
@@ -237,6 +240,7 @@ class Delivery:
                 else:
                     await self._send_stream(stub, self._streams)
             except _StreamFailed as failure:
+                self._failures += 1
                 if failure.ambiguous:
                     log.info(
                         "stream to %s broke while writing (%s); resending its readings",
@@ -261,6 +265,7 @@ class Delivery:
         can race the controller's verdict, so a rejection comes back with the
         controller's own status and message (see :class:`_StreamFailed`).
         """
+        epoch = self._failures
         call: _ReadingsCall = stub.StreamReadings(None, timeout=self._response_timeout)
         readings = self._buffer.take(stream, max(self._batch, PROBE_READINGS))
         self._count_sent(readings)
@@ -278,11 +283,12 @@ class Delivery:
             call.cancel()
             raise failure from None
         self._probe = False
-        self._acknowledged(stream, len(readings), response)
+        self._acknowledged(stream, len(readings), response, epoch)
 
     async def _send_stream(self, stub: telemetry_pb2_grpc.TelemetryAsyncStub, stream: int) -> None:
         """Write one stream for about ``stream_seconds``, then leave its response to a task."""
         loop = asyncio.get_running_loop()
+        epoch = self._failures
         call: _ReadingsCall = stub.StreamReadings(
             None,  # no iterator: this side writes the messages itself
             timeout=self._stream_seconds + self._response_timeout,
@@ -318,7 +324,7 @@ class Delivery:
             raise failure from None
         finally:
             timer.cancel()
-        waiter = asyncio.create_task(self._await_response(call, stream, written))
+        waiter = asyncio.create_task(self._await_response(call, stream, written, epoch))
         self._waiters.add(waiter)
         waiter.add_done_callback(self._waiters.discard)
 
@@ -328,11 +334,19 @@ class Delivery:
                 self._max_seq_sent = reading.seq
                 self.sent += 1
 
-    async def _await_response(self, call: _ReadingsCall, stream: int, written: int) -> None:
+    async def _await_response(
+        self, call: _ReadingsCall, stream: int, written: int, epoch: int
+    ) -> None:
         try:
             response = await call
         except aio.AioRpcError as exc:
             self._buffer.fail(stream)
+            if epoch != self._failures:
+                # Opened before a failure that was already handled (and backed
+                # off from): its readings are resent, nothing more to do.
+                log.debug("stream %d failed too: %s", stream, exc.code().name)
+                return
+            self._failures += 1
             self._report_failure(exc.code(), exc.details() or "")
             self._abort = True
             self._ready.set()
@@ -340,10 +354,14 @@ class Delivery:
         except asyncio.CancelledError:
             call.cancel()
             raise
-        self._acknowledged(stream, written, response)
+        self._acknowledged(stream, written, response, epoch)
 
     def _acknowledged(
-        self, stream: int, written: int, response: telemetry_pb2.StreamReadingsResponse
+        self,
+        stream: int,
+        written: int,
+        response: telemetry_pb2.StreamReadingsResponse,
+        epoch: int,
     ) -> None:
         acked = self._buffer.ack(stream)
         covered = response.stored + response.duplicates
@@ -363,7 +381,16 @@ class Delivery:
             response.duplicates,
             response.stale,
         )
-        self._report_success()
+        if epoch == self._failures:
+            self._report_recovery()
+        if self._drops_logged_at is not None:
+            log.warning(
+                "dropped %d readings while the buffer was full",
+                self._buffer.dropped - self._drops_logged_at,
+            )
+            self._drops_logged_at = None
+        if not self._buffer:
+            self._idle.set()
 
     # -- episodes -----------------------------------------------------------
 
@@ -392,19 +419,12 @@ class Delivery:
                 len(self._buffer),
             )
 
-    def _report_success(self) -> None:
+    def _report_recovery(self) -> None:
+        """A stream opened after the latest failure succeeded: the episode is over."""
         if self._episode_rejected is not None:
             log.info("delivering to %s again after %d failed attempts", self.target, self._attempts)
             self._episode_rejected = None
         self._attempts = 0
-        if self._drops_logged_at is not None:
-            log.warning(
-                "dropped %d readings while the buffer was full",
-                self._buffer.dropped - self._drops_logged_at,
-            )
-            self._drops_logged_at = None
-        if not self._buffer:
-            self._idle.set()
 
 
 async def _failure_of(call: _ReadingsCall, exc: BaseException) -> _StreamFailed:

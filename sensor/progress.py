@@ -104,17 +104,22 @@ class ProgressReporter:
             file=sys.stderr,
             dynamic_ncols=True,
         )
-        shown = self._counters().created
+        shown = 0
+
+        def refresh() -> None:
+            nonlocal shown
+            counters = self._counters()
+            bar.set_postfix_str(
+                f"acked={counters.acked} buffered={counters.buffered} dropped={counters.dropped}",
+                refresh=False,
+            )
+            bar.update(counters.created - shown)
+            shown = counters.created
+
         try:
             while True:
+                refresh()
                 await asyncio.sleep(self._bar_interval)
-                counters = self._counters()
-                bar.set_postfix_str(
-                    f"acked={counters.acked} buffered={counters.buffered} "
-                    f"dropped={counters.dropped}",
-                    refresh=False,
-                )
-                bar.update(counters.created - shown)
-                shown = counters.created
         finally:
+            refresh()  # the final counts stay on screen
             bar.close()
