@@ -8,7 +8,9 @@ next one at once, while a small task per stream awaits the previous response,
 so sending never pauses for a commit.
 
 On any failure it aborts the open stream, backs off (capped exponential, with
-jitter) and resends what is unacknowledged, oldest first, before new readings.
+jitter) and resends what is unacknowledged, oldest first, before new readings;
+the first attempt after a failure is a one-message probe that is answered
+before streaming resumes.
 Resends of readings the controller had already stored come back counted as
 duplicates, so nothing is stored twice and nothing is lost while the buffer
 has room; when it is full the oldest readings are dropped, counted and logged.
@@ -196,8 +198,9 @@ class Delivery:
     def add(self, reading: telemetry_pb2.Reading) -> None:
         """Hold ``reading`` until acknowledged and send it as soon as its batch is full."""
         self._idle.clear()
-        if self._buffer.append(reading) and self._drops_logged_at is None:
-            self._drops_logged_at = self._buffer.dropped - 1
+        dropped = self._buffer.append(reading)
+        if dropped and self._drops_logged_at is None:
+            self._drops_logged_at = self._buffer.dropped - dropped
             log.warning(
                 "buffer full (%d unacknowledged readings): dropping the oldest",
                 self._buffer.capacity,
