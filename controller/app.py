@@ -138,7 +138,11 @@ class Controller:
                 1,
             )
         else:
-            last_decided = max(window_index(last.window_start, period_us), current - 1)
+            # The window that ended last is still decided after a restart (the
+            # crash may have come between its end and its deadline); older
+            # windows that passed while the controller was down are skipped
+            # rather than flooding the manipulator with commands for them.
+            last_decided = max(window_index(last.window_start, period_us), current - 2)
             state = _DecisionState(
                 WindowBook(period_us, round(config.grace * US_PER_SECOND), last_decided),
                 last.status,

@@ -283,3 +283,36 @@ async def test_database_trouble_stops_acknowledging_then_recovers(
     failures = [r for r in caplog.records if "database write failed" in r.getMessage()]
     assert len(failures) == 1
     assert [r[2] for r in stored_rows(cell)] == [1, 2, 3]
+
+
+async def test_decisions_survive_a_restart(tmp_path: Path) -> None:
+    period_us = 2 * US_PER_SECOND
+    database = tmp_path / "restart.db"
+    low = [100 + (i % 5) for i in range(30)]
+    high = [200 + (i % 3) for i in range(30)]
+    async with running_cell(tmp_path, period=2.0, database_path=database) as cell:
+        # Start right after a window boundary, so the steps below fit in windows.
+        await asyncio.sleep((period_us - now_us() % period_us) / 1e6 + 0.05)
+        index = window_index(now_us(), period_us)
+        start = window_bounds(index, period_us)[0]
+        await stream(cell, [make_reading(i + 1, v, start + i) for i, v in enumerate(low)])
+        entries = await wait_for_entries(cell, 1, acknowledged=False)
+        while from_timestamp(entries[-1].from_datetime) < start:
+            entries = await wait_for_entries(cell, len(entries) + 1, acknowledged=False)
+        before = entries[-1]
+        assert before.window.count == 30
+        # The next window is open: its readings are stored, then the controller stops.
+        next_start = window_bounds(index + 1, period_us)[0]
+        readings = [make_reading(100 + i, v, next_start + i) for i, v in enumerate(high)]
+        assert (await stream(cell, readings)).stored == 30
+    async with running_cell(tmp_path, period=2.0, database_path=database) as cell:
+        entries = await wait_for_entries(cell, len(entries) + 1, acknowledged=False)
+    after = entries[len(entries) - 1]
+    decided = next(e for e in entries if from_timestamp(e.from_datetime) == next_start)
+    assert decided.command_id == before.command_id + 1
+    assert decided.window.count == 30  # counted though stored before the restart
+    assert decided.previous_window.count == 30  # compared with the window decided before
+    assert decided.previous_window.mean == pytest.approx(sum(low) / 30)
+    assert decided.status == command_pb2.STATUS_UP
+    assert decided.changed
+    assert after.command_id >= decided.command_id
