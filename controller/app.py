@@ -39,6 +39,11 @@ SERVICE_NAMES = (
     history_pb2.DESCRIPTOR.services_by_name["History"].full_name,
 )
 STATS_INTERVAL = 5.0
+# Bounds on what one client can make the server hold: messages beyond
+# MAX_MESSAGE_BYTES and RPCs beyond MAX_CONCURRENT_RPCS are refused with
+# RESOURCE_EXHAUSTED instead of growing memory.
+MAX_MESSAGE_BYTES = 4 * 1024 * 1024
+MAX_CONCURRENT_RPCS = 1024
 
 
 class Controller:
@@ -105,7 +110,10 @@ class Controller:
         await self._serve(writer, database)
 
     async def _serve(self, writer: Writer, database: Database) -> None:
-        server = grpc.aio.server()
+        server = grpc.aio.server(
+            options=[("grpc.max_receive_message_length", MAX_MESSAGE_BYTES)],
+            maximum_concurrent_rpcs=MAX_CONCURRENT_RPCS,
+        )
         self.telemetry = TelemetryServicer(
             writer, max_skew_us=round(self.config.max_skew * US_PER_SECOND), clock=self._clock
         )

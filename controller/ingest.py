@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Awaitable, Sequence
+from collections import deque
+from collections.abc import AsyncIterator, Sequence
 from typing import Protocol
 
 import grpc
@@ -28,7 +29,7 @@ log = logging.getLogger(__name__)
 class ReadingSink(Protocol):
     """Where validated readings go (the writer)."""
 
-    async def add_readings(self, rows: Sequence[ReadingRow]) -> Awaitable[BatchResult]: ...
+    async def add_readings(self, rows: Sequence[ReadingRow]) -> asyncio.Future[BatchResult]: ...
 
 
 class TelemetryServicer(telemetry_pb2_grpc.TelemetryServicer):
@@ -47,7 +48,11 @@ class TelemetryServicer(telemetry_pb2_grpc.TelemetryServicer):
             telemetry_pb2.StreamReadingsRequest, telemetry_pb2.StreamReadingsResponse
         ],
     ) -> telemetry_pb2.StreamReadingsResponse:
-        pending: list[Awaitable[BatchResult]] = []
+        # Batches complete in queue order, so settled ones are folded into the
+        # total as the stream goes: a long stream holds at most the batches
+        # still queued, never one future per message it ever sent.
+        pending: deque[asyncio.Future[BatchResult]] = deque()
+        total = BatchResult()
         self.open_streams += 1
         try:
             problem: InvalidReading | None = None
@@ -55,24 +60,37 @@ class TelemetryServicer(telemetry_pb2_grpc.TelemetryServicer):
                 rows, problem = self._rows(request)
                 if rows:
                     pending.append(await self._sink.add_readings(rows))
+                while pending and pending[0].done():
+                    total += await self._settled(pending.popleft(), context)
                 if problem is not None:
                     break
             # Readings received before a bad one are still stored: wait for
             # them before failing the stream, so the error means "the rest
             # was not taken".
-            try:
-                results = await asyncio.gather(*pending)
-            except StorageError as exc:
-                await context.abort(grpc.StatusCode.UNAVAILABLE, str(exc))
+            while pending:
+                total += await self._settled(pending.popleft(), context)
             if problem is not None:
                 log.warning("rejected a stream: %s", problem)
                 await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(problem))
         finally:
             self.open_streams -= 1
-        total = sum(results, BatchResult())
         return telemetry_pb2.StreamReadingsResponse(
             stored=total.stored, duplicates=total.duplicates, stale=total.stale
         )
+
+    @staticmethod
+    async def _settled(
+        future: asyncio.Future[BatchResult],
+        context: grpc.aio.ServicerContext[
+            telemetry_pb2.StreamReadingsRequest, telemetry_pb2.StreamReadingsResponse
+        ],
+    ) -> BatchResult:
+        try:
+            return await future
+        except StorageError as exc:
+            # Nothing of this batch was committed: the sender keeps it and
+            # resends after the database recovers.
+            await context.abort(grpc.StatusCode.UNAVAILABLE, str(exc))
 
     def _rows(
         self, request: telemetry_pb2.StreamReadingsRequest

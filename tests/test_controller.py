@@ -316,3 +316,16 @@ async def test_decisions_survive_a_restart(tmp_path: Path) -> None:
     assert decided.status == command_pb2.STATUS_UP
     assert decided.changed
     assert after.command_id >= decided.command_id
+
+
+async def test_a_message_over_the_receive_limit_is_refused_and_nothing_of_it_stored(
+    tmp_path: Path,
+) -> None:
+    async with running_cell(tmp_path) as cell:
+        now = now_us()
+        huge = [make_reading(i, i, now, boot_id="b" * 64) for i in range(1, 60_001)]
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await stream(cell, huge, batch=60_000)
+        assert caught.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert (await stream(cell, [make_reading(1, 1, now)])).stored == 1
+    assert len(stored_rows(cell)) == 1
