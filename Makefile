@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 BUF := node_modules/.bin/buf
 STAMP := $(VENV)/.installed
 
-.PHONY: run test check lint gen check-gen pytest deps clean
+.PHONY: run test check lint gen check-gen pytest deps clean soak
 
 run: $(STAMP)
 	$(BIN)/workcell run $(ARGS)
@@ -49,6 +49,10 @@ lint: deps
 
 pytest: deps
 	$(BIN)/pytest $(PYTEST_ARGS)
+
+# The soak of issue 3 (10 minutes by default): make soak ARGS="--duration 2m --json soak.json"
+soak: deps
+	$(BIN)/python scripts/soak.py $(ARGS)
 
 clean:
 	rm -rf build .pytest_cache .mypy_cache .ruff_cache
