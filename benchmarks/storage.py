@@ -1,0 +1,79 @@
+"""The storage ceiling: raw ``sqlite3`` ``executemany`` into the controller's ``readings`` table.
+
+Same schema (created from ``controller.schema.metadata``, unique key and index included), WAL,
+the controller's ``synchronous`` setting, one transaction per batch of 1,000 rows. Only the
+inserts and commits are timed; rows are built beforehand.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+from sqlalchemy import create_engine
+
+from controller.schema import metadata
+
+__all__ = ["StorageCeiling", "create_schema", "storage_ceiling"]
+
+INSERT = (
+    "INSERT INTO readings (sensor_id, boot_id, seq, payload, timestamp, received_at) "
+    "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (sensor_id, boot_id, seq) DO NOTHING"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class StorageCeiling:
+    """Rows inserted and the seconds the inserts and commits took."""
+
+    rows: int
+    seconds: float
+
+    @property
+    def rows_per_second(self) -> float:
+        """The ceiling."""
+        return self.rows / self.seconds if self.seconds else 0.0
+
+
+def create_schema(path: Path) -> None:
+    """Create the controller's tables in the SQLite file ``path``."""
+    engine = create_engine(f"sqlite:///{path}")
+    try:
+        metadata.create_all(engine)
+    finally:
+        engine.dispose()
+
+
+def storage_ceiling(
+    path: Path, seconds: float, *, synchronous: str = "NORMAL", batch: int = 1000
+) -> StorageCeiling:
+    """Insert batches of ``batch`` rows for about ``seconds`` of insert time."""
+    create_schema(path)
+    connection = sqlite3.connect(path, isolation_level=None)
+    try:
+        connection.execute("PRAGMA journal_mode=WAL")
+        connection.execute(f"PRAGMA synchronous={synchronous}")
+        rows = 0
+        spent = 0.0
+        sensor = 0
+        while spent < seconds:
+            # Eight sensors' readings interleaved, like the controller's groups.
+            boot = uuid.uuid4().hex
+            base = time.time_ns() // 1000
+            chunk = [
+                (f"sensor-{(sensor + i) % 8}", boot, i, i % 1000, base + i, base + i)
+                for i in range(batch)
+            ]
+            sensor += 1
+            started = time.perf_counter()
+            connection.execute("BEGIN")
+            connection.executemany(INSERT, chunk)
+            connection.execute("COMMIT")
+            spent += time.perf_counter() - started
+            rows += batch
+        return StorageCeiling(rows, spent)
+    finally:
+        connection.close()
