@@ -6,6 +6,8 @@ import asyncio
 import signal
 import sys
 
+import uvloop
+
 from controller.app import Controller
 from controller.config import ControllerConfig, parse_config
 from workcell.logs import configure_logging
@@ -25,7 +27,7 @@ def main() -> int:
     config = parse_config()
     configure_logging(config.log_level)
     try:
-        asyncio.run(serve(config))
+        uvloop.run(serve(config))
     except OSError as exc:
         print(f"python -m controller: error: {exc}", file=sys.stderr)
         return 1

@@ -201,11 +201,12 @@ class Controller:
             await asyncio.sleep(STATS_INTERVAL)
             totals = writer.totals
             log.info(
-                "ingest: stored=%d rate=%.1f/s duplicates=%d stale=%d",
+                "ingest: stored=%d rate=%.1f/s duplicates=%d stale=%d commits=%d",
                 totals.stored,
                 (totals.stored - previous) / STATS_INTERVAL,
                 totals.duplicates,
                 totals.stale,
+                writer.commits,
             )
             previous = totals.stored
 
