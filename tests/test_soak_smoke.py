@@ -48,6 +48,7 @@ def test_short_soak_reports_consistent_counts(tmp_path: Path) -> None:
     assert summary["journal_matches"]
     assert result["journal_ids"] == [c["id"] for c in result["commands"]]
     assert set(result["exit_codes"].values()) == {0}
+    assert all(row["start"] and row["end"] for row in result["rss"]), result["rss"]
 
     checks = {c["name"]: c["passed"] for c in result["checks"]}
     assert checks["nothing lost, nothing doubled"]
