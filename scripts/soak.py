@@ -19,7 +19,6 @@ from __future__ import annotations
 import itertools
 import json
 import math
-import os
 import re
 import shutil
 import signal
@@ -580,23 +579,14 @@ def _natural(name: str) -> tuple[str, int]:
     return (prefix, int(number)) if number.isdigit() else (name, 0)
 
 
-_PAGE_KIB = os.sysconf("SC_PAGE_SIZE") // 1024
-
-
 def _rss(child: Child) -> int | None:
     """The child's RSS in KiB, None once it has exited."""
     if child.process.poll() is not None:
         return None
     try:
-        rss = read_usage(child.pid).rss_kib
-        if rss == 0:
-            # A live process always has resident pages: 0 means procstat could not parse
-            # /proc/<pid>/status (its "VmRSS:" is followed by a tab), so ask statm instead.
-            with open(f"/proc/{child.pid}/statm") as statm:
-                rss = int(statm.read().split()[1]) * _PAGE_KIB
+        return read_usage(child.pid).rss_kib
     except OSError:
         return None
-    return rss
 
 
 def _sample(children: Sequence[Child]) -> dict[str, int | None]:
