@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 BUF := node_modules/.bin/buf
 STAMP := $(VENV)/.installed
 
-.PHONY: run test check lint gen check-gen pytest deps clean soak
+.PHONY: run test check lint gen check-gen pytest deps clean bench soak
 
 run: $(STAMP)
 	$(BIN)/workcell run $(ARGS)
@@ -49,6 +49,11 @@ lint: deps
 
 pytest: deps
 	$(BIN)/pytest $(PYTEST_ARGS)
+
+# The performance harness (issue 4): `make bench ARGS="--quick"`; see benchmarks/README.md.
+bench: deps
+	$(BIN)/pip install --quiet --config-settings editable_mode=compat -e '.[bench]'
+	$(BIN)/python -m benchmarks $(ARGS)
 
 # The soak of issue 3 (10 minutes by default): make soak ARGS="--duration 2m --json soak.json"
 soak: deps

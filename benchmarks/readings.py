@@ -24,6 +24,9 @@ _SECOND_PLACEHOLDER = 2_000_000_000
 def _timestamp_field(seconds: int) -> bytes:
     # Reading.timestamp is field 5: tag, length, then the Timestamp's own bytes.
     inner = Timestamp(seconds=seconds).SerializeToString()
+    if len(inner) != 6:
+        # Byte replacement keeps every length prefix valid only for 5-byte varints.
+        raise ValueError(f"second {seconds} is outside the 5-byte varint range of the template")
     return bytes([0x2A, len(inner)]) + inner
 
 

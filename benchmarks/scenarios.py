@@ -47,6 +47,7 @@ class Settings:
     big: int = 1_000_000
     small: int = 1_000
     profile: bool = False
+    warmup_s: float = WARMUP_S
 
 
 @dataclass(frozen=True, slots=True)
@@ -190,7 +191,7 @@ def nominal(settings: Settings) -> ScenarioResult:
     with _fresh_dir(settings.work_dir / "a-bare") as run_dir, Children(run_dir) as kids:
         server = _transport_server(kids)
         senders = _generators(kids, server.port, processes=SENSORS, senders=1, extra=paced)
-        time.sleep(WARMUP_S)
+        time.sleep(settings.warmup_s)
         names = {"transport": server} | {f"sender-{i}": s for i, s in enumerate(senders)}
         bare = _measure(names, _acked(senders), seconds)
         _stop_generators(senders)
@@ -227,7 +228,7 @@ def nominal(settings: Settings) -> ScenarioResult:
         ]
         for sensor in sensors:
             sensor.wait_for_line("starting")
-        time.sleep(WARMUP_S)
+        time.sleep(settings.warmup_s)
         names = {"controller": controller} | {f"sensor-{i}": s for i, s in enumerate(sensors)}
         start_us = time.time_ns() // 1000
         real = _measure(names, _db_rows(database), seconds)
@@ -258,7 +259,7 @@ def nominal(settings: Settings) -> ScenarioResult:
             ["load", "--target", f"127.0.0.1:{http.port}", "--rate", str(NOMINAL_RATE)],
             pipes=True,
         )
-        time.sleep(WARMUP_S)
+        time.sleep(settings.warmup_s)
         reference = _measure({"http": http, "client": client}, _acked([client]), seconds)
         _stop_generators([client])
     result.rows.append(reference.measured("http+json", "http", label="FastAPI/uvicorn server"))
@@ -342,7 +343,7 @@ def _ceiling_run(settings: Settings, name: str, load: _Load) -> _Window:
             senders=SENSORS // GENERATORS,
             extra=load.args(),
         )
-        time.sleep(WARMUP_S)
+        time.sleep(settings.warmup_s)
         window = _measure({"transport": server}, _acked(generators), settings.saturation_s)
         _stop_generators(generators)
     return window
@@ -366,7 +367,7 @@ def _controller_run(settings: Settings, name: str, load: _Load, seconds: float) 
             senders=SENSORS // GENERATORS,
             extra=load.args(),
         )
-        time.sleep(WARMUP_S)
+        time.sleep(settings.warmup_s)
         sampler = RssSampler(controller.pid)
         sampler.start()
         profiler = _start_profiler(controller, run_dir, seconds) if settings.profile else None
