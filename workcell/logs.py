@@ -1,24 +1,118 @@
-"""Log set-up for the services' ``__main__`` modules (library code never calls it)."""
+"""Log set-up for the services' ``__main__`` modules (library code never calls it).
+
+Two formats, chosen by ``--log-format`` / ``WORKCELL_LOG_FORMAT``:
+
+- ``text`` (default): ``2025-01-31T12:00:00.123Z INFO controller.app: listening on …``
+- ``json``: one object per line with ``time``, ``level``, ``logger``, ``message``, the
+  fields the call passed with ``extra={...}`` as top-level keys, and ``exception`` /
+  ``stack`` when the record carries them. For log shippers.
+
+:func:`log_message` gives back the message of a line in either format, so
+readers of the services' lines (``workcell run``, tests) work with both.
+"""
 
 from __future__ import annotations
 
+import argparse
+import json
 import logging
 import sys
 import time
+from typing import Any
 
-__all__ = ["configure_logging"]
+__all__ = [
+    "LOG_FORMATS",
+    "JsonFormatter",
+    "configure_logging",
+    "log_format",
+    "log_message",
+    "make_formatter",
+]
+
+LOG_FORMATS = ("text", "json")
+TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+# Attributes every LogRecord has; anything else on a record came from ``extra=``.
+# (taskName is new in Python 3.12; listed so it is never taken for an extra.)
+_RECORD_ATTRIBUTES = frozenset(
+    vars(logging.LogRecord("", logging.INFO, "", 0, "", (), None)).keys()
+    | {"message", "asctime", "taskName"}
+)
+
+
+def _utc_time(record: logging.LogRecord) -> str:
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
+    return f"{stamp}.{int(record.msecs):03d}Z"
 
 
 class _UTCFormatter(logging.Formatter):
     def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
-        stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
-        return f"{stamp}.{int(record.msecs):03d}Z"
+        return _utc_time(record)
 
 
-def configure_logging(level: str = "INFO") -> None:
-    """One line per record on stderr: UTC time, level, logger, message."""
+class JsonFormatter(logging.Formatter):
+    """One JSON object per record: time, level, logger, message, then the ``extra`` fields.
+
+    The four fixed keys win over an ``extra`` field of the same name (they are
+    what shippers index on). Values JSON cannot hold are written as ``str()``.
+    """
+
+    def format(self, record: logging.LogRecord) -> str:
+        """The record as one line of JSON (no newline inside: JSON escapes it)."""
+        event: dict[str, Any] = {
+            "time": _utc_time(record),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        for key, value in vars(record).items():
+            if key not in _RECORD_ATTRIBUTES and key not in event:
+                event[key] = value
+        if record.exc_info:
+            event["exception"] = self.formatException(record.exc_info)
+        elif record.exc_text:
+            event["exception"] = record.exc_text
+        if record.stack_info:
+            event["stack"] = self.formatStack(record.stack_info)
+        # Default separators keep a space after ", " so a regex like
+        # ``listening on (\S+):(\d+)`` run over the raw line stops at the message's end.
+        return json.dumps(event, ensure_ascii=False, default=str)
+
+
+def make_formatter(fmt: str = "text") -> logging.Formatter:
+    """The formatter for ``fmt`` (one of :data:`LOG_FORMATS`); ValueError otherwise."""
+    if fmt == "text":
+        return _UTCFormatter(TEXT_FORMAT)
+    if fmt == "json":
+        return JsonFormatter()
+    raise ValueError(f"unknown log format {fmt!r}: expected one of {', '.join(LOG_FORMATS)}")
+
+
+def configure_logging(level: str = "INFO", fmt: str = "text") -> None:
+    """One line per record on stderr, as ``text`` (UTC time, level, logger, message) or ``json``."""
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(_UTCFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler.setFormatter(make_formatter(fmt))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
+
+
+def log_format(text: str) -> str:
+    """Flag type for ``--log-format``: ``text`` or ``json`` (any case)."""
+    value = text.strip().lower()
+    if value not in LOG_FORMATS:
+        raise argparse.ArgumentTypeError(f"expected one of {', '.join(LOG_FORMATS)}, got {text!r}")
+    return value
+
+
+def log_message(line: str) -> str:
+    """The message of a log line: the ``message`` of a JSON line, else the line itself."""
+    if line.startswith("{"):
+        try:
+            event = json.loads(line)
+        except ValueError:
+            return line
+        message = event.get("message") if isinstance(event, dict) else None
+        if isinstance(message, str):
+            return message
+    return line
