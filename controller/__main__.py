@@ -25,7 +25,7 @@ async def serve(config: ControllerConfig) -> None:
 
 def main() -> int:
     config = parse_config()
-    configure_logging(config.log_level)
+    configure_logging(config.log_level, config.log_format)
     try:
         uvloop.run(serve(config))
     except OSError as exc:

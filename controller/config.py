@@ -15,6 +15,7 @@ from workcell.flags import (
     positive_int,
     probability,
 )
+from workcell.logs import log_format
 
 __all__ = ["DEFAULT_DATABASE", "ControllerConfig", "parse_config"]
 
@@ -36,9 +37,10 @@ class ControllerConfig:
     initial_status: str = "down"
     max_skew: float = 5.0
     shutdown_grace: float = 5.0
-    ingest_queue: int = 1024
+    ingest_buffer: int = 50_000
     busy_timeout: float = 10.0
     log_level: str = "INFO"
+    log_format: str = "text"
 
 
 def _status(text: str) -> str:
@@ -136,11 +138,12 @@ def parse_config(
         help="seconds open streams get to finish on SIGTERM/SIGINT",
     )
     parser.flag(
-        "--ingest-queue",
-        env="WORKCELL_INGEST_QUEUE",
-        default=str(d.ingest_queue),
+        "--ingest-buffer",
+        env="WORKCELL_INGEST_BUFFER",
+        default=str(d.ingest_buffer),
         type=positive_int,
-        help="messages waiting for the database writer before streams are slowed",
+        metavar="READINGS",
+        help="readings waiting for the database writer before streams are slowed",
     )
     parser.flag(
         "--busy-timeout",
@@ -158,6 +161,14 @@ def parse_config(
         type=str.upper,
         help="log level",
     )
+    parser.flag(
+        "--log-format",
+        env="WORKCELL_LOG_FORMAT",
+        default=d.log_format,
+        type=log_format,
+        metavar="text|json",
+        help="log lines as text, or as JSON objects for log shippers",
+    )
     ns = parser.parse_args(argv)
     return ControllerConfig(
         listen=ns.listen,
@@ -169,7 +180,8 @@ def parse_config(
         initial_status=ns.initial_status,
         max_skew=ns.max_skew,
         shutdown_grace=ns.shutdown_grace,
-        ingest_queue=ns.ingest_queue,
+        ingest_buffer=ns.ingest_buffer,
         busy_timeout=ns.busy_timeout,
         log_level=ns.log_level,
+        log_format=ns.log_format,
     )
