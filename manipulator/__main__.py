@@ -42,7 +42,7 @@ async def serve(config: ManipulatorConfig) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     """Parse flags, configure logging, serve; the process exit status."""
     config = parse_config(argv)
-    configure_logging(config.log_level)
+    configure_logging(config.log_level, config.log_format)
     try:
         asyncio.run(serve(config))
     except JournalError as exc:

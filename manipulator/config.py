@@ -8,6 +8,7 @@ from pathlib import Path
 
 from workcell.flags import Address, FlagParser, address, positive_float, positive_int
 from workcell.framing import MAX_FRAME_BYTES
+from workcell.logs import log_format
 
 __all__ = ["LOG_LEVELS", "ManipulatorConfig", "parse_config"]
 
@@ -23,6 +24,7 @@ class ManipulatorConfig:
     max_frame_bytes: int
     read_timeout: float
     log_level: str
+    log_format: str = "text"
 
 
 def parse_config(
@@ -77,6 +79,14 @@ def parse_config(
         choices=LOG_LEVELS,
         help="logging threshold",
     )
+    parser.flag(
+        "--log-format",
+        env="WORKCELL_LOG_FORMAT",
+        default="text",
+        type=log_format,
+        metavar="text|json",
+        help="log lines as text, or as JSON objects for log shippers",
+    )
     args = parser.parse_args(argv)
     return ManipulatorConfig(
         listen=args.listen,
@@ -84,4 +94,5 @@ def parse_config(
         max_frame_bytes=args.max_frame,
         read_timeout=args.read_timeout,
         log_level=args.log_level,
+        log_format=args.log_format,
     )

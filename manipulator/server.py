@@ -156,11 +156,13 @@ class _Connection:
                 record.window_start,
                 record.window_end,
                 record.issued_at,
+                extra={"command_id": record.command_id, "status": record.status},
             )
         else:
             log.info(
                 "command %d: duplicate (already journaled), acknowledged again",
                 record.command_id,
+                extra={"command_id": record.command_id, "duplicate": True},
             )
         ack = command_pb2.CommandAck(command_id=record.command_id)
         self._writer.write(encode_frame(ack))
