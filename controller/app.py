@@ -85,7 +85,7 @@ class Controller:
             database.engine,
             on_committed=state.book.add_batch,
             on_health=self._storage_health,
-            max_queue=config.ingest_queue,
+            max_pending=config.ingest_buffer,
         )
         await writer.start()
         self.link = link = ManipulatorLink(config.manipulator, on_ack=self._acknowledged)

@@ -1,23 +1,24 @@
 """``workcell.v1.Telemetry``: validate readings and hand them to the writer.
 
-Each message becomes one queued batch, so readings are committed while the
-stream is still open; the response is sent once every batch of the stream is
-committed, which is what makes it mean "durable".
+Each message's readings join the writer's current commit group at once, so
+they are committed while the stream is still open; the response is sent once
+the last group holding any of them is committed (groups commit in order),
+which is what makes it mean "durable".
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections import deque
 from collections.abc import AsyncIterator, Sequence
 from typing import Protocol
 
 import grpc
 
-from controller.errors import InvalidReading, StorageError
-from controller.records import BatchResult, ReadingRow
-from controller.validation import check_reading
+from controller.errors import InvalidReading
+from controller.records import ReadingRow
+from controller.validation import check_identity, reading_timestamp
+from controller.writer import StreamTally
 from workcell.timeconv import Clock, now_us
 from workcell.v1 import telemetry_pb2, telemetry_pb2_grpc
 
@@ -25,11 +26,17 @@ __all__ = ["ReadingSink", "TelemetryServicer"]
 
 log = logging.getLogger(__name__)
 
+Context = grpc.aio.ServicerContext[
+    telemetry_pb2.StreamReadingsRequest, telemetry_pb2.StreamReadingsResponse
+]
+
 
 class ReadingSink(Protocol):
     """Where validated readings go (the writer)."""
 
-    async def add_readings(self, rows: Sequence[ReadingRow]) -> asyncio.Future[BatchResult]: ...
+    async def add_readings(
+        self, tally: StreamTally, rows: Sequence[ReadingRow]
+    ) -> asyncio.Future[None]: ...
 
 
 class TelemetryServicer(telemetry_pb2_grpc.TelemetryServicer):
@@ -44,73 +51,65 @@ class TelemetryServicer(telemetry_pb2_grpc.TelemetryServicer):
     async def StreamReadings(
         self,
         request_iterator: AsyncIterator[telemetry_pb2.StreamReadingsRequest],
-        context: grpc.aio.ServicerContext[
-            telemetry_pb2.StreamReadingsRequest, telemetry_pb2.StreamReadingsResponse
-        ],
+        context: Context,
     ) -> telemetry_pb2.StreamReadingsResponse:
-        # Batches complete in queue order, so settled ones are folded into the
-        # total as the stream goes: a long stream holds at most the batches
-        # still queued, never one future per message it ever sent.
-        pending: deque[asyncio.Future[BatchResult]] = deque()
-        total = BatchResult()
+        tally = StreamTally()
+        reader = _StreamReader(self._clock, self._max_skew_us)
+        last_group: asyncio.Future[None] | None = None
+        problem: InvalidReading | None = None
         self.open_streams += 1
         try:
-            problem: InvalidReading | None = None
             async for request in request_iterator:
-                rows, problem = self._rows(request)
+                rows, problem = reader.rows(request)
                 if rows:
-                    pending.append(await self._sink.add_readings(rows))
-                while pending and pending[0].done():
-                    total += await self._settled(pending.popleft(), context)
-                if problem is not None:
+                    last_group = await self._sink.add_readings(tally, rows)
+                if problem is not None or tally.failure is not None:
                     break
             # Readings received before a bad one are still stored: wait for
             # them before failing the stream, so the error means "the rest
             # was not taken".
-            while pending:
-                total += await self._settled(pending.popleft(), context)
-            if problem is not None:
-                log.warning("rejected a stream: %s", problem)
-                await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(problem))
+            if last_group is not None:
+                await last_group
         finally:
             self.open_streams -= 1
+        if tally.failure is not None:
+            # Some of this stream was not committed: the sender keeps it all
+            # and resends after the database recovers (duplicates are no-ops).
+            await context.abort(grpc.StatusCode.UNAVAILABLE, str(tally.failure))
+        if problem is not None:
+            log.warning("rejected a stream: %s", problem)
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(problem))
         return telemetry_pb2.StreamReadingsResponse(
-            stored=total.stored, duplicates=total.duplicates, stale=total.stale
+            stored=tally.stored, duplicates=tally.duplicates, stale=tally.stale
         )
 
-    @staticmethod
-    async def _settled(
-        future: asyncio.Future[BatchResult],
-        context: grpc.aio.ServicerContext[
-            telemetry_pb2.StreamReadingsRequest, telemetry_pb2.StreamReadingsResponse
-        ],
-    ) -> BatchResult:
-        try:
-            return await future
-        except StorageError as exc:
-            # Nothing of this batch was committed: the sender keeps it and
-            # resends after the database recovers.
-            await context.abort(grpc.StatusCode.UNAVAILABLE, str(exc))
 
-    def _rows(
+class _StreamReader:
+    """Turns one stream's messages into rows, remembering the identity it checked."""
+
+    __slots__ = ("_checked", "_clock", "_max_skew_us")
+
+    def __init__(self, clock: Clock, max_skew_us: int) -> None:
+        self._clock = clock
+        self._max_skew_us = max_skew_us
+        self._checked: tuple[str, str] | None = None
+
+    def rows(
         self, request: telemetry_pb2.StreamReadingsRequest
     ) -> tuple[list[ReadingRow], InvalidReading | None]:
         """The valid readings of one message, up to the first invalid one (if any)."""
         received = self._clock()
         rows: list[ReadingRow] = []
         for reading in request.readings:
+            identity = (reading.sensor_id, reading.boot_id)
             try:
-                timestamp = check_reading(reading, now_us=received, max_skew_us=self._max_skew_us)
+                if identity != self._checked:
+                    check_identity(*identity)
+                    self._checked = identity
+                timestamp = reading_timestamp(
+                    reading, now_us=received, max_skew_us=self._max_skew_us
+                )
             except InvalidReading as exc:
                 return rows, exc
-            rows.append(
-                (
-                    reading.sensor_id,
-                    reading.boot_id,
-                    reading.seq,
-                    reading.payload,
-                    timestamp,
-                    received,
-                )
-            )
+            rows.append((*identity, reading.seq, reading.payload, timestamp, received))
         return rows, None

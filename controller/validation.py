@@ -1,14 +1,19 @@
-"""Validation of incoming readings (pure: the clock value is passed in)."""
+"""Validation of incoming readings (pure: the clock value is passed in).
+
+Split in two because a stream nearly always carries one sensor run: ingest
+checks a (sensor_id, boot_id) pair once per stream, and only the per-reading
+fields for every reading.
+"""
 
 from __future__ import annotations
 
 import re
 
 from controller.errors import InvalidReading
-from workcell.timeconv import from_timestamp
+from workcell.timeconv import US_PER_SECOND
 from workcell.v1 import telemetry_pb2
 
-__all__ = ["MAX_SEQ", "SENSOR_ID_PATTERN", "check_reading"]
+__all__ = ["MAX_SEQ", "SENSOR_ID_PATTERN", "check_identity", "reading_timestamp"]
 
 SENSOR_ID_PATTERN = re.compile(r"[A-Za-z0-9._-]{1,64}")
 MAX_BOOT_ID_LENGTH = 64
@@ -16,13 +21,12 @@ MAX_BOOT_ID_LENGTH = 64
 MAX_SEQ = 2**63 - 1
 
 
-def check_reading(reading: telemetry_pb2.Reading, *, now_us: int, max_skew_us: int) -> int:
-    """Return the reading's timestamp in microseconds, or raise InvalidReading.
+def check_identity(sensor_id: str, boot_id: str) -> None:
+    """Raise InvalidReading unless ``sensor_id`` and ``boot_id`` are acceptable.
 
     The message names the field and the sensor, so the sensor's operator can
     tell what to fix from the gRPC status alone.
     """
-    sensor_id = reading.sensor_id
     if not SENSOR_ID_PATTERN.fullmatch(sensor_id):
         raise InvalidReading(
             f"sensor_id {sensor_id[:80]!r} is invalid: it must be 1-64 characters "
@@ -30,31 +34,36 @@ def check_reading(reading: telemetry_pb2.Reading, *, now_us: int, max_skew_us: i
             field="sensor_id",
             sensor_id=sensor_id,
         )
-    if not reading.boot_id or len(reading.boot_id) > MAX_BOOT_ID_LENGTH:
+    if not boot_id or len(boot_id) > MAX_BOOT_ID_LENGTH:
         raise InvalidReading(
             f"boot_id of sensor {sensor_id!r} must be 1-{MAX_BOOT_ID_LENGTH} characters",
             field="boot_id",
             sensor_id=sensor_id,
         )
+
+
+def reading_timestamp(reading: telemetry_pb2.Reading, *, now_us: int, max_skew_us: int) -> int:
+    """The reading's timestamp in microseconds; InvalidReading for a bad seq or timestamp."""
     if reading.seq > MAX_SEQ:
         raise InvalidReading(
-            f"seq {reading.seq} of sensor {sensor_id!r} exceeds {MAX_SEQ}",
+            f"seq {reading.seq} of sensor {reading.sensor_id!r} exceeds {MAX_SEQ}",
             field="seq",
-            sensor_id=sensor_id,
+            sensor_id=reading.sensor_id,
         )
     if not reading.HasField("timestamp"):
         raise InvalidReading(
-            f"timestamp of sensor {sensor_id!r} (seq {reading.seq}) is not set",
+            f"timestamp of sensor {reading.sensor_id!r} (seq {reading.seq}) is not set",
             field="timestamp",
-            sensor_id=sensor_id,
+            sensor_id=reading.sensor_id,
         )
-    timestamp_us = from_timestamp(reading.timestamp)
+    timestamp = reading.timestamp
+    timestamp_us = timestamp.seconds * US_PER_SECOND + timestamp.nanos // 1000
     if timestamp_us > now_us + max_skew_us:
         raise InvalidReading(
-            f"timestamp of sensor {sensor_id!r} (seq {reading.seq}) is "
+            f"timestamp of sensor {reading.sensor_id!r} (seq {reading.seq}) is "
             f"{(timestamp_us - now_us) / 1e6:.3f} s in the future "
             f"(at most {max_skew_us / 1e6:g} s allowed)",
             field="timestamp",
-            sensor_id=sensor_id,
+            sensor_id=reading.sensor_id,
         )
     return timestamp_us

@@ -1,10 +1,15 @@
 """The single database writer: every write of the controller, group-committed.
 
-Ingest hands over batches of readings and gets a future that resolves once
-they are committed; commands and acknowledgements go through the same queue,
-so SQLite only ever sees one writer and one transaction per group. The queue
-is bounded: when the database falls behind, ``add_readings`` waits, the gRPC
-stream stops reading, and HTTP/2 flow control slows the senders down.
+Ingest appends each message's readings to one shared buffer, tagged with the
+:class:`StreamTally` of the stream they came on; the writer task commits
+whatever accumulated while its previous commit ran, in one transaction, then
+fills in the tallies and resolves one future per group. Per message that is a
+list append: no future, no queue item, no task. Commands and
+acknowledgements join the same groups, so SQLite only ever sees one writer.
+
+The buffer is bounded: when the database falls behind, ``add_readings``
+waits, the gRPC stream stops reading, and HTTP/2 flow control slows the
+senders down.
 """
 
 from __future__ import annotations
@@ -13,7 +18,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import insert, update
@@ -24,7 +29,7 @@ from controller.records import BatchResult, CommandRecord, ReadingRow
 from controller.schema import commands
 from controller.store import command_values
 
-__all__ = ["CommittedListener", "Writer"]
+__all__ = ["CommittedListener", "StreamTally", "Writer"]
 
 log = logging.getLogger(__name__)
 
@@ -39,26 +44,38 @@ _INSERT_READINGS = (
 _EXISTING_SEQS = (
     "SELECT seq FROM readings WHERE sensor_id = ? AND boot_id = ? AND seq BETWEEN ? AND ?"
 )
-# One transaction holds at most this many readings, so a commit stays short
-# and its latency bounded even under a flood.
-MAX_GROUP_ROWS = 20_000
+DEFAULT_MAX_PENDING = 50_000
 
 
-@dataclass(slots=True)
-class _ReadingBatch:
-    rows: Sequence[ReadingRow]
-    future: asyncio.Future[BatchResult]
+class StreamTally:
+    """What became of one stream's readings, filled in as its groups commit."""
+
+    __slots__ = ("duplicates", "failure", "stale", "stored")
+
+    def __init__(self) -> None:
+        self.stored = 0
+        self.duplicates = 0
+        self.stale = 0
+        # Set when a group holding some of this stream's readings failed:
+        # then the stream must not be acknowledged.
+        self.failure: StorageError | None = None
+
+    def result(self) -> BatchResult:
+        return BatchResult(self.stored, self.duplicates, self.stale)
 
 
 @dataclass(slots=True)
 class _Statement:
     statement: Any
+    params: list[dict[str, Any]]
     future: asyncio.Future[None]
-    params: list[dict[str, Any]] = field(default_factory=list)
+
+
+Segment = tuple[StreamTally, Sequence[ReadingRow]]
 
 
 class Writer:
-    """Owns the write connection and the task that commits queued writes."""
+    """Owns the write connection and the task that commits buffered writes."""
 
     def __init__(
         self,
@@ -66,14 +83,22 @@ class Writer:
         *,
         on_committed: CommittedListener,
         on_health: Callable[[bool], None] = lambda healthy: None,
-        max_queue: int = 1024,
+        max_pending: int = DEFAULT_MAX_PENDING,
     ) -> None:
         self._engine = engine
         self._on_committed = on_committed
         # Told False when a write fails and True when writes succeed again, so
         # the controller can report NOT_SERVING while the database is in trouble.
         self._on_health = on_health
-        self._queue: asyncio.Queue[_ReadingBatch | _Statement | None] = asyncio.Queue(max_queue)
+        self._max_pending = max_pending
+        self._segments: list[Segment] = []
+        self._statements: list[_Statement] = []
+        self._pending_rows = 0
+        self._group: asyncio.Future[None] | None = None
+        self._work = asyncio.Event()
+        self._room = asyncio.Event()
+        self._room.set()
+        self._stopping = False
         self._task: asyncio.Task[None] | None = None
         self._failing = False
         self.totals = BatchResult()
@@ -85,23 +110,31 @@ class Writer:
             self._task = asyncio.create_task(self._run(), name="db-writer")
 
     async def close(self) -> None:
-        """Commit everything queued so far, then stop (idempotent)."""
+        """Commit everything buffered so far, then stop (idempotent)."""
         if self._task is None:
             return
-        if not self._task.done():
-            await self._queue.put(None)
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        self._stopping = True
+        self._work.set()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._task
         self._task = None
 
-    async def add_readings(self, rows: Sequence[ReadingRow]) -> asyncio.Future[BatchResult]:
-        """Queue ``rows``; the returned future resolves once they are committed.
+    async def add_readings(
+        self, tally: StreamTally, rows: Sequence[ReadingRow]
+    ) -> asyncio.Future[None]:
+        """Buffer ``rows`` of the stream counted by ``tally``.
 
-        Waits while the queue is full (backpressure on the caller's stream).
+        Returns the future of the group they joined: it resolves (never with
+        an error; see ``tally.failure``) once that group is committed, and
+        groups commit in order. Waits while the buffer is full.
         """
-        future: asyncio.Future[BatchResult] = asyncio.get_running_loop().create_future()
-        await self._queue.put(_ReadingBatch(rows, future))
-        return future
+        while self._pending_rows >= self._max_pending:
+            self._room.clear()
+            await self._room.wait()
+        self._segments.append((tally, rows))
+        self._pending_rows += len(rows)
+        self._work.set()
+        return self._current_group()
 
     async def record_command(self, record: CommandRecord) -> None:
         """Insert a command and its decision record; returns once committed."""
@@ -118,32 +151,37 @@ class Writer:
 
     async def _execute(self, statement: Any, params: list[dict[str, Any]]) -> None:
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        await self._queue.put(_Statement(statement, future, params))
+        self._statements.append(_Statement(statement, params, future))
+        self._work.set()
         await future
+
+    def _current_group(self) -> asyncio.Future[None]:
+        if self._group is None:
+            self._group = asyncio.get_running_loop().create_future()
+        return self._group
 
     async def _run(self) -> None:
         async with self._engine.connect() as conn:
-            stopping = False
-            while not stopping:
-                group: list[_ReadingBatch | _Statement] = []
-                item = await self._queue.get()
-                rows = 0
-                while item is not None:
-                    group.append(item)
-                    if isinstance(item, _ReadingBatch):
-                        rows += len(item.rows)
-                    if rows >= MAX_GROUP_ROWS or self._queue.empty():
-                        break
-                    item = self._queue.get_nowait()
-                stopping = item is None
-                if group:
-                    await self._commit(conn, group)
+            while True:
+                await self._work.wait()
+                self._work.clear()
+                segments, self._segments = self._segments, []
+                statements, self._statements = self._statements, []
+                group, self._group = self._group, None
+                self._pending_rows = 0
+                self._room.set()
+                if segments or statements:
+                    await self._commit(conn, segments, statements)
+                if group is not None:
+                    group.set_result(None)
+                if self._stopping and not self._segments and not self._statements:
+                    return
 
-    async def _commit(self, conn: AsyncConnection, group: list[_ReadingBatch | _Statement]) -> None:
-        batches = [item for item in group if isinstance(item, _ReadingBatch)]
-        statements = [item for item in group if isinstance(item, _Statement)]
+    async def _commit(
+        self, conn: AsyncConnection, segments: list[Segment], statements: list[_Statement]
+    ) -> None:
         try:
-            inserted = await self._write(conn, batches, statements)
+            masks = await self._write(conn, segments, statements)
         except Exception as exc:
             with contextlib.suppress(Exception):
                 await conn.rollback()
@@ -152,9 +190,11 @@ class Writer:
                 self._failing = True
                 self._on_health(False)
             error = StorageError(f"database write failed: {exc}")
-            for item in group:
-                if not item.future.done():
-                    item.future.set_exception(error)
+            for tally, _ in segments:
+                tally.failure = error
+            for statement in statements:
+                if not statement.future.done():
+                    statement.future.set_exception(error)
             return
         if self._failing:
             log.info("database writes succeed again")
@@ -164,29 +204,27 @@ class Writer:
         for statement in statements:
             if not statement.future.done():
                 statement.future.set_result(None)
-        for batch, mask in zip(batches, inserted, strict=True):
-            result = self._settle(batch, mask)
-            self.totals += result
-            if not batch.future.done():
-                batch.future.set_result(result)
-
-    def _settle(self, batch: _ReadingBatch, mask: list[bool] | None) -> BatchResult:
-        rows = (
-            batch.rows
-            if mask is None
-            else [r for r, new in zip(batch.rows, mask, strict=True) if new]
-        )
-        stale = self._on_committed([r[4] for r in rows], [r[3] for r in rows]) if rows else 0
-        return BatchResult(stored=len(rows), duplicates=len(batch.rows) - len(rows), stale=stale)
+        stored = duplicates = stale = 0
+        for (tally, rows), mask in zip(segments, masks, strict=True):
+            new = (
+                rows
+                if mask is None
+                else [r for r, is_new in zip(rows, mask, strict=True) if is_new]
+            )
+            late = self._on_committed([r[4] for r in new], [r[3] for r in new]) if new else 0
+            tally.stored += len(new)
+            tally.duplicates += len(rows) - len(new)
+            tally.stale += late
+            stored += len(new)
+            duplicates += len(rows) - len(new)
+            stale += late
+        self.totals += BatchResult(stored, duplicates, stale)
 
     async def _write(
-        self,
-        conn: AsyncConnection,
-        batches: list[_ReadingBatch],
-        statements: list[_Statement],
+        self, conn: AsyncConnection, segments: list[Segment], statements: list[_Statement]
     ) -> list[list[bool] | None]:
-        """Commit one group; per batch, None (all new) or a mask of the new rows."""
-        all_rows = [row for batch in batches for row in batch.rows]
+        """Commit one group; per segment, None (all new) or a mask of the new rows."""
+        all_rows = [row for _, rows in segments for row in rows]
         transaction = await conn.begin()
         try:
             for item in statements:
@@ -197,18 +235,18 @@ class Writer:
                     # Some readings were resends. Which ones matters (a duplicate
                     # must not count twice in a window): redo the group knowing them.
                     await transaction.rollback()
-                    return await self._write_with_duplicates(conn, batches, statements, all_rows)
+                    return await self._write_with_duplicates(conn, segments, statements, all_rows)
             await transaction.commit()
         except BaseException:
             if transaction.is_active:
                 await transaction.rollback()
             raise
-        return [None] * len(batches)
+        return [None] * len(segments)
 
     async def _write_with_duplicates(
         self,
         conn: AsyncConnection,
-        batches: list[_ReadingBatch],
+        segments: list[Segment],
         statements: list[_Statement],
         all_rows: list[ReadingRow],
     ) -> list[list[bool] | None]:
@@ -218,9 +256,9 @@ class Writer:
             seen = await _existing_keys(conn, all_rows)
             masks: list[list[bool] | None] = []
             new_rows: list[ReadingRow] = []
-            for batch in batches:
+            for _, rows in segments:
                 mask = []
-                for row in batch.rows:
+                for row in rows:
                     key = (row[0], row[1], row[2])
                     is_new = key not in seen
                     seen.add(key)

@@ -280,7 +280,11 @@ async def test_database_trouble_stops_acknowledging_then_recovers(
         # Commands kept coming after the episode, ids without a gap.
         entries = await wait_for_entries(cell, 3, acknowledged=False)
     assert [e.command_id for e in entries] == list(range(1, len(entries) + 1))
-    failures = [r for r in caplog.records if "database write failed" in r.getMessage()]
+    failures = [
+        r
+        for r in caplog.records
+        if r.name == "controller.writer" and "database write failed" in r.getMessage()
+    ]
     assert len(failures) == 1
     assert [r[2] for r in stored_rows(cell)] == [1, 2, 3]
 
