@@ -11,6 +11,7 @@ import json
 import logging
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 from benchmarks.profiles import top_own_time
@@ -79,24 +80,16 @@ def parse_settings(argv: list[str] | None = None) -> tuple[list[str], Settings]:
     args = parser.parse_args(argv)
     settings = Settings(work_dir=args.output / "runs", profile=args.profile)
     if args.quick:
-        settings = Settings(
-            work_dir=settings.work_dir,
-            nominal_s=8.0,
-            saturation_s=8.0,
-            storage_s=3.0,
-            soak_s=30.0,
-            big=100_000,
-            profile=args.profile,
+        settings = replace(
+            settings, nominal_s=8.0, saturation_s=8.0, storage_s=3.0, soak_s=30.0, big=100_000
         )
     if args.duration is not None:
-        settings = Settings(
-            work_dir=settings.work_dir,
+        settings = replace(
+            settings,
             nominal_s=args.duration,
             saturation_s=args.duration,
             storage_s=min(settings.storage_s, args.duration),
             soak_s=args.duration,
-            big=settings.big,
-            profile=args.profile,
         )
     return args.scenarios, settings
 
