@@ -1,4 +1,4 @@
-"""The ``workcell`` command: ``workcell run`` (the whole cell) and ``workcell history``.
+"""The ``workcell`` command: ``workcell run`` (the whole cell), ``history`` and ``report``.
 
 This is the edge: flags and ``WORKCELL_*`` variables are read here into frozen
 configs, logging is set up here, and the exit status is decided here.
@@ -25,6 +25,7 @@ from workcell.flags import (
     duration_seconds,
     positive_float,
     positive_int,
+    probability,
 )
 from workcell.history_table import entry_record, format_table
 from workcell.liveview import CellState, Display, LiveScreen, SummaryLines
@@ -38,6 +39,8 @@ __all__ = ["HistoryConfig", "main"]
 DEFAULT_CONTROLLER = "127.0.0.1:50051"
 DEFAULT_MANIPULATOR = "127.0.0.1:7700"
 HISTORY_TIMEOUT = 10.0
+# A report reads everything in its range: the largest page the server allows.
+REPORT_PAGE_SIZE = 1000
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,10 +64,39 @@ def _iso(text: str) -> int:
         ) from None
 
 
+def _add_query_flags(command: FlagParser) -> None:
+    """--controller, --from and --to: which controller to ask, for which issue times."""
+    command.flag(
+        "--controller",
+        env="WORKCELL_CONTROLLER_ADDRESS",
+        default=DEFAULT_CONTROLLER,
+        type=address,
+        metavar="HOST:PORT",
+        help="the controller's gRPC address",
+    )
+    command.flag(
+        "--from",
+        env=None,
+        dest="from_",
+        default=None,
+        type=_iso,
+        metavar="ISO",
+        help="first issue time (inclusive; default: the beginning)",
+    )
+    command.flag(
+        "--to",
+        env=None,
+        default=None,
+        type=_iso,
+        metavar="ISO",
+        help="issue time to stop at (exclusive; default: now and beyond)",
+    )
+
+
 def _parser() -> FlagParser:
     parser = FlagParser(
         prog="workcell",
-        description="Run the robotic work cell, or read its command history.",
+        description="Run the robotic work cell, or read or draw its command history.",
     )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
 
@@ -145,30 +177,7 @@ def _parser() -> FlagParser:
         description="Print the commands issued in [--from, --to), oldest first.",
     )
     assert isinstance(history, FlagParser)
-    history.flag(
-        "--controller",
-        env="WORKCELL_CONTROLLER_ADDRESS",
-        default=DEFAULT_CONTROLLER,
-        type=address,
-        help="the controller's gRPC address",
-    )
-    history.flag(
-        "--from",
-        env=None,
-        dest="from_",
-        default=None,
-        type=_iso,
-        metavar="ISO",
-        help="first issue time (inclusive; default: the beginning)",
-    )
-    history.flag(
-        "--to",
-        env=None,
-        default=None,
-        type=_iso,
-        metavar="ISO",
-        help="issue time to stop at (exclusive; default: now and beyond)",
-    )
+    _add_query_flags(history)
     history.flag(
         "--merge",
         env=None,
@@ -184,6 +193,32 @@ def _parser() -> FlagParser:
     )
     history.flag(
         "--json", env=None, action="store_true", help="print a JSON array instead of a table"
+    )
+
+    report = commands.add_parser(
+        "report",
+        help="draw the decisions as a PNG: means, status, p-values, acknowledgements",
+        description="Draw the commands issued in [--from, --to) as a PNG: each window's "
+        "mean with a 95% t-interval, the status in force with acknowledgements, and the "
+        "p-values against alpha.",
+    )
+    assert isinstance(report, FlagParser)
+    _add_query_flags(report)
+    report.flag(
+        "--alpha",
+        env="WORKCELL_ALPHA",
+        default="0.05",
+        type=probability,
+        help="significance level drawn on the p-value panel (the controller's --alpha)",
+    )
+    report.flag(
+        "-o",
+        "--output",
+        env=None,
+        default="report.png",
+        type=Path,
+        metavar="PNG",
+        help="where to write the picture",
     )
     return parser
 
@@ -206,19 +241,50 @@ def fetch_all(config: HistoryConfig) -> list[history_pb2.HistoryEntry]:
             request.page_token = response.next_page_token
 
 
-def history_command(config: HistoryConfig) -> int:
-    """``workcell history``: print the table (or JSON); one line and 1 on a server error."""
+def _fetch_or_explain(config: HistoryConfig, command: str) -> list[history_pb2.HistoryEntry] | None:
+    """``fetch_all``, or None after one stderr line with the gRPC status."""
     try:
-        entries = fetch_all(config)
+        return fetch_all(config)
     except grpc.RpcError as exc:
         reason = f"{exc.code().name}: {exc.details()}" if isinstance(exc, grpc.Call) else str(exc)
-        sys.stderr.write(f"workcell history: {config.controller}: {reason}\n")
+        sys.stderr.write(f"workcell {command}: {config.controller}: {reason}\n")
+        return None
+
+
+def history_command(config: HistoryConfig) -> int:
+    """``workcell history``: print the table (or JSON); one line and 1 on a server error."""
+    entries = _fetch_or_explain(config, "history")
+    if entries is None:
         return 1
     if config.json:
         json.dump([entry_record(e) for e in entries], sys.stdout, indent=2)
         sys.stdout.write("\n")
     else:
         sys.stdout.write(format_table(entries, merged=config.merge) + "\n")
+    return 0
+
+
+def report_command(config: HistoryConfig, *, alpha: float, output: Path) -> int:
+    """``workcell report``: write the PNG; one line and 1 when there is nothing to draw."""
+    entries = _fetch_or_explain(config, "report")
+    if entries is None:
+        return 1
+    if not entries:
+        sys.stderr.write("workcell report: no commands in that time range\n")
+        return 1
+    # matplotlib is imported only here: it is slow to import and no other
+    # command needs it.
+    from workcell.report import save_report
+    from workcell.report_data import prepare_report
+
+    data = prepare_report(entries, from_us=config.from_us, to_us=config.to_us)
+    try:
+        output.parent.mkdir(parents=True, exist_ok=True)
+        save_report(data, output, alpha=alpha)
+    except OSError as exc:
+        sys.stderr.write(f"workcell report: cannot write {output}: {exc.strerror or exc}\n")
+        return 1
+    sys.stdout.write(f"wrote {output} ({data.commands} commands)\n")
     return 0
 
 
@@ -277,6 +343,17 @@ def main(argv: Sequence[str] | None = None) -> int:
                 page_size=args.page_size,
                 json=args.json,
             )
+        )
+    if args.command == "report":
+        return report_command(
+            HistoryConfig(
+                controller=args.controller,
+                from_us=args.from_,
+                to_us=args.to,
+                page_size=REPORT_PAGE_SIZE,
+            ),
+            alpha=args.alpha,
+            output=args.output,
         )
     parser.print_help(sys.stderr)
     return 2

@@ -1,0 +1,268 @@
+"""``workcell report``: its data preparation, its drawing, and the command against a real cell."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import struct
+import subprocess
+import sys
+from datetime import datetime
+from pathlib import Path
+
+import matplotlib.image
+import numpy as np
+import pytest
+from scipy import stats
+
+from tests.controller_harness import make_reading, running_cell, stream
+from workcell.report import DPI, FIGSIZE, save_report
+from workcell.report_data import (
+    P_FLOOR,
+    acknowledgements,
+    mean_bands,
+    p_values,
+    prepare_report,
+    status_spans,
+)
+from workcell.timeconv import from_iso, now_us, to_datetime, to_timestamp
+from workcell.v1 import command_pb2
+from workcell.v1.history_pb2 import HistoryEntry, WindowSummary
+
+from .processes import ROOT
+
+START = from_iso("2025-03-01T12:00:00Z")
+PERIOD_US = 5_000_000
+UP = command_pb2.STATUS_UP
+DOWN = command_pb2.STATUS_DOWN
+
+
+def entry(
+    k: int,
+    *,
+    n: int = 1500,
+    mean: float = 100.0,
+    std: float = 10.0,
+    status: int = UP,
+    p_value: float | None = 0.5,
+    acked: bool = True,
+) -> HistoryEntry:
+    """The command deciding window k after START (windows of PERIOD_US)."""
+    start = START + k * PERIOD_US
+    end = start + PERIOD_US
+    message = HistoryEntry(
+        from_datetime=to_timestamp(start),
+        to_datetime=to_timestamp(end),
+        status=status,  # type: ignore[arg-type]
+        command_id=k + 1,
+        issued_at=to_timestamp(end + 500_000),
+        window=WindowSummary(count=n, mean=mean, std_dev=std),
+        command_count=1,
+        last_command_id=k + 1,
+    )
+    if p_value is not None:
+        message.p_value = p_value
+    if acked:
+        message.acknowledged_at.CopyFrom(to_timestamp(end + 510_000))
+    return message
+
+
+def at(us: int) -> datetime:
+    return to_datetime(us)
+
+
+# ---------------------------------------------------------------- data preparation
+
+
+def test_band_is_the_95_percent_t_interval() -> None:
+    entries = [entry(0, n=2, mean=10.0, std=3.0), entry(1, n=30, mean=12.5, std=4.0)]
+    (band,) = mean_bands(entries)
+    for i, (n, mean, std) in enumerate([(2, 10.0, 3.0), (30, 12.5, 4.0)]):
+        low, high = stats.t.interval(0.95, n - 1, loc=mean, scale=std / math.sqrt(n))
+        assert band.low[i] == pytest.approx(low, rel=1e-12)
+        assert band.high[i] == pytest.approx(high, rel=1e-12)
+        assert band.mean[i] == mean
+        assert band.count[i] == n
+    # at the window's midpoint
+    assert band.times[0] == at(START + PERIOD_US // 2)
+    # n = 2 has one degree of freedom: t ≈ 12.706
+    assert band.high[0] - 10.0 == pytest.approx(12.706 * 3.0 / math.sqrt(2), rel=1e-4)
+
+
+def test_band_confidence_is_a_parameter() -> None:
+    (band,) = mean_bands([entry(0, n=10, mean=0.0, std=1.0)], confidence=0.99)
+    assert band.high[0] == pytest.approx(stats.t.ppf(0.995, 9) / math.sqrt(10))
+
+
+def test_windows_with_fewer_than_two_readings_are_skipped_and_split_the_band() -> None:
+    entries = [entry(0), entry(1, n=1), entry(2), entry(3), entry(4, n=0), entry(6)]
+    bands = mean_bands(entries)
+    assert [len(b.times) for b in bands] == [1, 2, 1]
+    assert bands[1].times[0] == at(START + 2 * PERIOD_US + PERIOD_US // 2)
+
+
+def test_zero_std_gives_a_zero_width_band() -> None:
+    (band,) = mean_bands([entry(0, n=5, mean=7.0, std=0.0)])
+    assert band.low[0] == band.high[0] == 7.0
+
+
+def test_status_spans_run_from_each_decision_to_the_next_and_merge() -> None:
+    entries = [
+        entry(0, status=DOWN),
+        entry(1, status=DOWN),
+        entry(2, status=UP),
+        entry(3, status=UP),
+        entry(6, status=UP),  # after a gap: the controller was not deciding
+    ]
+    spans = status_spans(entries)
+    assert [(s.status, s.start, s.end) for s in spans] == [
+        ("down", at(START + 1 * PERIOD_US), at(START + 3 * PERIOD_US)),
+        ("up", at(START + 3 * PERIOD_US), at(START + 5 * PERIOD_US)),
+        ("up", at(START + 7 * PERIOD_US), at(START + 8 * PERIOD_US)),
+    ]
+
+
+def test_p_values_at_the_decision_and_untested_apart() -> None:
+    entries = [entry(0, p_value=None), entry(1, p_value=0.2), entry(2, p_value=0.0)]
+    pv = p_values(entries)
+    assert pv.times == (at(START + 2 * PERIOD_US), at(START + 3 * PERIOD_US))
+    assert list(pv.p) == [0.2, 0.0]
+    # 0 cannot go on a log axis: drawn at the floor and flagged
+    assert list(pv.shown) == [0.2, P_FLOOR]
+    assert list(pv.clipped) == [False, True]
+    assert pv.untested == (at(START + PERIOD_US),)
+
+
+def test_acknowledged_at_their_ack_pending_at_their_issue() -> None:
+    acks = acknowledgements([entry(0), entry(1, acked=False, status=DOWN), entry(2, status=DOWN)])
+    assert acks.acknowledged == (
+        at(START + PERIOD_US + 510_000),
+        at(START + 3 * PERIOD_US + 510_000),
+    )
+    assert acks.acknowledged_status == ("up", "down")
+    assert acks.pending == (at(START + 2 * PERIOD_US + 500_000),)
+    assert acks.pending_status == ("down",)
+
+
+def test_report_range_and_count() -> None:
+    entries = [entry(k) for k in range(4)]
+    data = prepare_report(entries)
+    assert data.commands == 4
+    assert (data.start, data.end) == (at(START), at(START + 4 * PERIOD_US))
+    asked = prepare_report(entries, from_us=START - 60_000_000, to_us=START + 3_600_000_000)
+    assert (asked.start, asked.end) == (at(START - 60_000_000), at(START + 3_600_000_000))
+    with pytest.raises(ValueError, match="no commands"):
+        prepare_report([])
+
+
+# ---------------------------------------------------------------- drawing
+
+
+def png_size(path: Path) -> tuple[int, int]:
+    """Width and height from a PNG's IHDR, after checking the signature."""
+    header = path.read_bytes()[:24]
+    assert header[:8] == b"\x89PNG\r\n\x1a\n"
+    assert header[12:16] == b"IHDR"
+    width, height = struct.unpack(">II", header[16:24])
+    return width, height
+
+
+def test_every_kind_of_point_draws(tmp_path: Path) -> None:
+    entries = [
+        entry(0, n=1, p_value=None, status=DOWN),
+        entry(1, n=0, p_value=None, status=DOWN),
+        entry(2, mean=100.0, p_value=0.4, status=DOWN),
+        entry(3, mean=140.0, p_value=0.0, status=UP),
+        entry(4, mean=141.0, p_value=0.3, status=UP, acked=False),
+        entry(5, mean=90.0, p_value=1e-40, status=DOWN, acked=False),
+    ]
+    path = tmp_path / "r.png"
+    save_report(prepare_report(entries), path, alpha=0.05)
+    assert png_size(path) == (FIGSIZE[0] * DPI, FIGSIZE[1] * DPI)
+    pixels = matplotlib.image.imread(path)
+    assert pixels.shape[:2] == (FIGSIZE[1] * DPI, FIGSIZE[0] * DPI)
+    assert np.ptp(pixels[..., :3]) > 0.5  # something was drawn
+
+
+def test_nothing_testable_still_draws(tmp_path: Path) -> None:
+    path = tmp_path / "r.png"
+    save_report(prepare_report([entry(0, n=1, p_value=None)]), path, alpha=0.01)
+    png_size(path)
+
+
+# ---------------------------------------------------------------- the command
+
+
+def workcell(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "workcell.cli", *args],
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        timeout=60,
+    )
+
+
+def test_bad_iso_exits_2_naming_the_flag() -> None:
+    result = workcell("report", "--to", "soon", "-o", "x.png")
+    assert result.returncode == 2
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert "--to" in result.stderr
+
+
+def test_server_down_exits_1_with_the_grpc_status(tmp_path: Path) -> None:
+    result = workcell("report", "--controller", "127.0.0.1:1", "-o", str(tmp_path / "x.png"))
+    assert result.returncode == 1
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert "UNAVAILABLE" in result.stderr
+    assert not (tmp_path / "x.png").exists()
+
+
+async def test_report_from_a_real_controller(tmp_path: Path) -> None:
+    period = 0.25
+    async with running_cell(tmp_path, period=period, grace=0.05) as cell:
+        address = f"127.0.0.1:{cell.controller.port}"
+        rng = np.random.default_rng(7)
+        seq = 0
+        # A level shift up, then back down: the t-test sees both, so both
+        # statuses appear (the controller starts "down").
+        for level in (100, 100, 160, 160, 100, 100):
+            window_start = (now_us() // int(period * 1e6)) * int(period * 1e6)
+            readings = []
+            for offset in np.linspace(0, period * 1e6, 40, endpoint=False):
+                seq += 1
+                payload = int(level + rng.normal(0, 5))
+                readings.append(make_reading(seq, payload, window_start + int(offset)))
+            await stream(cell, readings, batch=40)
+            # into the next window, past its grace
+            next_decided = window_start + int(period * 1e6) + 60_000
+            await asyncio.sleep(max(0, next_decided - now_us()) / 1e6)
+        await asyncio.sleep(period * 2)
+        history = await cell.query(page_size=1000)
+        statuses = {e.status for e in history.entries}
+        assert statuses == {UP, DOWN}, history
+
+        empty = await _run(
+            "report", "--controller", address, "--from", "2031-01-01T00:00:00Z",
+            "-o", str(tmp_path / "empty.png"),
+        )  # fmt: skip
+        result = await _run(
+            "report", "--controller", address, "--alpha", "0.01", "-o", "tmp/report.png",
+            cwd=tmp_path,
+        )  # fmt: skip
+
+    assert empty.returncode == 1
+    assert empty.stderr.strip() == "workcell report: no commands in that time range"
+    assert not (tmp_path / "empty.png").exists()
+
+    assert result.returncode == 0, result.stderr
+    assert "wrote tmp/report.png" in result.stdout
+    path = tmp_path / "tmp" / "report.png"
+    assert png_size(path) == (FIGSIZE[0] * DPI, FIGSIZE[1] * DPI)
+    assert 10_000 < path.stat().st_size < 500_000
+
+
+async def _run(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
+    """The command as a child process, without blocking the controller's event loop."""
+    return await asyncio.to_thread(workcell, *args, cwd=cwd)
