@@ -125,6 +125,10 @@ class ChaosProxy:
                 self._links.discard(link)
                 for side in (link.client_writer, link.target_writer):
                     side.close()
+        except asyncio.CancelledError:
+            # Only close() cancels handlers. Ending normally keeps asyncio's
+            # start_server callback from logging the cancellation as an error.
+            pass
         finally:
             self._handlers.discard(task)
 
