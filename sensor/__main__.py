@@ -28,7 +28,7 @@ from workcell.flags import (
     positive_float,
     positive_int,
 )
-from workcell.logs import configure_logging
+from workcell.logs import configure_logging, log_format
 from workcell.timeconv import Clock, now_us, to_timestamp
 from workcell.v1 import telemetry_pb2
 
@@ -167,6 +167,14 @@ def build_parser(environ: Mapping[str, str] | None = None) -> FlagParser:
         type=_log_level,
         help="log level",
     )
+    parser.flag(
+        "--log-format",
+        env="WORKCELL_LOG_FORMAT",
+        default="text",
+        type=log_format,
+        metavar="text|json",
+        help="log lines as text, or as JSON objects for log shippers",
+    )
     return parser
 
 
@@ -201,6 +209,7 @@ def parse_config(
         buffer=args.buffer,
         progress=not no_progress,
         log_level=args.log_level,
+        log_format=args.log_format,
     )
 
 
@@ -345,7 +354,7 @@ async def run_sensor(config: SensorConfig) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     """Parse flags, set up logging, run the sensor; the exit status."""
     config = parse_config(argv)
-    configure_logging(config.log_level)
+    configure_logging(config.log_level, config.log_format)
     return uvloop.run(run_sensor(config))
 
 

@@ -60,6 +60,7 @@ class SensorConfig:
     buffer: int = 100_000
     progress: bool = True
     log_level: str = "INFO"
+    log_format: str = "text"
 
 
 def sanitize_sensor_id(text: str) -> str:

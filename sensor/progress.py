@@ -94,7 +94,18 @@ class ProgressReporter:
             await asyncio.sleep(self._log_interval)
             counters = self._counters()
             rate = meter.sample(counters.created, self._clock())
-            log.info("%s", progress_line(self._sensor_id, rate, counters))
+            log.info(
+                "%s",
+                progress_line(self._sensor_id, rate, counters),
+                extra={
+                    "sensor_id": self._sensor_id,
+                    "rate": round(rate, 1),
+                    "sent": counters.sent,
+                    "acked": counters.acked,
+                    "buffered": counters.buffered,
+                    "dropped": counters.dropped,
+                },
+            )
 
     async def _run_bar(self) -> None:
         bar: Any = tqdm(
