@@ -112,6 +112,16 @@ class DecisionLoop:
             record.changed,
             "none" if record.p_value is None else f"{record.p_value:.4g}",
             record.window.count,
+            extra={
+                "command_id": record.id,
+                "status": record.status,
+                "changed": record.changed,
+                "outcome": record.outcome,
+                "p_value": record.p_value,
+                "window_start": to_iso(start),
+                "window_end": to_iso(end),
+                "count": record.window.count,
+            },
         )
         return record
 

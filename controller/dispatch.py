@@ -155,7 +155,7 @@ class ManipulatorLink:
                 if self._pending.pop(command_id, None) is None:
                     log.debug("ack for command %d that is not pending", command_id)
                     continue
-                log.info("command %d acknowledged", command_id)
+                log.info("command %d acknowledged", command_id, extra={"command_id": command_id})
                 try:
                     await self._on_ack(command_id)
                 except Exception as exc:
