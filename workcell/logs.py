@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import sys
 import time
 from typing import Any
@@ -54,7 +55,8 @@ class JsonFormatter(logging.Formatter):
     """One JSON object per record: time, level, logger, message, then the ``extra`` fields.
 
     The four fixed keys win over an ``extra`` field of the same name (they are
-    what shippers index on). Values JSON cannot hold are written as ``str()``.
+    what shippers index on). Values JSON cannot hold (objects, NaN, infinities)
+    are written as ``str()``.
     """
 
     def format(self, record: logging.LogRecord) -> str:
@@ -67,6 +69,9 @@ class JsonFormatter(logging.Formatter):
         }
         for key, value in vars(record).items():
             if key not in _RECORD_ATTRIBUTES and key not in event:
+                # NaN and infinities are not JSON; strict parsers reject Python's NaN.
+                if isinstance(value, float) and not math.isfinite(value):
+                    value = str(value)
                 event[key] = value
         if record.exc_info:
             event["exception"] = self.formatException(record.exc_info)
