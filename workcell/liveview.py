@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Protocol, TextIO
 
 from workcell.history_table import format_p_value, format_table
+from workcell.logs import log_message
 from workcell.status import status_name
 from workcell.v1.history_pb2 import HistoryEntry
 
@@ -128,7 +129,8 @@ class CellState:
     notes: list[str] = field(default_factory=list)
 
     def observe(self, line: str) -> None:
-        """Take one log line of any child; lines of no interest are ignored."""
+        """Take one log line of any child (text or JSON); lines of no interest are ignored."""
+        line = log_message(line)
         if match := _SENSOR.search(line):
             report = SensorReport(
                 sensor_id=match["id"],

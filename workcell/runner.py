@@ -31,6 +31,7 @@ import grpc
 
 from workcell.flags import Address
 from workcell.liveview import CellState, Display, describe_exit
+from workcell.logs import log_message
 from workcell.timeconv import from_timestamp, now_us, to_timestamp
 from workcell.v1 import history_pb2, history_pb2_grpc
 
@@ -62,6 +63,7 @@ class CellConfig:
     manipulator_listen: Address = DEFAULT_MANIPULATOR_LISTEN
     duration: float | None = None
     python: str = sys.executable
+    log_format: str = "text"
 
     @property
     def database_url(self) -> str:
@@ -178,7 +180,7 @@ class Child:
             if self._log is not None:
                 self._log.write(line + "\n")
             self.tail.append(line)
-            if self.address is None and (match := _LISTENING.search(line)):
+            if self.address is None and (match := _LISTENING.search(log_message(line))):
                 self.address = Address(match.group(1), int(match.group(2)))
                 self._listening.set()
             self._on_line(self.name, line)
@@ -282,6 +284,8 @@ class _Cell:
         self.state.observe(line)
 
     def child(self, name: str, module: str, args: Sequence[str]) -> Child:
+        # Every child logs in the cell's format (the live view reads both).
+        args = [*args, "--log-format", self.config.log_format]
         child = Child(
             ChildSpec(name, module, tuple(args)),
             python=self.config.python,
