@@ -29,7 +29,7 @@ from workcell.flags import (
 )
 from workcell.history_table import entry_record, format_table
 from workcell.liveview import CellState, Display, LiveScreen, SummaryLines
-from workcell.logs import configure_logging
+from workcell.logs import configure_logging, log_format
 from workcell.runner import CellConfig, run_cell
 from workcell.timeconv import from_iso, to_timestamp
 from workcell.v1 import history_pb2, history_pb2_grpc
@@ -170,6 +170,14 @@ def _parser() -> FlagParser:
         type=str.upper,
         help="log level of this command (children read WORKCELL_LOG_LEVEL)",
     )
+    run.flag(
+        "--log-format",
+        env="WORKCELL_LOG_FORMAT",
+        default="text",
+        type=log_format,
+        metavar="text|json",
+        help="log lines of this command and of every child, as text or JSON objects",
+    )
 
     history = commands.add_parser(
         "history",
@@ -193,6 +201,14 @@ def _parser() -> FlagParser:
     )
     history.flag(
         "--json", env=None, action="store_true", help="print a JSON array instead of a table"
+    )
+    history.flag(
+        "--log-format",
+        env="WORKCELL_LOG_FORMAT",
+        default="text",
+        type=log_format,
+        metavar="text|json",
+        help="format of log lines on stderr (the table or --json output is not a log)",
     )
 
     report = commands.add_parser(
@@ -288,9 +304,9 @@ def report_command(config: HistoryConfig, *, alpha: float, output: Path) -> int:
     return 0
 
 
-def _setup_run_logging(level: str, log_file: Path, *, to_stderr: bool) -> None:
+def _setup_run_logging(level: str, fmt: str, log_file: Path, *, to_stderr: bool) -> None:
     """Log to ``<data>/logs/workcell.log``, and to stderr unless the live view owns the screen."""
-    configure_logging(level)
+    configure_logging(level, fmt)
     root = logging.getLogger()
     file_handler = logging.FileHandler(log_file, encoding="utf-8")
     file_handler.setFormatter(root.handlers[0].formatter)
@@ -311,10 +327,13 @@ def run_command(args: argparse.Namespace) -> int:
         manipulator_listen=args.manipulator_listen,
         duration=args.duration,
         python=sys.executable,
+        log_format=args.log_format,
     )
     config.log_dir.mkdir(parents=True, exist_ok=True)
     live = not args.no_live and sys.stdout.isatty()
-    _setup_run_logging(args.log_level, config.log_dir / "workcell.log", to_stderr=not live)
+    _setup_run_logging(
+        args.log_level, args.log_format, config.log_dir / "workcell.log", to_stderr=not live
+    )
     display: Display
     if live:
         display = LiveScreen(sys.stdout, width=shutil.get_terminal_size().columns)
@@ -334,6 +353,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "run":
         return run_command(args)
     if args.command == "history":
+        configure_logging("WARNING", args.log_format)
         return history_command(
             HistoryConfig(
                 controller=args.controller,
