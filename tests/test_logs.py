@@ -1,0 +1,325 @@
+"""``--log-format text|json``: the formatter, each service's stderr, and ``workcell run``."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.processes import ROOT, Service, running, start_service
+from workcell.liveview import CellState
+from workcell.logs import (
+    JsonFormatter,
+    configure_logging,
+    log_format,
+    log_message,
+    make_formatter,
+)
+
+TIME = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z")
+LISTENING = re.compile(r"listening on (\S+):(\d+)")
+
+
+def record(
+    msg: str,
+    *args: object,
+    level: int = logging.INFO,
+    extra: dict[str, Any] | None = None,
+    exc_info: Any = None,
+) -> logging.LogRecord:
+    """A record made the way ``Logger.info(..., extra=...)`` makes it."""
+    logger = logging.getLogger("tests.logs")
+    made = logger.makeRecord("tests.logs", level, __file__, 1, msg, args, exc_info, extra=extra)
+    made.created = 1_700_000_000.0425  # 2023-11-14T22:13:20.042Z
+    made.msecs = 42.0
+    return made
+
+
+def as_json(made: logging.LogRecord) -> dict[str, Any]:
+    line = JsonFormatter().format(made)
+    assert "\n" not in line
+    event: dict[str, Any] = json.loads(line)
+    return event
+
+
+# ------------------------------------------------------------------ the formatter
+
+
+def test_json_line_has_time_level_logger_and_formatted_message() -> None:
+    event = as_json(record("listening on %s:%d", "127.0.0.1", 50051, level=logging.WARNING))
+    assert event == {
+        "time": "2023-11-14T22:13:20.042Z",
+        "level": "WARNING",
+        "logger": "tests.logs",
+        "message": "listening on 127.0.0.1:50051",
+    }
+
+
+def test_extra_fields_become_top_level_keys_and_record_attributes_do_not() -> None:
+    event = as_json(
+        record(
+            "command %d acknowledged",
+            7,
+            extra={"command_id": 7, "p_value": None, "ok": True, "rate": 299.5},
+        )
+    )
+    assert event["command_id"] == 7
+    assert event["p_value"] is None
+    assert event["ok"] is True
+    assert event["rate"] == 299.5
+    for attribute in ("args", "msg", "levelno", "pathname", "lineno", "thread", "process"):
+        assert attribute not in event
+    assert "exception" not in event
+
+
+def test_fixed_keys_win_over_extra_fields_of_the_same_name() -> None:
+    event = as_json(record("hello", extra={"level": "fake", "time": 0, "logger": "x"}))
+    assert event["level"] == "INFO"
+    assert event["time"] == "2023-11-14T22:13:20.042Z"
+    assert event["logger"] == "tests.logs"
+
+
+def test_values_json_cannot_hold_are_written_as_text() -> None:
+    event = as_json(record("odd", extra={"path": Path("/a/b"), "nan": float("nan")}))
+    assert event["path"] == "/a/b"
+    assert event["nan"] == "nan"
+
+
+def test_exception_is_formatted_into_its_own_field() -> None:
+    try:
+        raise ValueError("bad frame")
+    except ValueError:
+        made = record("decision failed", level=logging.ERROR, exc_info=sys.exc_info())
+    event = as_json(made)
+    assert event["message"] == "decision failed"
+    assert event["exception"].startswith("Traceback (most recent call last):")
+    assert event["exception"].endswith("ValueError: bad frame")
+
+
+def test_unicode_and_newlines_survive_a_round_trip() -> None:
+    message = 'sensor "Ω-7": naïve ✓\nsecond line'
+    event = as_json(record("%s", message, extra={"note": "größer ≥ 5"}))
+    assert event["message"] == message
+    assert event["note"] == "größer ≥ 5"
+    assert log_message(JsonFormatter().format(record("%s", message))) == message
+
+
+def test_text_format_is_unchanged() -> None:
+    made = record("listening on %s:%d", "127.0.0.1", 7700, extra={"command_id": 3})
+    assert make_formatter("text").format(made) == (
+        "2023-11-14T22:13:20.042Z INFO tests.logs: listening on 127.0.0.1:7700"
+    )
+
+
+def test_configure_logging_sets_the_root_handler(capsys: pytest.CaptureFixture[str]) -> None:
+    root = logging.getLogger()
+    saved = (root.handlers[:], root.level)
+    try:
+        configure_logging("info", "json")
+        logging.getLogger("tests.logs").info("x=%d", 1, extra={"x": 1})
+        err = capsys.readouterr().err
+    finally:
+        root.handlers[:], root.level = saved
+    event = json.loads(err)
+    assert TIME.fullmatch(event["time"])
+    assert (event["message"], event["x"]) == ("x=1", 1)
+    with pytest.raises(ValueError, match="log format"):
+        make_formatter("yaml")
+
+
+def test_flag_type_accepts_either_case_and_names_the_choices() -> None:
+    assert log_format("JSON") == "json"
+    assert log_format(" text ") == "text"
+    with pytest.raises(Exception, match="text, json"):
+        log_format("xml")
+
+
+def test_log_message_leaves_text_and_broken_json_alone() -> None:
+    text = "2023-11-14T22:13:20.042Z INFO sensor: {not json"
+    assert log_message(text) == text
+    assert log_message("{not json") == "{not json"
+    assert log_message('{"no_message": 1}') == '{"no_message": 1}'
+    assert log_message("[1, 2]") == "[1, 2]"
+
+
+def test_listening_regex_finds_the_port_in_a_raw_json_line() -> None:
+    # tests/processes.py and the runner search raw lines; extras after the message
+    # must not be taken for part of the address.
+    line = JsonFormatter().format(
+        record("listening on %s:%d", "127.0.0.1", 40123, extra={"port": 1, "host": "h"})
+    )
+    match = LISTENING.search(line)
+    assert match is not None
+    assert match.groups() == ("127.0.0.1", "40123")
+
+
+# ------------------------------------------------------------------- the live view
+
+
+def test_live_view_reads_json_sensor_progress_and_decision_lines() -> None:
+    state = CellState(sensor_ids=["sensor-1"])
+    progress = record(
+        "%s",
+        "sensor sensor-1: rate=299.8/s sent=1500 acked=1490 buffered=10 dropped=0",
+        extra={"sensor_id": "sensor-1", "rate": 299.8, "sent": 1500, "acked": 1490},
+    )
+    decision = record(
+        "decision: command %d window [%s, %s) status=%s changed=%s p=%s n=%d",
+        4,
+        "2025-01-01T00:00:00Z",
+        "2025-01-01T00:00:05Z",
+        "up",
+        True,
+        "0.0123",
+        1500,
+        extra={"command_id": 4},
+    )
+    for made in (progress, decision, record("command %d acknowledged", 4)):
+        state.observe(JsonFormatter().format(made))
+    report = state.sensors["sensor-1"]
+    assert (report.rate, report.sent, report.acked, report.buffered) == (299.8, 1500, 1490, 10)
+    assert state.last_decision is not None
+    assert (state.last_decision.command_id, state.last_decision.status) == (4, "up")
+    assert state.acknowledged == {4}
+
+
+# -------------------------------------------------------------------- the services
+
+
+def json_lines(service: Service) -> list[dict[str, Any]]:
+    """Every stderr line of ``service`` as JSON (fails on the first that is not)."""
+    events = []
+    for line in service.output().splitlines():
+        try:
+            event = json.loads(line)
+        except ValueError:
+            pytest.fail(f"{service.name}: not a JSON line: {line!r}\n{service.output()}")
+        assert isinstance(event, dict)
+        assert {"time", "level", "logger", "message"} <= event.keys(), line
+        assert TIME.fullmatch(event["time"]), line
+        events.append(event)
+    return events
+
+
+def messages(events: list[dict[str, Any]]) -> list[str]:
+    return [str(e["message"]) for e in events]
+
+
+def test_every_service_logs_json_lines_with_their_fields(tmp_path: Path) -> None:
+    manipulator = start_service(
+        "manipulator",
+        ["--listen", "127.0.0.1:0", "--journal", str(tmp_path / "journal.jsonl"),
+         "--log-format", "json"],
+    )  # fmt: skip
+    with running(manipulator):
+        controller = start_service(
+            "controller",
+            [
+                "--listen", "127.0.0.1:0",
+                "--manipulator", f"127.0.0.1:{manipulator.port}",
+                "--database", f"sqlite+aiosqlite:///{tmp_path / 'workcell.db'}",
+                "--period", "0.5",
+                "--grace", "0.1",
+            ],
+            env={"WORKCELL_LOG_FORMAT": "json"},  # the variable works like the flag
+        )  # fmt: skip
+        with running(controller):
+            sensor = start_service(
+                "sensor",
+                [
+                    "--controller", f"127.0.0.1:{controller.port}",
+                    "--sensor-id", "json-1",
+                    "--count", "50",
+                    "--rate", "100",
+                    "--no-progress",
+                    "--log-format", "json",
+                ],
+                wait_listening=False,
+            )  # fmt: skip
+            with running(sensor):
+                assert sensor.wait(60) == 0, sensor.output()
+            controller.wait_for_line(r"command \d+ acknowledged")
+            manipulator.wait_for_line(r"command \d+: status=")
+            assert controller.stop() == 0, controller.output()
+        assert manipulator.stop() == 0, manipulator.output()
+
+    for service in (manipulator, controller):
+        events = json_lines(service)
+        listening = [m for m in messages(events) if m.startswith("listening on ")]
+        assert listening == [f"listening on 127.0.0.1:{service.port}"]
+
+    decisions = [e for e in json_lines(controller) if e["message"].startswith("decision:")]
+    assert decisions
+    first = decisions[0]
+    assert first["logger"] == "controller.decider"
+    assert first["command_id"] == 1
+    assert first["status"] in ("up", "down")
+    assert first["window_start"] in first["message"]
+    assert first["window_end"] in first["message"]
+    assert {"p_value", "changed", "count", "window_end"} <= first.keys()
+
+    journaled = [e for e in json_lines(manipulator) if "command_id" in e]
+    assert journaled
+    assert journaled[0]["message"].startswith(f"command {journaled[0]['command_id']}: status=")
+
+    sensor_messages = messages(json_lines(sensor))
+    assert any(m.startswith("sensor json-1 starting:") for m in sensor_messages)
+    assert any("stopped: created=50 sent=50 acked=50" in m for m in sensor_messages)
+
+
+def test_a_bad_log_format_exits_2_with_one_line() -> None:
+    for module in ("controller", "manipulator", "sensor"):
+        result = subprocess.run(
+            [sys.executable, "-m", module, "--log-format", "xml"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            cwd=ROOT,
+            check=False,
+        )
+        assert result.returncode == 2, (module, result.stderr)
+        assert result.stderr.count("\n") == 1, result.stderr
+        assert "--log-format" in result.stderr
+
+
+def test_workcell_run_with_json_logs_still_shows_the_cell(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [
+            sys.executable, "-m", "workcell.cli", "run",
+            "--sensors", "1",
+            "--period", "0.5",
+            "--rate", "100",
+            "--no-live",
+            "--data", str(tmp_path),
+            "--controller-listen", "127.0.0.1:0",
+            "--manipulator-listen", "127.0.0.1:0",
+            "--duration", "6",
+            "--log-format", "json",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=90,
+        cwd=ROOT,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    # The summary (stdout) was built from the children's JSON lines.
+    assert re.search(r"sensor-1 \d+\.\d/s", result.stdout), result.stdout
+    assert re.search(r"stored=\d+", result.stdout), result.stdout
+    assert re.search(r"commands=[1-9]", result.stdout), result.stdout
+    # The command's own log lines (stderr) and every child's are JSON.
+    for line in result.stderr.splitlines():
+        assert json.loads(line)["logger"], line
+    for name in ("manipulator", "controller", "sensor-1", "workcell"):
+        lines = (tmp_path / "logs" / f"{name}.log").read_text().splitlines()
+        assert lines, name
+        for line in lines:
+            assert "message" in json.loads(line), (name, line)
