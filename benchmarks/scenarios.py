@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from benchmarks.children import Child, Children, RssSampler
+from benchmarks.children import Child, ChildError, Children, RssSampler
 from benchmarks.history_pages import run_page_latency
 from benchmarks.procstat import Usage
 from benchmarks.report import Measured, ScenarioResult, Target, ratio
@@ -81,6 +81,11 @@ def _measure(processes: dict[str, Child], count: Callable[[], int], seconds: flo
     time.sleep(seconds)
     after = {name: child.usage() for name, child in processes.items()}
     last = count()
+    for name, child in processes.items():
+        if child.process.poll() is not None:
+            # A process that died mid-window makes every figure of the run meaningless.
+            tail = "\n".join(child.log_text().splitlines()[-10:])
+            raise ChildError(f"{name} exited during the measurement window:\n{tail}")
     return _Window(time.monotonic() - started, last - first, before, after)
 
 
@@ -253,16 +258,35 @@ def nominal(settings: Settings) -> ScenarioResult:
     with _fresh_dir(settings.work_dir / "a-http") as run_dir, Children(run_dir) as kids:
         http = kids.start("http", "benchmarks.http_reference", ["serve"])
         http.wait_listening()
-        client = kids.start(
-            "http-load",
-            "benchmarks.http_reference",
-            ["load", "--target", f"127.0.0.1:{http.port}", "--rate", str(NOMINAL_RATE)],
-            pipes=True,
-        )
+        # Two client processes: one aiohttp process cannot keep 2,400 POST/s on schedule.
+        clients = [
+            kids.start(
+                f"http-load-{index}",
+                "benchmarks.http_reference",
+                [
+                    "load",
+                    "--target",
+                    f"127.0.0.1:{http.port}",
+                    "--senders",
+                    str(SENSORS // 2),
+                    "--rate",
+                    str(NOMINAL_RATE),
+                ],
+                pipes=True,
+            )
+            for index in range(2)
+        ]
         time.sleep(settings.warmup_s)
-        reference = _measure({"http": http, "client": client}, _acked([client]), seconds)
-        _stop_generators([client])
+        reference = _measure(
+            {"http": http, "client-0": clients[0], "client-1": clients[1]},
+            _acked(clients),
+            seconds,
+        )
+        _stop_generators(clients)
     result.rows.append(reference.measured("http+json", "http", label="FastAPI/uvicorn server"))
+    result.rows.append(
+        reference.measured("http+json", "client-0", label="aiohttp client (4 paced senders)")
+    )
 
     controller_cpu = real.cpu("controller") / real.seconds
     bare_cpu = bare.cpu("transport") / bare.seconds
