@@ -15,7 +15,7 @@ from workcell.flags import (
     positive_int,
     probability,
 )
-from workcell.logs import log_format
+from workcell.logs import log_format, log_level
 
 __all__ = ["DEFAULT_DATABASE", "ControllerConfig", "parse_config"]
 
@@ -157,9 +157,9 @@ def parse_config(
         "--log-level",
         env="WORKCELL_LOG_LEVEL",
         default=d.log_level,
-        choices=["DEBUG", "INFO", "WARNING", "ERROR"],
-        type=str.upper,
-        help="log level",
+        type=log_level,
+        metavar="LEVEL",
+        help="log level: DEBUG, INFO, WARNING, ERROR",
     )
     parser.flag(
         "--log-format",

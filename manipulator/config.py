@@ -8,11 +8,9 @@ from pathlib import Path
 
 from workcell.flags import Address, FlagParser, address, positive_float, positive_int
 from workcell.framing import MAX_FRAME_BYTES
-from workcell.logs import log_format
+from workcell.logs import log_format, log_level
 
-__all__ = ["LOG_LEVELS", "ManipulatorConfig", "parse_config"]
-
-LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+__all__ = ["ManipulatorConfig", "parse_config"]
 
 
 @dataclass(frozen=True)
@@ -75,9 +73,9 @@ def parse_config(
         "--log-level",
         env="WORKCELL_LOG_LEVEL",
         default="INFO",
-        type=str.upper,
-        choices=LOG_LEVELS,
-        help="logging threshold",
+        type=log_level,
+        metavar="LEVEL",
+        help="logging threshold: DEBUG, INFO, WARNING, ERROR",
     )
     parser.flag(
         "--log-format",

@@ -28,7 +28,7 @@ from workcell.flags import (
     positive_float,
     positive_int,
 )
-from workcell.logs import configure_logging, log_format
+from workcell.logs import configure_logging, log_format, log_level
 from workcell.timeconv import Clock, now_us, to_timestamp
 from workcell.v1 import telemetry_pb2
 
@@ -37,7 +37,6 @@ log = logging.getLogger("sensor")
 # After SIGTERM/SIGINT, how long to keep trying to deliver what is held.
 STOP_FLUSH_SECONDS = 5.0
 
-_LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 _TRUE = ("1", "true", "yes", "on")
 _FALSE = ("", "0", "false", "no", "off")
 
@@ -65,12 +64,6 @@ def _seed(text: str) -> int:
     if value < 0:
         raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}")
     return value
-
-
-def _log_level(text: str) -> str:
-    if text.upper() not in _LOG_LEVELS:
-        raise argparse.ArgumentTypeError(f"expected one of {', '.join(_LOG_LEVELS)}, got {text!r}")
-    return text.upper()
 
 
 def build_parser(environ: Mapping[str, str] | None = None) -> FlagParser:
@@ -164,7 +157,7 @@ def build_parser(environ: Mapping[str, str] | None = None) -> FlagParser:
         "--log-level",
         env="WORKCELL_LOG_LEVEL",
         default="INFO",
-        type=_log_level,
+        type=log_level,
         help="log level",
     )
     parser.flag(

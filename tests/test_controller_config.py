@@ -35,6 +35,7 @@ def test_environment_fills_in_and_flags_win() -> None:
         (["--initial-status", "sideways"], {}, "--initial-status"),
         (["--database", "workcell.db"], {}, "--database"),
         ([], {"WORKCELL_GRACE": "-1"}, "--grace"),
+        ([], {"WORKCELL_LOG_LEVEL": "bogus"}, "--log-level"),
     ],
 )
 def test_a_bad_value_exits_2_with_one_line_naming_the_flag(

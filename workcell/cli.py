@@ -29,7 +29,7 @@ from workcell.flags import (
 )
 from workcell.history_table import entry_record, format_table
 from workcell.liveview import CellState, Display, LiveScreen, SummaryLines
-from workcell.logs import configure_logging, log_format
+from workcell.logs import configure_logging, log_format, log_level
 from workcell.runner import CellConfig, run_cell
 from workcell.timeconv import from_iso, to_timestamp
 from workcell.v1 import history_pb2, history_pb2_grpc
@@ -166,8 +166,8 @@ def _parser() -> FlagParser:
         "--log-level",
         env="WORKCELL_LOG_LEVEL",
         default="INFO",
-        choices=["DEBUG", "INFO", "WARNING", "ERROR"],
-        type=str.upper,
+        type=log_level,
+        metavar="LEVEL",
         help="log level of this command (children read WORKCELL_LOG_LEVEL)",
     )
     run.flag(

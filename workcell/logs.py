@@ -102,6 +102,21 @@ def configure_logging(level: str = "INFO", fmt: str = "text") -> None:
     root.setLevel(level.upper())
 
 
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
+
+def log_level(text: str) -> str:
+    """Flag type for ``--log-level`` (any case).
+
+    A type rather than argparse ``choices``: argparse does not check choices
+    against a default, and defaults come from WORKCELL_LOG_LEVEL.
+    """
+    value = text.strip().upper()
+    if value not in LOG_LEVELS:
+        raise argparse.ArgumentTypeError(f"expected one of {', '.join(LOG_LEVELS)}, got {text!r}")
+    return value
+
+
 def log_format(text: str) -> str:
     """Flag type for ``--log-format``: ``text`` or ``json`` (any case)."""
     value = text.strip().lower()
