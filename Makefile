@@ -8,14 +8,14 @@ BIN := $(VENV)/bin
 BUF := node_modules/.bin/buf
 STAMP := $(VENV)/.installed
 
-.PHONY: run test check lint gen check-gen pytest deps clean bench soak
+.PHONY: run test check lint gen check-gen breaking pytest deps clean bench soak
 
 run: $(STAMP)
 	$(BIN)/workcell run $(ARGS)
 
 test: check
 
-check: lint check-gen pytest
+check: lint check-gen breaking pytest
 
 deps: $(STAMP) $(BUF)
 
@@ -32,6 +32,13 @@ $(BUF): package.json package-lock.json
 # Regenerate the Python code under workcell/v1/ from protos/ (commit the result).
 gen: deps
 	$(BUF) generate
+
+# Fails when the contracts break generated clients of the previous commit
+# (field renumbered, type changed, message or RPC removed, ...).
+breaking: deps
+	@if git rev-parse -q --verify 'HEAD~1^{commit}' >/dev/null; then \
+		$(BUF) breaking --against '.git#ref=HEAD~1' && echo "buf breaking: no breaking change since HEAD~1"; \
+	else echo "buf breaking: no previous commit to compare with"; fi
 
 # Fails when workcell/v1/ differs from what `make gen` would write.
 check-gen: deps
