@@ -28,6 +28,7 @@ from controller.store import Database
 from controller.windows import WindowBook, window_index
 from controller.writer import Writer
 from workcell.timeconv import US_PER_SECOND, Clock, now_us
+from workcell.tls import add_grpc_port, client_ssl_context
 from workcell.v1 import history_pb2, history_pb2_grpc, telemetry_pb2, telemetry_pb2_grpc
 
 __all__ = ["Controller"]
@@ -88,7 +89,12 @@ class Controller:
             max_pending=config.ingest_buffer,
         )
         await writer.start()
-        self.link = link = ManipulatorLink(config.manipulator, on_ack=self._acknowledged)
+        self.link = link = ManipulatorLink(
+            config.manipulator,
+            on_ack=self._acknowledged,
+            ssl=client_ssl_context(config.manipulator_tls),
+            server_hostname=config.manipulator_tls.server_name,
+        )
         unacknowledged = await database.unacknowledged_commands()
         for record in unacknowledged:
             link.enqueue(record)
@@ -124,12 +130,13 @@ class Controller:
             (*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), server
         )
         listen = self.config.listen
-        self.port = server.add_insecure_port(f"{listen.host}:{listen.port}")
+        self.port = add_grpc_port(server, f"{listen.host}:{listen.port}", self.config.tls)
         if self.port == 0:
             raise OSError(f"cannot listen on {listen}")
         await server.start()
         self._server = server
         await self._set_health(True)
+        log.info("gRPC: %s", self.config.tls.describe("server"))
         log.info("listening on %s:%d", listen.host, self.port)
 
     async def _restore(self, database: Database) -> _DecisionState:

@@ -16,6 +16,7 @@ from workcell.flags import (
     probability,
 )
 from workcell.logs import log_format, log_level
+from workcell.tls import PLAINTEXT, TlsConfig, add_tls_flags, parse_tls
 
 __all__ = ["DEFAULT_DATABASE", "ControllerConfig", "parse_config"]
 
@@ -41,6 +42,10 @@ class ControllerConfig:
     busy_timeout: float = 10.0
     log_level: str = "INFO"
     log_format: str = "text"
+    tls: TlsConfig = PLAINTEXT
+    """The gRPC server's certificate, key and client CA (see :mod:`workcell.tls`)."""
+    manipulator_tls: TlsConfig = PLAINTEXT
+    """The manipulator link's CA, client certificate and key."""
 
 
 def _status(text: str) -> str:
@@ -169,7 +174,11 @@ def parse_config(
         metavar="text|json",
         help="log lines as text, or as JSON objects for log shippers",
     )
+    add_tls_flags(parser, side="server", what="gRPC server: ")
+    add_tls_flags(parser, side="client", role="manipulator", what="manipulator link: ")
     ns = parser.parse_args(argv)
+    tls = parse_tls(parser, ns, side="server")
+    manipulator_tls = parse_tls(parser, ns, side="client", role="manipulator")
     return ControllerConfig(
         listen=ns.listen,
         manipulator=ns.manipulator,
@@ -184,4 +193,6 @@ def parse_config(
         busy_timeout=ns.busy_timeout,
         log_level=ns.log_level,
         log_format=ns.log_format,
+        tls=tls,
+        manipulator_tls=manipulator_tls,
     )

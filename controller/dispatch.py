@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import logging
 import random
+import ssl as ssl_module
 from collections.abc import Awaitable, Callable
 
 from google.protobuf.message import DecodeError
@@ -52,8 +53,14 @@ class ManipulatorLink:
         initial_backoff: float = 0.1,
         max_backoff: float = 5.0,
         connect_timeout: float = 5.0,
+        ssl: ssl_module.SSLContext | None = None,
+        server_hostname: str | None = None,
     ) -> None:
         self._address = address
+        self._ssl = ssl
+        # The name checked in the manipulator's certificate: by default the
+        # host dialled (an IP address is matched against the IP SANs).
+        self._server_hostname = (server_hostname or address.host) if ssl is not None else None
         self._on_ack = on_ack
         self._initial_backoff = initial_backoff
         self._max_backoff = max_backoff
@@ -97,7 +104,12 @@ class ManipulatorLink:
         while True:
             try:
                 reader, writer = await asyncio.wait_for(
-                    asyncio.open_connection(self._address.host, self._address.port),
+                    asyncio.open_connection(
+                        self._address.host,
+                        self._address.port,
+                        ssl=self._ssl,
+                        server_hostname=self._server_hostname,
+                    ),
                     self._connect_timeout,
                 )
             except (OSError, TimeoutError) as exc:
