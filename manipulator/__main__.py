@@ -12,6 +12,7 @@ from manipulator.config import ManipulatorConfig, parse_config
 from manipulator.errors import JournalError
 from manipulator.server import ManipulatorServer
 from workcell.logs import configure_logging
+from workcell.tls import server_ssl_context
 
 # Not __name__: that is "__main__" here, a poor name for the service's own lines.
 log = logging.getLogger("manipulator")
@@ -35,6 +36,7 @@ async def serve(config: ManipulatorConfig) -> None:
         port=config.listen.port,
         max_frame_bytes=config.max_frame_bytes,
         read_timeout=config.read_timeout,
+        ssl=server_ssl_context(config.tls),
     ):
         await stop.wait()
 

@@ -9,6 +9,7 @@ from pathlib import Path
 from workcell.flags import Address, FlagParser, address, positive_float, positive_int
 from workcell.framing import MAX_FRAME_BYTES
 from workcell.logs import log_format, log_level
+from workcell.tls import PLAINTEXT, TlsConfig, add_tls_flags, parse_tls
 
 __all__ = ["ManipulatorConfig", "parse_config"]
 
@@ -23,6 +24,8 @@ class ManipulatorConfig:
     read_timeout: float
     log_level: str
     log_format: str = "text"
+    tls: TlsConfig = PLAINTEXT
+    """The TCP server's certificate, key and client CA (see :mod:`workcell.tls`)."""
 
 
 def parse_config(
@@ -85,7 +88,9 @@ def parse_config(
         metavar="text|json",
         help="log lines as text, or as JSON objects for log shippers",
     )
+    add_tls_flags(parser, side="server")
     args = parser.parse_args(argv)
+    tls = parse_tls(parser, args, side="server")
     return ManipulatorConfig(
         listen=args.listen,
         journal=args.journal,
@@ -93,4 +98,5 @@ def parse_config(
         read_timeout=args.read_timeout,
         log_level=args.log_level,
         log_format=args.log_format,
+        tls=tls,
     )

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import ssl as ssl_module
 from types import TracebackType
 
 from manipulator.errors import BadCommand, JournalError
@@ -176,6 +177,9 @@ class ManipulatorServer:
     ``journal`` is a :class:`Journal` (the caller keeps ownership) or a path
     (opened at :meth:`start`, closed at :meth:`close`). ``port=0`` binds any
     free port; :attr:`port` tells which. ``clock`` gives ``received_at``.
+    With ``ssl`` (a server context) only TLS connections are accepted; a
+    client that fails the handshake (plaintext, or a certificate the context
+    does not trust) is closed before it can send a command.
     Use ``async with ManipulatorServer(...) as server:`` or start()/close().
     """
 
@@ -188,6 +192,7 @@ class ManipulatorServer:
         max_frame_bytes: int = MAX_FRAME_BYTES,
         read_timeout: float = 10.0,
         clock: Clock = now_us,
+        ssl: ssl_module.SSLContext | None = None,
     ) -> None:
         if read_timeout <= 0:
             raise ValueError("read_timeout must be > 0")
@@ -197,6 +202,7 @@ class ManipulatorServer:
         self.max_frame_bytes = max_frame_bytes
         self.read_timeout = read_timeout
         self.clock = clock
+        self.ssl = ssl
         self._requested_port = port
         self._journal_arg = journal
         self._journal: Journal | None = journal if isinstance(journal, Journal) else None
@@ -233,13 +239,22 @@ class ManipulatorServer:
         log.info("journal %s: last command id %d", self._journal.path, self._journal.last_id)
         try:
             self._server = await asyncio.start_server(
-                self._on_connect, self.host, self._requested_port
+                self._on_connect,
+                self.host,
+                self._requested_port,
+                ssl=self.ssl,
+                # A client that opens a connection and never completes the
+                # handshake is dropped as soon as one stuck mid-frame would be.
+                ssl_handshake_timeout=self.read_timeout if self.ssl is not None else None,
             )
         except BaseException:
             await self._close_journal()
             raise
         host, port = self._server.sockets[0].getsockname()[:2]
         self._port = int(port)
+        if self.ssl is not None:
+            mutual = self.ssl.verify_mode == ssl_module.CERT_REQUIRED
+            log.info("TLS only%s", ", client certificates required" if mutual else "")
         log.info("listening on %s", Address(str(host), self._port))
 
     async def journal_record(self, record: JournalRecord) -> bool:

@@ -30,6 +30,7 @@ from workcell.flags import (
 )
 from workcell.logs import configure_logging, log_format, log_level
 from workcell.timeconv import Clock, now_us, to_timestamp
+from workcell.tls import add_tls_flags, parse_tls
 from workcell.v1 import telemetry_pb2
 
 log = logging.getLogger("sensor")
@@ -168,6 +169,7 @@ def build_parser(environ: Mapping[str, str] | None = None) -> FlagParser:
         metavar="text|json",
         help="log lines as text, or as JSON objects for log shippers",
     )
+    add_tls_flags(parser, side="client", what="controller: ")
     return parser
 
 
@@ -188,6 +190,7 @@ def parse_config(
         parser.error(
             f"argument --buffer: must be at least --batch ({args.batch}), got {args.buffer}"
         )
+    tls = parse_tls(parser, args, side="client")
     return SensorConfig(
         controller=args.controller,
         sensor_id=args.sensor_id,
@@ -203,6 +206,7 @@ def parse_config(
         progress=not no_progress,
         log_level=args.log_level,
         log_format=args.log_format,
+        tls=tls,
     )
 
 
@@ -268,9 +272,10 @@ async def run_sensor(config: SensorConfig) -> int:
     )
     make_reading = ReadingFactory(config.sensor_id, boot_id, profile)
     log.info(
-        "sensor %s starting: controller=%s rate=%g/s profile=%s seed=%d batch=%d boot_id=%s",
+        "sensor %s starting: controller=%s (%s) rate=%g/s profile=%s seed=%d batch=%d boot_id=%s",
         config.sensor_id,
         config.controller,
+        config.tls.describe("client"),
         config.rate,
         config.profile,
         config.seed,
@@ -283,6 +288,7 @@ async def run_sensor(config: SensorConfig) -> int:
         batch=config.batch,
         capacity=config.buffer,
         stream_seconds=config.stream_seconds,
+        tls=config.tls,
     )
 
     def counters() -> Counters:

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 from workcell.flags import Address
 from workcell.timeconv import US_PER_SECOND
+from workcell.tls import PLAINTEXT, TlsConfig
 
 __all__ = [
     "SENSOR_ID_PATTERN",
@@ -61,6 +62,8 @@ class SensorConfig:
     progress: bool = True
     log_level: str = "INFO"
     log_format: str = "text"
+    tls: TlsConfig = PLAINTEXT
+    """CA to verify the controller with, and this sensor's certificate (mutual TLS)."""
 
 
 def sanitize_sensor_id(text: str) -> str:

@@ -28,6 +28,7 @@ import grpc
 from grpc import aio
 
 from sensor.buffer import PendingBuffer
+from workcell.tls import PLAINTEXT, TlsConfig, grpc_aio_channel
 from workcell.v1 import telemetry_pb2, telemetry_pb2_grpc
 
 __all__ = ["Backoff", "Delivery"]
@@ -104,10 +105,12 @@ class Delivery:
         response_timeout: float = 30.0,
         backoff: Backoff | None = None,
         rng: random.Random | None = None,
+        tls: TlsConfig = PLAINTEXT,
     ) -> None:
         if batch < 1:
             raise ValueError(f"batch must be >= 1, got {batch}")
         self.target = target
+        self._tls = tls
         self._batch = min(batch, capacity)
         self._buffer: PendingBuffer[telemetry_pb2.Reading] = PendingBuffer(capacity)
         self._stream_seconds = stream_seconds
@@ -170,8 +173,9 @@ class Delivery:
         # (its default grows to two minutes, far too slow after a restart).
         initial_ms = int(self._backoff.initial * 1000)
         maximum_ms = int(self._backoff.maximum * 1000)
-        self._channel = aio.insecure_channel(
+        self._channel = grpc_aio_channel(
             self.target,
+            self._tls,
             options=[
                 ("grpc.initial_reconnect_backoff_ms", initial_ms),
                 ("grpc.min_reconnect_backoff_ms", initial_ms),
