@@ -32,6 +32,7 @@ from workcell.liveview import CellState, Display, LiveScreen, SummaryLines
 from workcell.logs import configure_logging, log_format, log_level
 from workcell.runner import CellConfig, run_cell
 from workcell.timeconv import from_iso, to_timestamp
+from workcell.tls import PLAINTEXT, TlsConfig, add_tls_flags, grpc_channel, parse_tls
 from workcell.v1 import history_pb2, history_pb2_grpc
 
 __all__ = ["HistoryConfig", "main"]
@@ -53,6 +54,7 @@ class HistoryConfig:
     merge: bool = False
     page_size: int = 100
     json: bool = False
+    tls: TlsConfig = PLAINTEXT
 
 
 def _iso(text: str) -> int:
@@ -91,6 +93,9 @@ def _add_query_flags(command: FlagParser) -> None:
         metavar="ISO",
         help="issue time to stop at (exclusive; default: now and beyond)",
     )
+    add_tls_flags(command, side="client", what="controller: ")
+    # parse_tls reports a bad TLS flag through this command's parser (it knows the variables).
+    command.set_defaults(command_parser=command)
 
 
 def _parser() -> FlagParser:
@@ -247,7 +252,7 @@ def fetch_all(config: HistoryConfig) -> list[history_pb2.HistoryEntry]:
     if config.to_us is not None:
         request.to_datetime.CopyFrom(to_timestamp(config.to_us))
     entries: list[history_pb2.HistoryEntry] = []
-    with grpc.insecure_channel(str(config.controller)) as channel:
+    with grpc_channel(str(config.controller), config.tls) as channel:
         stub = history_pb2_grpc.HistoryStub(channel)
         while True:
             response = stub.Query(request, timeout=HISTORY_TIMEOUT)
@@ -354,6 +359,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return run_command(args)
     if args.command == "history":
         configure_logging("WARNING", args.log_format)
+        tls = parse_tls(args.command_parser, args, side="client")
         return history_command(
             HistoryConfig(
                 controller=args.controller,
@@ -362,15 +368,18 @@ def main(argv: Sequence[str] | None = None) -> int:
                 merge=args.merge,
                 page_size=args.page_size,
                 json=args.json,
+                tls=tls,
             )
         )
     if args.command == "report":
+        tls = parse_tls(args.command_parser, args, side="client")
         return report_command(
             HistoryConfig(
                 controller=args.controller,
                 from_us=args.from_,
                 to_us=args.to,
                 page_size=REPORT_PAGE_SIZE,
+                tls=tls,
             ),
             alpha=args.alpha,
             output=args.output,

@@ -15,16 +15,20 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from workcell.flags import Address, FlagParser, address, positive_float
+from workcell.tls import PLAINTEXT, TlsConfig, add_tls_flags, grpc_channel, parse_tls
 
 __all__ = ["check", "main"]
 
 
-def check(target: Address, *, service: str = "", timeout: float = 3.0) -> str:
+def check(
+    target: Address, *, service: str = "", timeout: float = 3.0, tls: TlsConfig = PLAINTEXT
+) -> str:
     """The serving status name (``"SERVING"``, ``"NOT_SERVING"``, ...) of ``service``.
 
-    Raises ``grpc.RpcError`` when the server cannot be asked.
+    With ``tls`` (a CA, maybe a client certificate) the server is asked over
+    TLS. Raises ``grpc.RpcError`` when the server cannot be asked.
     """
-    with grpc.insecure_channel(str(target)) as channel:
+    with grpc_channel(str(target), tls) as channel:
         stub = health_pb2_grpc.HealthStub(channel)
         response = stub.Check(
             health_pb2.HealthCheckRequest(service=service),
@@ -50,9 +54,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="seconds to wait for the answer",
     )
     parser.flag("--service", env=None, default="", help="service name ('' = the whole server)")
+    add_tls_flags(parser, side="client")
     args = parser.parse_args(argv)
+    tls = parse_tls(parser, args, side="client")
     try:
-        status = check(args.address, service=args.service, timeout=args.timeout)
+        status = check(args.address, service=args.service, timeout=args.timeout, tls=tls)
     except grpc.RpcError as exc:
         code = exc.code() if isinstance(exc, grpc.Call) else None
         details = exc.details() if isinstance(exc, grpc.Call) else str(exc)
