@@ -5,10 +5,12 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from controller.decision import WindowSummary
 from controller.records import CommandRecord
-from workcell.status import status_from_name
 from workcell.timeconv import to_timestamp
-from workcell.v1 import history_pb2
+from workcell.v1 import command_pb2, history_pb2
 
 __all__ = ["Run", "RunGrouper", "entry_for_run"]
 
@@ -62,26 +64,34 @@ class RunGrouper:
 def entry_for_run(run: Run) -> history_pb2.HistoryEntry:
     """The History entry of a run (a single command is a run of one)."""
     first, last = run.commands[0], run.commands[-1]
+    # Built in one constructor call: a page holds up to 1000 of these.
     entry = history_pb2.HistoryEntry(
         from_datetime=to_timestamp(first.window_start),
         to_datetime=to_timestamp(last.window_end),
-        status=status_from_name(first.status),  # type: ignore[arg-type]
+        status=_STATUS[first.status],
         command_id=first.id,
         issued_at=to_timestamp(first.issued_at),
+        acknowledged_at=_acknowledged(run),
         window=_summary(first.window),
         previous_window=_summary(first.previous),
+        p_value=first.p_value,
         changed=first.changed,
         command_count=len(run.commands),
         last_command_id=last.id,
     )
-    if all(c.acknowledged_at is not None for c in run.commands):
-        assert last.acknowledged_at is not None
-        entry.acknowledged_at.CopyFrom(to_timestamp(last.acknowledged_at))
-    if first.p_value is not None:
-        entry.p_value = first.p_value
     return entry
 
 
-def _summary(summary: object) -> history_pb2.WindowSummary:
-    count, mean, std = (getattr(summary, name) for name in ("count", "mean", "std"))
-    return history_pb2.WindowSummary(count=count, mean=mean, std_dev=std)
+_STATUS = {"up": command_pb2.STATUS_UP, "down": command_pb2.STATUS_DOWN}
+
+
+def _acknowledged(run: Run) -> Timestamp | None:
+    """The last acknowledgement, once every command of the run has one."""
+    last = run.commands[-1].acknowledged_at
+    if last is None or any(c.acknowledged_at is None for c in run.commands):
+        return None
+    return to_timestamp(last)
+
+
+def _summary(summary: WindowSummary) -> history_pb2.WindowSummary:
+    return history_pb2.WindowSummary(count=summary.count, mean=summary.mean, std_dev=summary.std)

@@ -62,5 +62,7 @@ commands = Table(
     Column("previous_count", BigInteger, nullable=False),
     Column("previous_mean", Float, nullable=False),
     Column("previous_std", Float, nullable=False),
-    Index("ix_commands_issued_at", "issued_at"),
+    # History pages walk commands by (issued_at, id): a range of issue times
+    # and a cursor are one index range, whatever the table's size.
+    Index("ix_commands_issued_at_id", "issued_at", "id"),
 )

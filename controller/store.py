@@ -11,7 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Row, event, func, select
+from sqlalchemy import Row, event, func, select, tuple_
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
@@ -93,14 +93,32 @@ class Database:
     async def commands_page(
         self, *, after_id: int, from_us: int | None, to_us: int | None, limit: int
     ) -> list[CommandRecord]:
-        """Up to ``limit`` commands with id > ``after_id`` issued in [from, to), by id."""
-        query = select(commands).where(commands.c.id > after_id)
-        if from_us is not None:
-            query = query.where(commands.c.issued_at >= from_us)
-        if to_us is not None:
-            query = query.where(commands.c.issued_at < to_us)
-        query = query.order_by(commands.c.id).limit(limit)
+        """Up to ``limit`` commands issued in [from, to) after command ``after_id``.
+
+        Oldest first: ordered by (issued_at, id), which is id order as long
+        as the clock does not go backwards, and is what the index serves.
+        """
+        key = tuple_(commands.c.issued_at, commands.c.id)
         async with self.engine.connect() as conn:
+            query = select(commands)
+            if after_id:
+                cursor = (
+                    await conn.execute(
+                        select(commands.c.issued_at).where(commands.c.id == after_id)
+                    )
+                ).scalar_one_or_none()
+                if cursor is None:
+                    query = query.where(commands.c.id > after_id)
+                else:
+                    query = query.where(key > tuple_(cursor, after_id))
+                    # Also as a plain bound, so the index range starts at the
+                    # cursor rather than at from_us.
+                    from_us = cursor if from_us is None else max(from_us, cursor)
+            if from_us is not None:
+                query = query.where(commands.c.issued_at >= from_us)
+            if to_us is not None:
+                query = query.where(commands.c.issued_at < to_us)
+            query = query.order_by(commands.c.issued_at, commands.c.id).limit(limit)
             rows = (await conn.execute(query)).all()
         return [command_from_row(row) for row in rows]
 
