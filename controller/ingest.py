@@ -69,7 +69,9 @@ class TelemetryServicer(telemetry_pb2_grpc.TelemetryServicer):
             # them before failing the stream, so the error means "the rest
             # was not taken".
             if last_group is not None:
-                await last_group
+                # Shielded: the group's future is shared by every stream in
+                # it, and a client going away cancels this handler.
+                await asyncio.shield(last_group)
         finally:
             self.open_streams -= 1
         if tally.failure is not None:

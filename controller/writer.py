@@ -108,6 +108,14 @@ class Writer:
         """Start the writer task."""
         if self._task is None:
             self._task = asyncio.create_task(self._run(), name="db-writer")
+            self._task.add_done_callback(self._stopped)
+
+    def _stopped(self, task: asyncio.Task[None]) -> None:
+        # Everything waits on this task: if it ever dies, say so loudly and
+        # report NOT_SERVING instead of silently accepting nothing.
+        if not task.cancelled() and task.exception() is not None:
+            log.critical("database writer died", exc_info=task.exception())
+            self._on_health(False)
 
     async def close(self) -> None:
         """Commit everything buffered so far, then stop (idempotent)."""
@@ -172,7 +180,7 @@ class Writer:
                 self._room.set()
                 if segments or statements:
                     await self._commit(conn, segments, statements)
-                if group is not None:
+                if group is not None and not group.done():
                     group.set_result(None)
                 if self._stopping and not self._segments and not self._statements:
                     return

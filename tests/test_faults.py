@@ -444,14 +444,6 @@ def test_sensor_killed_and_restarted_gets_a_new_boot_and_the_cell_keeps_deciding
 # -- 6. connection cut between sensor and controller -------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "controller bug: a stream cancelled while awaiting its commit group cancels the shared "
-        "group future (ingest.py `await last_group`), then Writer._run's group.set_result() "
-        "raises InvalidStateError and the writer task dies: no more commits, no more decisions"
-    ),
-)
 async def test_connections_dropped_and_stalled_by_a_proxy_lose_and_double_nothing(
     tmp_path: Path,
 ) -> None:
