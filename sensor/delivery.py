@@ -348,6 +348,9 @@ class Delivery:
             response = await call
         except aio.AioRpcError as exc:
             self._buffer.fail(stream)
+            # Its readings are unsent again: wake the sender, which may be
+            # idle (no new readings after --duration or --count ends).
+            self._ready.set()
             if epoch != self._failures:
                 # Opened before a failure that was already handled (and backed
                 # off from): its readings are resent, nothing more to do.

@@ -225,3 +225,46 @@ async def test_full_buffer_drops_oldest_and_counts(caplog: pytest.LogCaptureFixt
         async with telemetry_server(received, port=port):
             await asyncio.wait_for(delivery.drain(), 10)
     assert received.seqs("s1") == list(range(31, 51))
+
+
+class LateFailingTelemetry(RecordingTelemetry):
+    """Fails the first ``failures`` streams late, after the sender moved on to newer ones."""
+
+    def __init__(self, received: Received, failures: int) -> None:
+        super().__init__(received)
+        self.failures = failures
+
+    async def StreamReadings(
+        self,
+        request_iterator: AsyncIterator[telemetry_pb2.StreamReadingsRequest],
+        context: aio.ServicerContext[
+            telemetry_pb2.StreamReadingsRequest, telemetry_pb2.StreamReadingsResponse
+        ],
+    ) -> telemetry_pb2.StreamReadingsResponse:
+        if self.failures <= 0:
+            return await super().StreamReadings(request_iterator, context)
+        self.failures -= 1
+        async for _ in request_iterator:
+            pass
+        await asyncio.sleep(0.3)
+        await context.abort(grpc.StatusCode.UNAVAILABLE, "overloaded")
+
+
+async def test_readings_of_overlapping_failed_streams_are_resent_after_the_last_reading() -> None:
+    # Several streams fail after the producer stopped adding readings; each
+    # failure must wake the sender, or their readings wait forever.
+    received = Received()
+    server = aio.server()
+    telemetry_pb2_grpc.add_TelemetryServicer_to_server(LateFailingTelemetry(received, 4), server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    try:
+        async with Delivery(
+            f"127.0.0.1:{port}", stream_seconds=0.05, backoff=FAST_BACKOFF
+        ) as delivery:
+            await feed(delivery, range(1, 201), rate=1000)
+            delivery.flush()
+            await asyncio.wait_for(delivery.drain(), 15)
+    finally:
+        await server.stop(None)
+    assert received.seqs("s1") == list(range(1, 201))
