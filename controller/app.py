@@ -84,7 +84,7 @@ class Controller:
         state = await self._restore(database)
         self.writer = writer = Writer(
             database.engine,
-            on_committed=state.book.add_batch,
+            windows=state.book,
             on_health=self._storage_health,
             max_pending=config.ingest_buffer,
         )

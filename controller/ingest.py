@@ -17,9 +17,9 @@ import grpc
 
 from controller.errors import InvalidReading
 from controller.records import ReadingRow
-from controller.validation import check_identity, reading_timestamp
+from controller.validation import MAX_SEQ, check_identity, reading_timestamp
 from controller.writer import StreamTally
-from workcell.timeconv import Clock, now_us
+from workcell.timeconv import US_PER_SECOND, Clock, now_us
 from workcell.v1 import telemetry_pb2, telemetry_pb2_grpc
 
 __all__ = ["ReadingSink", "TelemetryServicer"]
@@ -87,7 +87,12 @@ class TelemetryServicer(telemetry_pb2_grpc.TelemetryServicer):
 
 
 class _StreamReader:
-    """Turns one stream's messages into rows, remembering the identity it checked."""
+    """Turns one stream's messages into rows, remembering the identity it checked.
+
+    The loop does the cheap checks inline and only calls into
+    :mod:`controller.validation` when something looks wrong (or for a new
+    sensor identity): that is where the rules and their messages live.
+    """
 
     __slots__ = ("_checked", "_clock", "_max_skew_us")
 
@@ -101,17 +106,23 @@ class _StreamReader:
     ) -> tuple[list[ReadingRow], InvalidReading | None]:
         """The valid readings of one message, up to the first invalid one (if any)."""
         received = self._clock()
+        latest = received + self._max_skew_us
         rows: list[ReadingRow] = []
+        append = rows.append
         for reading in request.readings:
             identity = (reading.sensor_id, reading.boot_id)
-            try:
-                if identity != self._checked:
+            seq = reading.seq
+            stamp = reading.timestamp
+            timestamp = stamp.seconds * US_PER_SECOND + stamp.nanos // 1000
+            # An unset timestamp reads as 0: only then is HasField worth asking.
+            if identity != self._checked or seq > MAX_SEQ or timestamp > latest or not timestamp:
+                try:
                     check_identity(*identity)
                     self._checked = identity
-                timestamp = reading_timestamp(
-                    reading, now_us=received, max_skew_us=self._max_skew_us
-                )
-            except InvalidReading as exc:
-                return rows, exc
-            rows.append((*identity, reading.seq, reading.payload, timestamp, received))
+                    timestamp = reading_timestamp(
+                        reading, now_us=received, max_skew_us=self._max_skew_us
+                    )
+                except InvalidReading as exc:
+                    return rows, exc
+            append((*identity, seq, reading.payload, timestamp, received))
         return rows, None

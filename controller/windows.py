@@ -88,6 +88,10 @@ class WindowBook:
             self._stats_for(index).add_many(values)
         return stale
 
+    def is_stale(self, timestamp_us: int) -> bool:
+        """Whether a reading of that time would not be counted (its window is decided)."""
+        return timestamp_us // self.period_us <= self.last_decided
+
     def stats(self, index: int) -> WindowStats:
         """A copy of window ``index``'s statistics (empty if it has none)."""
         stats = self._open.get(index)

@@ -1,5 +1,9 @@
 """The single database writer: every write of the controller, group-committed.
 
+This is the hot path, so it talks to the DBAPI connection under SQLAlchemy
+directly (aiosqlite: one thread hop per statement, no statement compilation),
+with plain SQL for the three statements it runs. Reads stay on SQLAlchemy.
+
 Ingest appends each message's readings to one shared buffer, tagged with the
 :class:`StreamTally` of the stream they came on; the writer task commits
 whatever accumulated while its previous commit ran, in one transaction, then
@@ -19,23 +23,36 @@ import contextlib
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
-from sqlalchemy import insert, update
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+import aiosqlite
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from controller.errors import StorageError
 from controller.records import BatchResult, CommandRecord, ReadingRow
 from controller.schema import commands
 from controller.store import command_values
 
-__all__ = ["CommittedListener", "StreamTally", "Writer"]
+__all__ = ["StreamTally", "WindowSink", "Writer"]
 
 log = logging.getLogger(__name__)
 
-# Called in the event loop right after a commit with the timestamps and
-# payloads of the readings that were newly stored; returns how many were stale.
-CommittedListener = Callable[[Sequence[int], Sequence[int]], int]
+
+class WindowSink(Protocol):
+    """Counts newly stored readings into their windows (the WindowBook).
+
+    Called in the event loop right after each commit, so "stale" means: its
+    window was already decided when the reading became durable.
+    """
+
+    def add_batch(self, timestamps_us: Sequence[int], payloads: Sequence[int]) -> int:
+        """Count the readings; return how many were stale (not counted)."""
+        ...
+
+    def is_stale(self, timestamp_us: int) -> bool:
+        """Whether a reading of that time would not be counted now."""
+        ...
+
 
 _INSERT_READINGS = (
     "INSERT INTO readings (sensor_id, boot_id, seq, payload, timestamp, received_at) "
@@ -44,7 +61,19 @@ _INSERT_READINGS = (
 _EXISTING_SEQS = (
     "SELECT seq FROM readings WHERE sensor_id = ? AND boot_id = ? AND seq BETWEEN ? AND ?"
 )
+_INSERT_COMMAND = "INSERT INTO commands ({}) VALUES ({})".format(
+    ", ".join(c.name for c in commands.columns), ", ".join(f":{c.name}" for c in commands.columns)
+)
+_ACKNOWLEDGE_COMMAND = (
+    "UPDATE commands SET acknowledged_at = ? WHERE id = ? AND acknowledged_at IS NULL"
+)
 DEFAULT_MAX_PENDING = 50_000
+# Commits come at most this often: each one costs an fsync and a few thread
+# hops, so at a trickle of readings they are batched a little longer instead
+# of committing every message on its own. Under load a commit takes longer
+# than this anyway. A response waits for its commit, so this is also the
+# most latency the writer adds.
+MIN_COMMIT_INTERVAL = 0.01
 
 
 class StreamTally:
@@ -66,8 +95,8 @@ class StreamTally:
 
 @dataclass(slots=True)
 class _Statement:
-    statement: Any
-    params: list[dict[str, Any]]
+    sql: str
+    params: dict[str, Any] | tuple[Any, ...]
     future: asyncio.Future[None]
 
 
@@ -81,12 +110,12 @@ class Writer:
         self,
         engine: AsyncEngine,
         *,
-        on_committed: CommittedListener,
+        windows: WindowSink,
         on_health: Callable[[bool], None] = lambda healthy: None,
         max_pending: int = DEFAULT_MAX_PENDING,
     ) -> None:
         self._engine = engine
-        self._on_committed = on_committed
+        self._windows = windows
         # Told False when a write fails and True when writes succeed again, so
         # the controller can report NOT_SERVING while the database is in trouble.
         self._on_health = on_health
@@ -101,6 +130,7 @@ class Writer:
         self._stopping = False
         self._task: asyncio.Task[None] | None = None
         self._failing = False
+        self._last_commit = 0.0
         self.totals = BatchResult()
         self.commits = 0
 
@@ -146,20 +176,15 @@ class Writer:
 
     async def record_command(self, record: CommandRecord) -> None:
         """Insert a command and its decision record; returns once committed."""
-        await self._execute(insert(commands), [command_values(record)])
+        await self._execute(_INSERT_COMMAND, command_values(record))
 
     async def mark_acknowledged(self, command_id: int, at_us: int) -> None:
         """Record when the manipulator acknowledged a command (first ack wins)."""
-        statement = (
-            update(commands)
-            .where(commands.c.id == command_id, commands.c.acknowledged_at.is_(None))
-            .values(acknowledged_at=at_us)
-        )
-        await self._execute(statement, [])
+        await self._execute(_ACKNOWLEDGE_COMMAND, (at_us, command_id))
 
-    async def _execute(self, statement: Any, params: list[dict[str, Any]]) -> None:
+    async def _execute(self, sql: str, params: dict[str, Any] | tuple[Any, ...]) -> None:
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._statements.append(_Statement(statement, params, future))
+        self._statements.append(_Statement(sql, params, future))
         self._work.set()
         await future
 
@@ -169,9 +194,16 @@ class Writer:
         return self._group
 
     async def _run(self) -> None:
-        async with self._engine.connect() as conn:
+        async with self._engine.connect() as connection:
+            conn = (await connection.get_raw_connection()).driver_connection
+            assert isinstance(conn, aiosqlite.Connection), "the writer supports SQLite only"
+            loop = asyncio.get_running_loop()
             while True:
                 await self._work.wait()
+                pause = self._last_commit + MIN_COMMIT_INTERVAL - loop.time()
+                if pause > 0 and not self._stopping:
+                    await asyncio.sleep(pause)
+                self._last_commit = loop.time()
                 self._work.clear()
                 segments, self._segments = self._segments, []
                 statements, self._statements = self._statements, []
@@ -186,13 +218,14 @@ class Writer:
                     return
 
     async def _commit(
-        self, conn: AsyncConnection, segments: list[Segment], statements: list[_Statement]
+        self, conn: aiosqlite.Connection, segments: list[Segment], statements: list[_Statement]
     ) -> None:
         try:
             masks = await self._write(conn, segments, statements)
         except Exception as exc:
             with contextlib.suppress(Exception):
-                await conn.rollback()
+                if conn.in_transaction:
+                    await conn.rollback()
             if not self._failing:
                 log.error("database write failed: %s", exc)
                 self._failing = True
@@ -212,75 +245,86 @@ class Writer:
         for statement in statements:
             if not statement.future.done():
                 statement.future.set_result(None)
-        stored = duplicates = stale = 0
-        for (tally, rows), mask in zip(segments, masks, strict=True):
-            new = (
-                rows
-                if mask is None
-                else [r for r, is_new in zip(rows, mask, strict=True) if is_new]
-            )
-            late = self._on_committed([r[4] for r in new], [r[3] for r in new]) if new else 0
+        self._settle(segments, masks)
+
+    def _settle(self, segments: list[Segment], masks: list[list[bool]] | None) -> None:
+        """Count the committed readings into their windows and their streams' tallies."""
+        if masks is None:
+            news = [rows for _, rows in segments]
+        else:
+            news = [
+                [row for row, is_new in zip(rows, mask, strict=True) if is_new]
+                for (_, rows), mask in zip(segments, masks, strict=True)
+            ]
+        new_rows = [row for new in news for row in new]
+        # One call for the whole group: per-stream stale counts are only
+        # worked out in the rare group that has stale readings at all.
+        stale = self._windows.add_batch([r[4] for r in new_rows], [r[3] for r in new_rows])
+        received = 0
+        for (tally, rows), new in zip(segments, news, strict=True):
+            received += len(rows)
             tally.stored += len(new)
             tally.duplicates += len(rows) - len(new)
-            tally.stale += late
-            stored += len(new)
-            duplicates += len(rows) - len(new)
-            stale += late
-        self.totals += BatchResult(stored, duplicates, stale)
+            if stale:
+                tally.stale += sum(1 for row in new if self._windows.is_stale(row[4]))
+        self.totals += BatchResult(len(new_rows), received - len(new_rows), stale)
 
     async def _write(
-        self, conn: AsyncConnection, segments: list[Segment], statements: list[_Statement]
-    ) -> list[list[bool] | None]:
-        """Commit one group; per segment, None (all new) or a mask of the new rows."""
+        self, conn: aiosqlite.Connection, segments: list[Segment], statements: list[_Statement]
+    ) -> list[list[bool]] | None:
+        """Commit one group; None if every reading was new, else a mask of new ones per segment."""
         all_rows = [row for _, rows in segments for row in rows]
-        transaction = await conn.begin()
         try:
+            # IMMEDIATE takes the write lock up front (or waits busy_timeout).
+            await conn.execute("BEGIN IMMEDIATE")
             for item in statements:
-                await conn.execute(item.statement, item.params or None)
+                await conn.execute(item.sql, item.params)
             if all_rows:
-                result = await conn.exec_driver_sql(_INSERT_READINGS, all_rows)
-                if result.rowcount != len(all_rows):
+                cursor = await conn.executemany(_INSERT_READINGS, all_rows)
+                if cursor.rowcount != len(all_rows):
                     # Some readings were resends. Which ones matters (a duplicate
                     # must not count twice in a window): redo the group knowing them.
-                    await transaction.rollback()
+                    await conn.rollback()
                     return await self._write_with_duplicates(conn, segments, statements, all_rows)
-            await transaction.commit()
+            await conn.commit()
         except BaseException:
-            if transaction.is_active:
-                await transaction.rollback()
+            if conn.in_transaction:
+                await conn.rollback()
             raise
-        return [None] * len(segments)
+        return None
 
     async def _write_with_duplicates(
         self,
-        conn: AsyncConnection,
+        conn: aiosqlite.Connection,
         segments: list[Segment],
         statements: list[_Statement],
         all_rows: list[ReadingRow],
-    ) -> list[list[bool] | None]:
-        async with conn.begin():
-            for item in statements:
-                await conn.execute(item.statement, item.params or None)
-            seen = await _existing_keys(conn, all_rows)
-            masks: list[list[bool] | None] = []
-            new_rows: list[ReadingRow] = []
-            for _, rows in segments:
-                mask = []
-                for row in rows:
-                    key = (row[0], row[1], row[2])
-                    is_new = key not in seen
-                    seen.add(key)
-                    mask.append(is_new)
-                    if is_new:
-                        new_rows.append(row)
-                masks.append(mask)
-            if new_rows:
-                await conn.exec_driver_sql(_INSERT_READINGS, new_rows)
+    ) -> list[list[bool]]:
+        # The caller rolled back; its exception handler rolls this one back too.
+        await conn.execute("BEGIN IMMEDIATE")
+        for item in statements:
+            await conn.execute(item.sql, item.params)
+        seen = await _existing_keys(conn, all_rows)
+        masks: list[list[bool]] = []
+        new_rows: list[ReadingRow] = []
+        for _, rows in segments:
+            mask = []
+            for row in rows:
+                key = (row[0], row[1], row[2])
+                is_new = key not in seen
+                seen.add(key)
+                mask.append(is_new)
+                if is_new:
+                    new_rows.append(row)
+            masks.append(mask)
+        if new_rows:
+            await conn.executemany(_INSERT_READINGS, new_rows)
+        await conn.commit()
         return masks
 
 
 async def _existing_keys(
-    conn: AsyncConnection, rows: Sequence[ReadingRow]
+    conn: aiosqlite.Connection, rows: Sequence[ReadingRow]
 ) -> set[tuple[str, str, int]]:
     """Keys among ``rows`` already stored, one range query per sensor run."""
     ranges: dict[tuple[str, str], tuple[int, int]] = {}
@@ -289,6 +333,6 @@ async def _existing_keys(
         ranges[(sensor_id, boot_id)] = (min(low, seq), max(high, seq))
     found: set[tuple[str, str, int]] = set()
     for (sensor_id, boot_id), (low, high) in ranges.items():
-        result = await conn.exec_driver_sql(_EXISTING_SEQS, (sensor_id, boot_id, low, high))
-        found.update((sensor_id, boot_id, int(seq)) for (seq,) in result.all())
+        async with conn.execute(_EXISTING_SEQS, (sensor_id, boot_id, low, high)) as cursor:
+            found.update((sensor_id, boot_id, int(seq)) for (seq,) in await cursor.fetchall())
     return found
