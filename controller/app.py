@@ -24,6 +24,7 @@ from controller.decision import WindowSummary
 from controller.dispatch import ManipulatorLink
 from controller.history import HistoryServicer
 from controller.ingest import TelemetryServicer
+from controller.metrics import ControllerMetrics, MetricsEndpoint
 from controller.store import Database
 from controller.windows import WindowBook, window_index
 from controller.writer import Writer
@@ -62,6 +63,10 @@ class Controller:
         self._health = health.aio.HealthServicer()  # type: ignore[attr-defined]
         self._tasks: list[asyncio.Task[None]] = []
         self.port = 0
+        # Always kept (cheap); served over HTTP only with --metrics-listen.
+        self.metrics = ControllerMetrics()
+        self._metrics_endpoint: MetricsEndpoint | None = None
+        self.metrics_port = 0
 
     async def __aenter__(self) -> Controller:
         await self.start()
@@ -87,6 +92,7 @@ class Controller:
             windows=state.book,
             on_health=self._storage_health,
             max_pending=config.ingest_buffer,
+            metrics=self.metrics,
         )
         await writer.start()
         self.link = link = ManipulatorLink(
@@ -94,6 +100,7 @@ class Controller:
             on_ack=self._acknowledged,
             ssl=client_ssl_context(config.manipulator_tls),
             server_hostname=config.manipulator_tls.server_name,
+            metrics=self.metrics,
         )
         unacknowledged = await database.unacknowledged_commands()
         for record in unacknowledged:
@@ -110,9 +117,13 @@ class Controller:
             recorder=writer,
             sender=link,
             clock=self._clock,
+            metrics=self.metrics,
         )
         self._tasks.append(asyncio.create_task(self._decide(self.loop), name="decisions"))
         self._tasks.append(asyncio.create_task(self._log_stats(writer), name="ingest-stats"))
+        if config.metrics_listen is not None:
+            self._metrics_endpoint = MetricsEndpoint(self.metrics.registry)
+            self.metrics_port = self._metrics_endpoint.start(config.metrics_listen)
         await self._serve(writer, database)
 
     async def _serve(self, writer: Writer, database: Database) -> None:
@@ -121,7 +132,10 @@ class Controller:
             maximum_concurrent_rpcs=MAX_CONCURRENT_RPCS,
         )
         self.telemetry = TelemetryServicer(
-            writer, max_skew_us=round(self.config.max_skew * US_PER_SECOND), clock=self._clock
+            writer,
+            max_skew_us=round(self.config.max_skew * US_PER_SECOND),
+            clock=self._clock,
+            metrics=self.metrics,
         )
         telemetry_pb2_grpc.add_TelemetryServicer_to_server(self.telemetry, server)
         history_pb2_grpc.add_HistoryServicer_to_server(HistoryServicer(database), server)
@@ -238,6 +252,9 @@ class Controller:
         if self.database is not None:
             await self.database.close()
             self.database = None
+        if self._metrics_endpoint is not None:
+            await self._metrics_endpoint.close()
+            self._metrics_endpoint = None
 
 
 @dataclass(slots=True)

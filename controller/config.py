@@ -46,6 +46,8 @@ class ControllerConfig:
     """The gRPC server's certificate, key and client CA (see :mod:`workcell.tls`)."""
     manipulator_tls: TlsConfig = PLAINTEXT
     """The manipulator link's CA, client certificate and key."""
+    metrics_listen: Address | None = None
+    """Where to serve Prometheus ``/metrics`` over HTTP; None: no endpoint."""
 
 
 def _status(text: str) -> str:
@@ -61,6 +63,11 @@ def _database_url(text: str) -> str:
             f"expected an SQLAlchemy URL like {DEFAULT_DATABASE}, got {text!r}"
         )
     return text
+
+
+def _optional_address(text: str) -> Address | None:
+    # Empty means unset, so compose files can pass the variable through blank.
+    return address(text) if text.strip() else None
 
 
 def parse_config(
@@ -174,6 +181,15 @@ def parse_config(
         metavar="text|json",
         help="log lines as text, or as JSON objects for log shippers",
     )
+    parser.flag(
+        "--metrics-listen",
+        env="WORKCELL_METRICS_LISTEN",
+        default=None,
+        type=_optional_address,
+        metavar="HOST:PORT",
+        help="serve Prometheus metrics on http://HOST:PORT/metrics (port 0 picks a free "
+        "port; unset: no metrics endpoint)",
+    )
     add_tls_flags(parser, side="server", what="gRPC server: ")
     add_tls_flags(parser, side="client", role="manipulator", what="manipulator link: ")
     ns = parser.parse_args(argv)
@@ -195,4 +211,5 @@ def parse_config(
         log_format=ns.log_format,
         tls=tls,
         manipulator_tls=manipulator_tls,
+        metrics_listen=ns.metrics_listen,
     )

@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 from collections.abc import Awaitable, Callable
 from typing import Protocol
 
 from controller.decision import WindowSummary, decide
 from controller.errors import StorageError
+from controller.metrics import ControllerMetrics
 from controller.records import CommandRecord
 from controller.windows import WindowBook, window_bounds
 from workcell.timeconv import Clock, now_us, to_iso
@@ -53,6 +55,7 @@ class DecisionLoop:
         sender: CommandSender,
         clock: Clock = now_us,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        metrics: ControllerMetrics | None = None,
     ) -> None:
         self.book = book
         self.alpha = alpha
@@ -63,6 +66,7 @@ class DecisionLoop:
         self._sender = sender
         self._clock = clock
         self._sleep = sleep
+        self._metrics = metrics if metrics is not None else ControllerMetrics()
         self.last: CommandRecord | None = None
 
     async def run(self) -> None:
@@ -99,6 +103,10 @@ class DecisionLoop:
         # know, so a restart resends it instead of reusing its id.
         await self._record(record)
         self._sender.enqueue(record)
+        metrics = self._metrics
+        metrics.commands_sent.inc()
+        metrics.decisions.labels(outcome=record.outcome).inc()
+        metrics.last_p_value.set(math.nan if record.p_value is None else record.p_value)
         self.next_id += 1
         self.status = decision.status
         self.previous = decision.current

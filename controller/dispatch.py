@@ -17,6 +17,7 @@ from collections.abc import Awaitable, Callable
 
 from google.protobuf.message import DecodeError
 
+from controller.metrics import ControllerMetrics
 from controller.records import CommandRecord
 from workcell.flags import Address
 from workcell.framing import FrameDecoder, FrameError, encode_frame
@@ -55,6 +56,7 @@ class ManipulatorLink:
         connect_timeout: float = 5.0,
         ssl: ssl_module.SSLContext | None = None,
         server_hostname: str | None = None,
+        metrics: ControllerMetrics | None = None,
     ) -> None:
         self._address = address
         self._ssl = ssl
@@ -62,6 +64,7 @@ class ManipulatorLink:
         # host dialled (an IP address is matched against the IP SANs).
         self._server_hostname = (server_hostname or address.host) if ssl is not None else None
         self._on_ack = on_ack
+        self._metrics = metrics if metrics is not None else ControllerMetrics()
         self._initial_backoff = initial_backoff
         self._max_backoff = max_backoff
         self._connect_timeout = connect_timeout
@@ -82,6 +85,7 @@ class ManipulatorLink:
         if self._pending and record.id <= next(reversed(self._pending)):
             raise ValueError(f"command {record.id} enqueued out of order")
         self._pending[record.id] = encode_frame(command_message(record))
+        self._metrics.commands_pending.set(len(self._pending))
         self._wake.set()
 
     async def start(self) -> None:
@@ -97,6 +101,7 @@ class ManipulatorLink:
                 await self._task
             self._task = None
         self.connected = False
+        self._metrics.manipulator_link_up.set(0)
 
     async def _run(self) -> None:
         backoff = self._initial_backoff
@@ -122,6 +127,7 @@ class ManipulatorLink:
             failing = False
             backoff = self._initial_backoff
             self.connected = True
+            self._metrics.manipulator_link_up.set(1)
             log.info(
                 "connected to the manipulator at %s (%d pending)", self._address, len(self._pending)
             )
@@ -132,6 +138,8 @@ class ManipulatorLink:
             finally:
                 self.connected = False
                 self.reconnects += 1
+                self._metrics.manipulator_link_up.set(0)
+                self._metrics.manipulator_reconnects.inc()
                 writer.close()
                 with contextlib.suppress(Exception):
                     await writer.wait_closed()
@@ -167,6 +175,8 @@ class ManipulatorLink:
                 if self._pending.pop(command_id, None) is None:
                     log.debug("ack for command %d that is not pending", command_id)
                     continue
+                self._metrics.commands_acknowledged.inc()
+                self._metrics.commands_pending.set(len(self._pending))
                 log.info("command %d acknowledged", command_id, extra={"command_id": command_id})
                 try:
                     await self._on_ack(command_id)

@@ -16,6 +16,7 @@ from typing import Protocol
 import grpc
 
 from controller.errors import InvalidReading
+from controller.metrics import ControllerMetrics
 from controller.records import ReadingRow
 from controller.validation import MAX_SEQ, check_identity, reading_timestamp
 from controller.writer import StreamTally
@@ -42,8 +43,16 @@ class ReadingSink(Protocol):
 class TelemetryServicer(telemetry_pb2_grpc.TelemetryServicer):
     """Stores every reading of a stream, then answers with the counts."""
 
-    def __init__(self, sink: ReadingSink, *, max_skew_us: int, clock: Clock = now_us) -> None:
+    def __init__(
+        self,
+        sink: ReadingSink,
+        *,
+        max_skew_us: int,
+        clock: Clock = now_us,
+        metrics: ControllerMetrics | None = None,
+    ) -> None:
         self._sink = sink
+        self._metrics = metrics if metrics is not None else ControllerMetrics()
         self._max_skew_us = max_skew_us
         self._clock = clock
         self.open_streams = 0
@@ -57,12 +66,22 @@ class TelemetryServicer(telemetry_pb2_grpc.TelemetryServicer):
         reader = _StreamReader(self._clock, self._max_skew_us)
         last_group: asyncio.Future[None] | None = None
         problem: InvalidReading | None = None
+        metrics = self._metrics
+        # Readings of this stream not yet added to the received counter: it
+        # is told once per commit group the stream joins, not per message.
+        uncounted = 0
         self.open_streams += 1
+        metrics.open_streams.inc()
         try:
             async for request in request_iterator:
                 rows, problem = reader.rows(request)
                 if rows:
-                    last_group = await self._sink.add_readings(tally, rows)
+                    group = await self._sink.add_readings(tally, rows)
+                    uncounted += len(rows)
+                    if group is not last_group:
+                        metrics.readings_received.inc(uncounted)
+                        uncounted = 0
+                        last_group = group
                 if problem is not None or tally.failure is not None:
                     break
             # Readings received before a bad one are still stored: wait for
@@ -74,11 +93,14 @@ class TelemetryServicer(telemetry_pb2_grpc.TelemetryServicer):
                 await asyncio.shield(last_group)
         finally:
             self.open_streams -= 1
+            metrics.open_streams.dec()
+            metrics.readings_received.inc(uncounted)
         if tally.failure is not None:
             # Some of this stream was not committed: the sender keeps it all
             # and resends after the database recovers (duplicates are no-ops).
             await context.abort(grpc.StatusCode.UNAVAILABLE, str(tally.failure))
         if problem is not None:
+            metrics.readings_invalid.inc()
             log.warning("rejected a stream: %s", problem)
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(problem))
         return telemetry_pb2.StreamReadingsResponse(

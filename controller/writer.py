@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -29,6 +30,7 @@ import aiosqlite
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from controller.errors import StorageError
+from controller.metrics import ControllerMetrics
 from controller.records import BatchResult, CommandRecord, ReadingRow
 from controller.schema import commands
 from controller.store import command_values
@@ -113,8 +115,10 @@ class Writer:
         windows: WindowSink,
         on_health: Callable[[bool], None] = lambda healthy: None,
         max_pending: int = DEFAULT_MAX_PENDING,
+        metrics: ControllerMetrics | None = None,
     ) -> None:
         self._engine = engine
+        self._metrics = metrics if metrics is not None else ControllerMetrics()
         self._windows = windows
         # Told False when a write fails and True when writes succeed again, so
         # the controller can report NOT_SERVING while the database is in trouble.
@@ -220,6 +224,7 @@ class Writer:
     async def _commit(
         self, conn: aiosqlite.Connection, segments: list[Segment], statements: list[_Statement]
     ) -> None:
+        started = time.perf_counter()
         try:
             masks = await self._write(conn, segments, statements)
         except Exception as exc:
@@ -242,6 +247,9 @@ class Writer:
             self._failing = False
             self._on_health(True)
         self.commits += 1
+        metrics = self._metrics
+        metrics.commit_latency.observe(time.perf_counter() - started)
+        metrics.commit_batch_size.observe(sum(len(rows) for _, rows in segments))
         for statement in statements:
             if not statement.future.done():
                 statement.future.set_result(None)
@@ -268,6 +276,11 @@ class Writer:
             if stale:
                 tally.stale += sum(1 for row in new if self._windows.is_stale(row[4]))
         self.totals += BatchResult(len(new_rows), received - len(new_rows), stale)
+        # Group totals, not per reading: this runs once per commit.
+        metrics = self._metrics
+        metrics.readings_stored.inc(len(new_rows))
+        metrics.readings_duplicate.inc(received - len(new_rows))
+        metrics.readings_stale.inc(stale)
 
     async def _write(
         self, conn: aiosqlite.Connection, segments: list[Segment], statements: list[_Statement]
