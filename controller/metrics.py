@@ -130,9 +130,12 @@ class MetricsEndpoint:
 
     def start(self, address: Address) -> int:
         """Bind ``address`` (port 0 picks one), start serving; return the bound port."""
-        self._server, self._thread = start_http_server(
-            address.port, address.host, registry=self._registry
-        )
+        try:
+            self._server, self._thread = start_http_server(
+                address.port, address.host, registry=self._registry
+            )
+        except OSError as exc:
+            raise OSError(f"cannot serve metrics on {address}: {exc}") from exc
         self.port = int(self._server.server_address[1])
         log.info("metrics on %s:%d", address.host, self.port)
         return self.port

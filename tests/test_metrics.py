@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import socket
 import urllib.error
 import urllib.request
 from collections.abc import Callable
@@ -197,3 +198,24 @@ def test_the_process_logs_its_metrics_port_and_serves_it(tmp_path: Path) -> None
         assert samples[f"{P}manipulator_link_up"] == 0  # nothing listens on port 1
         assert math.isnan(samples[f"{P}last_p_value"])
         assert controller.stop() == 0
+
+
+def test_a_metrics_port_in_use_fails_the_start_with_one_line(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        controller = start_service(
+            "controller",
+            [
+                "--listen=127.0.0.1:0",
+                "--manipulator=127.0.0.1:1",
+                f"--database=sqlite+aiosqlite:///{tmp_path / 'w.db'}",
+                f"--metrics-listen=127.0.0.1:{port}",
+            ],
+            wait_listening=False,
+        )
+        with running(controller):
+            assert controller.wait() == 1
+    assert f"cannot serve metrics on 127.0.0.1:{port}" in controller.output()
+    assert "listening on" not in controller.output()
