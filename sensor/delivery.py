@@ -28,8 +28,9 @@ import grpc
 from grpc import aio
 
 from sensor.buffer import PendingBuffer
+from sensor.wire import encode_reading, request_bytes
 from workcell.tls import PLAINTEXT, TlsConfig, grpc_aio_channel
-from workcell.v1 import telemetry_pb2, telemetry_pb2_grpc
+from workcell.v1 import telemetry_pb2
 
 __all__ = ["Backoff", "Delivery"]
 
@@ -43,9 +44,14 @@ PROBE_READINGS = 1000
 # What grpc.aio reports when a write fails because the stream already ended.
 _WRITE_RACE_DETAILS = "Internal error from Core"
 
-_ReadingsCall = aio.StreamUnaryCall[
-    telemetry_pb2.StreamReadingsRequest, telemetry_pb2.StreamReadingsResponse
-]
+_METHOD = "/workcell.v1.Telemetry/StreamReadings"
+
+# The requests are written as bytes already (see sensor.wire).
+_ReadingsCall = aio.StreamUnaryCall[bytes, telemetry_pb2.StreamReadingsResponse]
+_ReadingsMethod = aio.StreamUnaryMultiCallable[bytes, telemetry_pb2.StreamReadingsResponse]
+
+# A held reading: its seq (to count distinct readings sent) and its encoded field.
+_Held = tuple[int, bytes]
 
 
 @dataclass(frozen=True)
@@ -112,7 +118,7 @@ class Delivery:
         self.target = target
         self._tls = tls
         self._batch = min(batch, capacity)
-        self._buffer: PendingBuffer[telemetry_pb2.Reading] = PendingBuffer(capacity)
+        self._buffer: PendingBuffer[_Held] = PendingBuffer(capacity)
         self._stream_seconds = stream_seconds
         self._response_timeout = response_timeout
         self._backoff = backoff or Backoff()
@@ -202,7 +208,8 @@ class Delivery:
     def add(self, reading: telemetry_pb2.Reading) -> None:
         """Hold ``reading`` until acknowledged and send it as soon as its batch is full."""
         self._idle.clear()
-        dropped = self._buffer.append(reading)
+        # Encoded once here: a send or a resend only concatenates bytes.
+        dropped = self._buffer.append((reading.seq, encode_reading(reading)))
         if dropped and self._drops_logged_at is None:
             self._drops_logged_at = self._buffer.dropped - dropped
             log.warning(
@@ -234,7 +241,12 @@ class Delivery:
 
     async def _send_forever(self) -> None:
         assert self._channel is not None
-        stub = telemetry_pb2_grpc.TelemetryStub(self._channel)
+        # Requests go out as bytes (no serializer): they are built by sensor.wire.
+        stub: _ReadingsMethod = self._channel.stream_unary(
+            _METHOD,
+            request_serializer=None,
+            response_deserializer=telemetry_pb2.StreamReadingsResponse.FromString,
+        )
         while True:
             await self._wait_sendable()
             if self._abort:
@@ -265,7 +277,7 @@ class Delivery:
         # Whatever failed meanwhile is covered by this pause.
         self._abort = False
 
-    async def _send_probe(self, stub: telemetry_pb2_grpc.TelemetryAsyncStub, stream: int) -> None:
+    async def _send_probe(self, stub: _ReadingsMethod, stream: int) -> None:
         """After a failure: one message of the oldest readings, half-closed at once, answered.
 
         Writing a single message and half-closing right away means no write
@@ -273,11 +285,11 @@ class Delivery:
         controller's own status and message (see :class:`_StreamFailed`).
         """
         epoch = self._failures
-        call: _ReadingsCall = stub.StreamReadings(None, timeout=self._response_timeout)
+        call: _ReadingsCall = stub(None, timeout=self._response_timeout)
         readings = self._buffer.take(stream, max(self._batch, PROBE_READINGS))
         self._count_sent(readings)
         try:
-            await call.write(telemetry_pb2.StreamReadingsRequest(readings=readings))
+            await call.write(request_bytes(field for _, field in readings))
             await call.done_writing()
             response = await call
         except asyncio.CancelledError:
@@ -292,11 +304,11 @@ class Delivery:
         self._probe = False
         self._acknowledged(stream, len(readings), response, epoch)
 
-    async def _send_stream(self, stub: telemetry_pb2_grpc.TelemetryAsyncStub, stream: int) -> None:
+    async def _send_stream(self, stub: _ReadingsMethod, stream: int) -> None:
         """Write one stream for about ``stream_seconds``, then leave its response to a task."""
         loop = asyncio.get_running_loop()
         epoch = self._failures
-        call: _ReadingsCall = stub.StreamReadings(
+        call: _ReadingsCall = stub(
             None,  # no iterator: this side writes the messages itself
             timeout=self._stream_seconds + self._response_timeout,
         )
@@ -308,7 +320,7 @@ class Delivery:
                 if self._sendable():
                     readings = self._buffer.take(stream, self._batch)
                     self._count_sent(readings)
-                    await call.write(telemetry_pb2.StreamReadingsRequest(readings=readings))
+                    await call.write(request_bytes(field for _, field in readings))
                     written += len(readings)
                 elif self._flushing and written:
                     break  # all sent: end the stream now so its response comes now
@@ -335,10 +347,10 @@ class Delivery:
         self._waiters.add(waiter)
         waiter.add_done_callback(self._waiters.discard)
 
-    def _count_sent(self, readings: list[telemetry_pb2.Reading]) -> None:
-        for reading in readings:
-            if reading.seq > self._max_seq_sent:
-                self._max_seq_sent = reading.seq
+    def _count_sent(self, readings: list[_Held]) -> None:
+        for seq, _ in readings:
+            if seq > self._max_seq_sent:
+                self._max_seq_sent = seq
                 self.sent += 1
 
     async def _await_response(
