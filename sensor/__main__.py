@@ -234,15 +234,44 @@ class ReadingFactory:
         )
 
 
+# The event loop's timers have a resolution of 1 ms (uvloop/libuv) and may fire
+# that much early; a reading due within it is taken on that wakeup rather than
+# after a run of zero-delay sleeps (about ten wakeups per reading at 300/s).
+TIMER_SLACK_SECONDS = 0.001
+
+
 async def generate(pacer: Pacer, make_reading: ReadingFactory, delivery: Delivery) -> None:
-    """Create each reading in its schedule slot (all overdue ones at once) until the pacer ends."""
-    while True:
-        for index in pacer.take_due(time.monotonic()):
-            delivery.add(make_reading(index + 1))
-        delay = pacer.delay(time.monotonic())
-        if math.isinf(delay):
+    """Create each reading in its schedule slot (all overdue ones at once) until the pacer ends.
+
+    A reading is created at most :data:`TIMER_SLACK_SECONDS` before its slot;
+    the schedule itself stays absolute, so the rate does not drift. The work
+    runs in a timer callback, not a task that sleeps: one wakeup per reading
+    costs less that way, which is most of a sensor's CPU at its nominal rate.
+    """
+    loop = asyncio.get_running_loop()
+    finished: asyncio.Future[None] = loop.create_future()
+    timer: asyncio.TimerHandle | None = None
+
+    def tick() -> None:
+        nonlocal timer
+        try:
+            for index in pacer.take_due(time.monotonic() + TIMER_SLACK_SECONDS):
+                delivery.add(make_reading(index + 1))
+            delay = pacer.delay(time.monotonic())
+        except Exception as exc:  # surfaces from the await below, as in a task
+            finished.set_exception(exc)
             return
-        await asyncio.sleep(delay)
+        if math.isinf(delay):
+            finished.set_result(None)
+        else:
+            timer = loop.call_later(delay, tick)
+
+    tick()
+    try:
+        await finished
+    finally:
+        if timer is not None:
+            timer.cancel()
 
 
 def reading_limit(config: SensorConfig) -> int | None:
