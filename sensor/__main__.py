@@ -18,10 +18,13 @@ import uvloop
 
 from sensor.config import SensorConfig, default_sensor_id, sensor_id, step_at
 from sensor.delivery import Delivery
+from sensor.metrics import SensorCollector, sensor_registry
+from sensor.metrics_server import MetricsServer
 from sensor.pacing import Pacer, Schedule
 from sensor.profiles import PROFILE_NAMES, Profile, make_profile
 from sensor.progress import Counters, ProgressReporter
 from workcell.flags import (
+    Address,
     FlagParser,
     address,
     duration_seconds,
@@ -65,6 +68,11 @@ def _seed(text: str) -> int:
     if value < 0:
         raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}")
     return value
+
+
+def _optional_address(text: str) -> Address | None:
+    # Empty means unset, so compose files can pass the variable through blank.
+    return address(text) if text.strip() else None
 
 
 def build_parser(environ: Mapping[str, str] | None = None) -> FlagParser:
@@ -169,6 +177,15 @@ def build_parser(environ: Mapping[str, str] | None = None) -> FlagParser:
         metavar="text|json",
         help="log lines as text, or as JSON objects for log shippers",
     )
+    parser.flag(
+        "--metrics-listen",
+        env="WORKCELL_METRICS_LISTEN",
+        default=None,
+        type=_optional_address,
+        metavar="HOST:PORT",
+        help="serve Prometheus metrics on http://HOST:PORT/metrics (port 0 picks a free "
+        "port; unset: no metrics endpoint)",
+    )
     add_tls_flags(parser, side="client", what="controller: ")
     return parser
 
@@ -207,6 +224,7 @@ def parse_config(
         log_level=args.log_level,
         log_format=args.log_format,
         tls=tls,
+        metrics_listen=args.metrics_listen,
     )
 
 
@@ -327,6 +345,7 @@ async def run_sensor(config: SensorConfig) -> int:
             acked=delivery.acked,
             buffered=delivery.buffered,
             dropped=delivery.dropped,
+            reconnects=delivery.reconnects,
         )
 
     reporter = ProgressReporter(
@@ -335,6 +354,30 @@ async def run_sensor(config: SensorConfig) -> int:
         bar=config.progress and sys.stderr.isatty(),
         total=limit,
     )
+    metrics: MetricsServer | None = None
+    if config.metrics_listen is not None:
+        collector = SensorCollector(config.sensor_id, counters, lambda: reporter.rate)
+        metrics = MetricsServer(sensor_registry(collector))
+        try:
+            metrics.start(config.metrics_listen)
+        except OSError as exc:
+            log.error("%s", exc)
+            return 1
+    try:
+        return await _run(config, make_reading, delivery, reporter, limit, stop)
+    finally:
+        if metrics is not None:
+            await metrics.close()
+
+
+async def _run(
+    config: SensorConfig,
+    make_reading: ReadingFactory,
+    delivery: Delivery,
+    reporter: ProgressReporter,
+    limit: int | None,
+    stop: asyncio.Event,
+) -> int:
     async with delivery:
         stopped = asyncio.create_task(stop.wait())
         # The schedule starts now, after the set-up, so it starts without a backlog.

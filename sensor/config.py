@@ -64,6 +64,8 @@ class SensorConfig:
     log_format: str = "text"
     tls: TlsConfig = PLAINTEXT
     """CA to verify the controller with, and this sensor's certificate (mutual TLS)."""
+    metrics_listen: Address | None = None
+    """Where to serve Prometheus ``/metrics`` over HTTP; None: no endpoint."""
 
 
 def sanitize_sensor_id(text: str) -> str:

@@ -158,6 +158,11 @@ class Delivery:
         return len(self._buffer)
 
     @property
+    def reconnects(self) -> int:
+        """Failed streams so far; after each one delivery backs off and reconnects to resend."""
+        return self._failures
+
+    @property
     def dropped(self) -> int:
         """Readings dropped because the buffer was full."""
         return self._buffer.dropped

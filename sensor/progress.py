@@ -33,6 +33,7 @@ class Counters:
     acked: int
     buffered: int
     dropped: int
+    reconnects: int = 0
 
 
 def progress_line(sensor_id: str, rate: float, counters: Counters) -> str:
@@ -80,6 +81,8 @@ class ProgressReporter:
         self._log_interval = log_interval
         self._bar_interval = bar_interval
         self._clock = clock
+        self.rate = 0.0
+        """Readings created per second over the last ``log_interval`` (0 until one has passed)."""
 
     async def run(self) -> None:
         """Report until cancelled."""
@@ -93,7 +96,7 @@ class ProgressReporter:
         while True:
             await asyncio.sleep(self._log_interval)
             counters = self._counters()
-            rate = meter.sample(counters.created, self._clock())
+            rate = self.rate = meter.sample(counters.created, self._clock())
             log.info(
                 "%s",
                 progress_line(self._sensor_id, rate, counters),
@@ -116,10 +119,17 @@ class ProgressReporter:
             dynamic_ncols=True,
         )
         shown = 0
+        meter = RateMeter(self._counters().created, self._clock())
+        sampled_at = self._clock()
 
         def refresh() -> None:
-            nonlocal shown
+            nonlocal shown, sampled_at
             counters = self._counters()
+            now = self._clock()
+            if now - sampled_at >= self._log_interval:
+                # The same interval as the log lines, so ``rate`` means the same with a bar.
+                self.rate = meter.sample(counters.created, now)
+                sampled_at = now
             bar.set_postfix_str(
                 f"acked={counters.acked} buffered={counters.buffered} dropped={counters.dropped}",
                 refresh=False,

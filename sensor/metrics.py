@@ -1,0 +1,86 @@
+"""The sensor's Prometheus metrics, read from its live counters at scrape time.
+
+A sensor already keeps every count the metrics need (in :class:`~sensor.delivery.Delivery`
+and the progress reporter), so the metrics are a custom collector that reads
+them when Prometheus scrapes: nothing is added to the per-reading path. The
+collector sits on a registry of its own (never the process-wide default), so
+only these metrics are exported. Pure: no sockets, no asyncio.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.metrics_core import Metric
+from prometheus_client.registry import Collector, CollectorRegistry
+
+from sensor.progress import Counters
+
+__all__ = ["PREFIX", "SensorCollector", "sensor_registry"]
+
+PREFIX = "workcell_sensor_"
+_LABELS = ["sensor_id"]
+
+
+class SensorCollector(Collector):
+    """Exports one sensor's counters; ``counters`` and ``rate`` are read on every scrape.
+
+    ``rate`` is the readings created per second over the last progress interval.
+    """
+
+    def __init__(
+        self, sensor_id: str, counters: Callable[[], Counters], rate: Callable[[], float]
+    ) -> None:
+        self._sensor_id = sensor_id
+        self._counters = counters
+        self._rate = rate
+
+    def collect(self) -> Iterator[Metric]:
+        """The metric families of one scrape."""
+        # Read from the HTTP server's thread: each value is one attribute read
+        # under the GIL, so a scrape may mix instants a few readings apart, never torn values.
+        counters = self._counters()
+        labels = [self._sensor_id]
+        for name, doc, value in (
+            ("sent", "Distinct readings written to the controller at least once", counters.sent),
+            (
+                "acknowledged",
+                "Readings the controller acknowledged as stored (or already stored)",
+                counters.acked,
+            ),
+            (
+                "dropped",
+                "Readings dropped unacknowledged because the buffer was full",
+                counters.dropped,
+            ),
+            (
+                "reconnects",
+                "Times delivery failed and the sensor reconnected (after a backoff) to resend",
+                counters.reconnects,
+            ),
+        ):
+            counter = CounterMetricFamily(PREFIX + name, doc, labels=_LABELS)
+            counter.add_metric(labels, value)
+            yield counter
+        buffered = GaugeMetricFamily(
+            PREFIX + "buffered",
+            "Readings held until acknowledged (unsent or awaiting their stream's response)",
+            labels=_LABELS,
+        )
+        buffered.add_metric(labels, counters.buffered)
+        yield buffered
+        rate = GaugeMetricFamily(
+            PREFIX + "actual_rate",
+            "Readings created per second over the last progress interval (5 s)",
+            labels=_LABELS,
+        )
+        rate.add_metric(labels, self._rate())
+        yield rate
+
+
+def sensor_registry(collector: SensorCollector) -> CollectorRegistry:
+    """A new registry holding only ``collector``."""
+    registry = CollectorRegistry()
+    registry.register(collector)
+    return registry
