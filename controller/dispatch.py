@@ -73,6 +73,7 @@ class ManipulatorLink:
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self.connected = False
+        self._closing = False
         self.reconnects = 0
 
     @property
@@ -96,9 +97,14 @@ class ManipulatorLink:
     async def close(self) -> None:
         """Stop delivering (pending commands stay in the database); idempotent."""
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            # The flag as well as the cancel: on Python 3.11 wait_for can
+            # swallow a cancel that lands as a connect fails, and the retry
+            # loop would then go on forever.
+            self._closing = True
+            while not self._task.done():
+                self._task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await asyncio.wait({self._task}, timeout=1.0)
             self._task = None
         self.connected = False
         self._metrics.manipulator_link_up.set(0)
@@ -106,7 +112,7 @@ class ManipulatorLink:
     async def _run(self) -> None:
         backoff = self._initial_backoff
         failing = False
-        while True:
+        while not self._closing:
             try:
                 reader, writer = await asyncio.wait_for(
                     asyncio.open_connection(
