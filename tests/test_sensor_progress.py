@@ -50,3 +50,30 @@ async def test_reporter_logs_lines_without_a_terminal(caplog: pytest.LogCaptureF
             await task
     lines = [r.getMessage() for r in caplog.records]
     assert all(LINE.fullmatch(line) for line in lines), lines
+
+
+@pytest.mark.parametrize("bar", [False, True])
+async def test_reporter_keeps_the_rate_of_the_last_interval(bar: bool) -> None:
+    # The metrics' actual-rate gauge reads .rate, with or without the tqdm bar.
+    created = 0
+    now = 0.0
+
+    def counters() -> Counters:
+        return Counters(created, created, created, 0, 0)
+
+    reporter = ProgressReporter(
+        "s-3", counters, bar=bar, log_interval=1.0, bar_interval=0.001, clock=lambda: now
+    )
+    assert reporter.rate == 0.0
+    task = asyncio.create_task(reporter.run())
+    try:
+        async with asyncio.timeout(10):
+            while reporter.rate == 0.0:
+                created += 30  # 30 readings per 0.1 s of the fake clock
+                now += 0.1
+                await asyncio.sleep(0.002)
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    assert reporter.rate == pytest.approx(300.0, rel=0.15)
