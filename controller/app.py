@@ -24,10 +24,11 @@ from controller.decision import WindowSummary
 from controller.dispatch import ManipulatorLink
 from controller.history import HistoryServicer
 from controller.ingest import TelemetryServicer
-from controller.metrics import ControllerMetrics, MetricsEndpoint
+from controller.metrics import ControllerMetrics
 from controller.store import Database
 from controller.windows import WindowBook, window_index
 from controller.writer import Writer
+from workcell.metrics_http import MetricsEndpoint
 from workcell.timeconv import US_PER_SECOND, Clock, now_us
 from workcell.tls import add_grpc_port, client_ssl_context
 from workcell.v1 import history_pb2, history_pb2_grpc, telemetry_pb2, telemetry_pb2_grpc

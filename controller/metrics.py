@@ -11,20 +11,14 @@ feeds these counts per commit group or per stream, never per reading.
 
 from __future__ import annotations
 
-import asyncio
-import logging
 import math
-import threading
-from wsgiref.simple_server import WSGIServer
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from controller.decision import Outcome
-from workcell.flags import Address
 
-__all__ = ["PREFIX", "ControllerMetrics", "MetricsEndpoint"]
+__all__ = ["PREFIX", "ControllerMetrics"]
 
-log = logging.getLogger(__name__)
 
 PREFIX = "workcell_controller_"
 # Readings per committed group: from a trickle (one message) up to the
@@ -117,37 +111,3 @@ class ControllerMetrics:
             "Times the manipulator connection was lost (and is re-dialled)",
             registry=r,
         )
-
-
-class MetricsEndpoint:
-    """``/metrics`` over HTTP for one registry, served from a daemon thread."""
-
-    def __init__(self, registry: CollectorRegistry) -> None:
-        self._registry = registry
-        self._server: WSGIServer | None = None
-        self._thread: threading.Thread | None = None
-        self.port = 0
-
-    def start(self, address: Address) -> int:
-        """Bind ``address`` (port 0 picks one), start serving; return the bound port."""
-        try:
-            self._server, self._thread = start_http_server(
-                address.port, address.host, registry=self._registry
-            )
-        except OSError as exc:
-            raise OSError(f"cannot serve metrics on {address}: {exc}") from exc
-        self.port = int(self._server.server_address[1])
-        log.info("metrics on %s:%d", address.host, self.port)
-        return self.port
-
-    async def close(self) -> None:
-        """Stop serving and release the port; idempotent."""
-        server, thread, self._server, self._thread = self._server, self._thread, None, None
-        if server is None:
-            return
-        # shutdown() waits for the serving thread's next poll (up to 0.5 s):
-        # off the event loop.
-        await asyncio.to_thread(server.shutdown)
-        server.server_close()
-        if thread is not None:
-            await asyncio.to_thread(thread.join, 5.0)

@@ -19,7 +19,6 @@ import uvloop
 from sensor.config import SensorConfig, default_sensor_id, sensor_id, step_at
 from sensor.delivery import Delivery
 from sensor.metrics import SensorCollector, sensor_registry
-from sensor.metrics_server import MetricsServer
 from sensor.pacing import Pacer, Schedule
 from sensor.profiles import PROFILE_NAMES, Profile, make_profile
 from sensor.progress import Counters, ProgressReporter
@@ -32,6 +31,7 @@ from workcell.flags import (
     positive_int,
 )
 from workcell.logs import configure_logging, log_format, log_level
+from workcell.metrics_http import MetricsEndpoint
 from workcell.timeconv import Clock, now_us, to_timestamp
 from workcell.tls import add_tls_flags, parse_tls
 from workcell.v1 import telemetry_pb2
@@ -354,10 +354,10 @@ async def run_sensor(config: SensorConfig) -> int:
         bar=config.progress and sys.stderr.isatty(),
         total=limit,
     )
-    metrics: MetricsServer | None = None
+    metrics: MetricsEndpoint | None = None
     if config.metrics_listen is not None:
         collector = SensorCollector(config.sensor_id, counters, lambda: reporter.rate)
-        metrics = MetricsServer(sensor_registry(collector))
+        metrics = MetricsEndpoint(sensor_registry(collector))
         try:
             metrics.start(config.metrics_listen)
         except OSError as exc:

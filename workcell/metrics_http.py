@@ -1,4 +1,7 @@
-"""The ``/metrics`` HTTP endpoint of a sensor (``--metrics-listen``), on a daemon thread."""
+"""The ``/metrics`` HTTP endpoint of a service (``--metrics-listen``), on a daemon thread.
+
+Shared by the controller and the sensor; each passes its own registry.
+"""
 
 from __future__ import annotations
 
@@ -12,12 +15,12 @@ from prometheus_client.registry import CollectorRegistry
 
 from workcell.flags import Address
 
-__all__ = ["MetricsServer"]
+__all__ = ["MetricsEndpoint"]
 
 log = logging.getLogger(__name__)
 
 
-class MetricsServer:
+class MetricsEndpoint:
     """Serves one registry over HTTP until :meth:`close`."""
 
     def __init__(self, registry: CollectorRegistry) -> None:
