@@ -15,7 +15,8 @@ from workcell.flags import (
     positive_int,
     probability,
 )
-from workcell.logs import log_format, log_level
+from workcell.logs import add_log_flags
+from workcell.metrics_http import add_metrics_flag
 from workcell.tls import PLAINTEXT, TlsConfig, add_tls_flags, parse_tls
 
 __all__ = ["DEFAULT_DATABASE", "ControllerConfig", "parse_config"]
@@ -63,11 +64,6 @@ def _database_url(text: str) -> str:
             f"expected an SQLAlchemy URL like {DEFAULT_DATABASE}, got {text!r}"
         )
     return text
-
-
-def _optional_address(text: str) -> Address | None:
-    # Empty means unset, so compose files can pass the variable through blank.
-    return address(text) if text.strip() else None
 
 
 def parse_config(
@@ -165,31 +161,8 @@ def parse_config(
         metavar="SECONDS",
         help="how long a database write waits for a lock held elsewhere before it fails",
     )
-    parser.flag(
-        "--log-level",
-        env="WORKCELL_LOG_LEVEL",
-        default=d.log_level,
-        type=log_level,
-        metavar="LEVEL",
-        help="log level: DEBUG, INFO, WARNING, ERROR",
-    )
-    parser.flag(
-        "--log-format",
-        env="WORKCELL_LOG_FORMAT",
-        default=d.log_format,
-        type=log_format,
-        metavar="text|json",
-        help="log lines as text, or as JSON objects for log shippers",
-    )
-    parser.flag(
-        "--metrics-listen",
-        env="WORKCELL_METRICS_LISTEN",
-        default=None,
-        type=_optional_address,
-        metavar="HOST:PORT",
-        help="serve Prometheus metrics on http://HOST:PORT/metrics (port 0 picks a free "
-        "port; unset: no metrics endpoint)",
-    )
+    add_log_flags(parser)
+    add_metrics_flag(parser)
     add_tls_flags(parser, side="server", what="gRPC server: ")
     add_tls_flags(parser, side="client", role="manipulator", what="manipulator link: ")
     ns = parser.parse_args(argv)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from workcell.flags import Address, FlagParser, address, positive_float, positive_int
 from workcell.framing import MAX_FRAME_BYTES
-from workcell.logs import log_format, log_level
+from workcell.logs import add_log_flags
 from workcell.tls import PLAINTEXT, TlsConfig, add_tls_flags, parse_tls
 
 __all__ = ["ManipulatorConfig", "parse_config"]
@@ -72,22 +72,7 @@ def parse_config(
         metavar="SECONDS",
         help="close a connection that sent part of a frame and then nothing for this long",
     )
-    parser.flag(
-        "--log-level",
-        env="WORKCELL_LOG_LEVEL",
-        default="INFO",
-        type=log_level,
-        metavar="LEVEL",
-        help="logging threshold: DEBUG, INFO, WARNING, ERROR",
-    )
-    parser.flag(
-        "--log-format",
-        env="WORKCELL_LOG_FORMAT",
-        default="text",
-        type=log_format,
-        metavar="text|json",
-        help="log lines as text, or as JSON objects for log shippers",
-    )
+    add_log_flags(parser)
     add_tls_flags(parser, side="server")
     args = parser.parse_args(argv)
     tls = parse_tls(parser, args, side="server")

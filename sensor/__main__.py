@@ -23,15 +23,14 @@ from sensor.pacing import Pacer, Schedule
 from sensor.profiles import PROFILE_NAMES, Profile, make_profile
 from sensor.progress import Counters, ProgressReporter
 from workcell.flags import (
-    Address,
     FlagParser,
     address,
     duration_seconds,
     positive_float,
     positive_int,
 )
-from workcell.logs import configure_logging, log_format, log_level
-from workcell.metrics_http import MetricsEndpoint
+from workcell.logs import add_log_flags, configure_logging
+from workcell.metrics_http import MetricsEndpoint, add_metrics_flag
 from workcell.timeconv import Clock, now_us, to_timestamp
 from workcell.tls import add_tls_flags, parse_tls
 from workcell.v1 import telemetry_pb2
@@ -68,11 +67,6 @@ def _seed(text: str) -> int:
     if value < 0:
         raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}")
     return value
-
-
-def _optional_address(text: str) -> Address | None:
-    # Empty means unset, so compose files can pass the variable through blank.
-    return address(text) if text.strip() else None
 
 
 def build_parser(environ: Mapping[str, str] | None = None) -> FlagParser:
@@ -162,30 +156,8 @@ def build_parser(environ: Mapping[str, str] | None = None) -> FlagParser:
         action="store_true",
         help="no progress bar (the progress log line every 5 s stays)",
     )
-    parser.flag(
-        "--log-level",
-        env="WORKCELL_LOG_LEVEL",
-        default="INFO",
-        type=log_level,
-        help="log level",
-    )
-    parser.flag(
-        "--log-format",
-        env="WORKCELL_LOG_FORMAT",
-        default="text",
-        type=log_format,
-        metavar="text|json",
-        help="log lines as text, or as JSON objects for log shippers",
-    )
-    parser.flag(
-        "--metrics-listen",
-        env="WORKCELL_METRICS_LISTEN",
-        default=None,
-        type=_optional_address,
-        metavar="HOST:PORT",
-        help="serve Prometheus metrics on http://HOST:PORT/metrics (port 0 picks a free "
-        "port; unset: no metrics endpoint)",
-    )
+    add_log_flags(parser)
+    add_metrics_flag(parser)
     add_tls_flags(parser, side="client", what="controller: ")
     return parser
 

@@ -21,6 +21,7 @@ __all__ = [
     "address",
     "duration_seconds",
     "non_negative_float",
+    "optional_address",
     "positive_float",
     "positive_int",
     "probability",
@@ -99,6 +100,11 @@ def address(text: str) -> Address:
     if not sep or not host or not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
         raise argparse.ArgumentTypeError(f"expected HOST:PORT, got {text!r}")
     return Address(host, int(port_text))
+
+
+def optional_address(text: str) -> Address | None:
+    """Like :func:`address`, but empty means unset (compose passes variables through blank)."""
+    return address(text) if text.strip() else None
 
 
 def _number(kind: Callable[[str], T], check: Callable[[T], bool], what: str) -> Callable[[str], T]:

@@ -21,9 +21,12 @@ import sys
 import time
 from typing import Any
 
+from workcell.flags import FlagParser
+
 __all__ = [
     "LOG_FORMATS",
     "JsonFormatter",
+    "add_log_flags",
     "configure_logging",
     "log_format",
     "log_message",
@@ -103,6 +106,26 @@ def configure_logging(level: str = "INFO", fmt: str = "text") -> None:
 
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
+
+def add_log_flags(parser: FlagParser) -> None:
+    """``--log-level`` and ``--log-format`` (WORKCELL_LOG_LEVEL, WORKCELL_LOG_FORMAT)."""
+    parser.flag(
+        "--log-level",
+        env="WORKCELL_LOG_LEVEL",
+        default="INFO",
+        type=log_level,
+        metavar="LEVEL",
+        help="log level: DEBUG, INFO, WARNING, ERROR",
+    )
+    parser.flag(
+        "--log-format",
+        env="WORKCELL_LOG_FORMAT",
+        default="text",
+        type=log_format,
+        metavar="text|json",
+        help="log lines as text, or as JSON objects for log shippers",
+    )
 
 
 def log_level(text: str) -> str:

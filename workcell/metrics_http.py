@@ -13,11 +13,24 @@ from wsgiref.simple_server import WSGIServer
 from prometheus_client import start_http_server
 from prometheus_client.registry import CollectorRegistry
 
-from workcell.flags import Address
+from workcell.flags import Address, FlagParser, optional_address
 
-__all__ = ["MetricsEndpoint"]
+__all__ = ["MetricsEndpoint", "add_metrics_flag"]
 
 log = logging.getLogger(__name__)
+
+
+def add_metrics_flag(parser: FlagParser) -> None:
+    """``--metrics-listen HOST:PORT`` (WORKCELL_METRICS_LISTEN); unset means no endpoint."""
+    parser.flag(
+        "--metrics-listen",
+        env="WORKCELL_METRICS_LISTEN",
+        default=None,
+        type=optional_address,
+        metavar="HOST:PORT",
+        help="serve Prometheus metrics on http://HOST:PORT/metrics (port 0 picks a free "
+        "port; unset: no metrics endpoint)",
+    )
 
 
 class MetricsEndpoint:
