@@ -59,7 +59,6 @@ class Controller:
         self.writer: Writer | None = None
         self.link: ManipulatorLink | None = None
         self.loop: DecisionLoop | None = None
-        self.telemetry: TelemetryServicer | None = None
         self._server: grpc.aio.Server | None = None
         self._health = health.aio.HealthServicer()  # type: ignore[attr-defined]
         self._tasks: list[asyncio.Task[None]] = []
@@ -132,13 +131,13 @@ class Controller:
             options=[("grpc.max_receive_message_length", MAX_MESSAGE_BYTES)],
             maximum_concurrent_rpcs=MAX_CONCURRENT_RPCS,
         )
-        self.telemetry = TelemetryServicer(
+        telemetry = TelemetryServicer(
             writer,
             max_skew_us=round(self.config.max_skew * US_PER_SECOND),
             clock=self._clock,
             metrics=self.metrics,
         )
-        telemetry_pb2_grpc.add_TelemetryServicer_to_server(self.telemetry, server)
+        telemetry_pb2_grpc.add_TelemetryServicer_to_server(telemetry, server)
         history_pb2_grpc.add_HistoryServicer_to_server(HistoryServicer(database), server)
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
         reflection.enable_server_reflection(

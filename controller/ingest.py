@@ -55,7 +55,6 @@ class TelemetryServicer(telemetry_pb2_grpc.TelemetryServicer):
         self._metrics = metrics if metrics is not None else ControllerMetrics()
         self._max_skew_us = max_skew_us
         self._clock = clock
-        self.open_streams = 0
 
     async def StreamReadings(
         self,
@@ -70,7 +69,6 @@ class TelemetryServicer(telemetry_pb2_grpc.TelemetryServicer):
         # Readings of this stream not yet added to the received counter: it
         # is told once per commit group the stream joins, not per message.
         uncounted = 0
-        self.open_streams += 1
         metrics.open_streams.inc()
         try:
             async for request in request_iterator:
@@ -92,7 +90,6 @@ class TelemetryServicer(telemetry_pb2_grpc.TelemetryServicer):
                 # it, and a client going away cancels this handler.
                 await asyncio.shield(last_group)
         finally:
-            self.open_streams -= 1
             metrics.open_streams.dec()
             metrics.readings_received.inc(uncounted)
         if tally.failure is not None:

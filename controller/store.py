@@ -11,7 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Row, event, func, select, tuple_
+from sqlalchemy import Row, event, select, tuple_
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
@@ -121,13 +121,6 @@ class Database:
             query = query.order_by(commands.c.issued_at, commands.c.id).limit(limit)
             rows = (await conn.execute(query)).all()
         return [command_from_row(row) for row in rows]
-
-    async def count_readings(self) -> int:
-        """How many readings are stored."""
-        async with self.engine.connect() as conn:
-            return int(
-                (await conn.execute(select(func.count()).select_from(readings))).scalar_one()
-            )
 
 
 def command_from_row(row: Row[Any]) -> CommandRecord:
