@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 BUF := node_modules/.bin/buf
 STAMP := $(VENV)/.installed
 
-.PHONY: run test check lint gen check-gen breaking pytest deps clean bench soak
+.PHONY: run test check lint gen check-gen breaking pytest postgres deps clean bench soak
 
 run: $(STAMP)
 	$(BIN)/workcell run $(ARGS)
@@ -54,7 +54,12 @@ lint: deps
 	$(BUF) lint
 	$(BUF) format --diff --exit-code
 
-pytest: deps
+# The storage, fault and end-to-end tests also run against a throwaway
+# PostgreSQL server they start from /usr/lib/postgresql/*/bin (issue 5).
+postgres:
+	scripts/ensure_postgres.sh
+
+pytest: deps postgres
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 # The performance harness (issue 4): `make bench ARGS="--quick"`; see benchmarks/README.md.
