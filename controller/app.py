@@ -25,6 +25,7 @@ from controller.dispatch import ManipulatorLink
 from controller.history import HistoryServicer
 from controller.ingest import TelemetryServicer
 from controller.metrics import ControllerMetrics
+from controller.retention import Retention
 from controller.store import Database
 from controller.windows import WindowBook, window_index
 from controller.writer import Writer
@@ -121,6 +122,11 @@ class Controller:
         )
         self._tasks.append(asyncio.create_task(self._decide(self.loop), name="decisions"))
         self._tasks.append(asyncio.create_task(self._log_stats(writer), name="ingest-stats"))
+        if config.retain_readings > 0:
+            retention = Retention(
+                writer, config.retain_readings, clock=self._clock, metrics=self.metrics
+            )
+            self._tasks.append(asyncio.create_task(retention.run(), name="retention"))
         if config.metrics_listen is not None:
             self._metrics_endpoint = MetricsEndpoint(self.metrics.registry)
             self.metrics_port = self._metrics_endpoint.start(config.metrics_listen)

@@ -6,10 +6,14 @@ import argparse
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
+
 from workcell.flags import (
     Address,
     FlagParser,
     address,
+    duration_seconds,
     non_negative_float,
     positive_float,
     positive_int,
@@ -19,7 +23,7 @@ from workcell.logs import add_log_flags
 from workcell.metrics_http import add_metrics_flag
 from workcell.tls import PLAINTEXT, TlsConfig, add_tls_flags, parse_tls
 
-__all__ = ["DEFAULT_DATABASE", "ControllerConfig", "parse_config"]
+__all__ = ["DEFAULT_DATABASE", "ControllerConfig", "database_url", "parse_config"]
 
 DEFAULT_DATABASE = "sqlite+aiosqlite:///data/workcell.db"
 DEFAULT_LISTEN = Address("127.0.0.1", 50051)
@@ -41,6 +45,8 @@ class ControllerConfig:
     shutdown_grace: float = 5.0
     ingest_buffer: int = 50_000
     busy_timeout: float = 10.0
+    retain_readings: float = 24 * 3600.0
+    """Seconds raw readings are kept; 0 keeps them forever."""
     log_level: str = "INFO"
     log_format: str = "text"
     tls: TlsConfig = PLAINTEXT
@@ -58,12 +64,33 @@ def _status(text: str) -> str:
     return value
 
 
-def _database_url(text: str) -> str:
-    if "://" not in text:
+# The async driver of each supported backend: a plain ``sqlite://`` or
+# ``postgresql://`` URL gets it, an explicit other driver is refused.
+_ASYNC_DRIVERS = {"sqlite": "aiosqlite", "postgresql": "asyncpg"}
+
+
+def database_url(text: str) -> str:
+    """An SQLAlchemy async URL for SQLite (aiosqlite) or PostgreSQL (asyncpg)."""
+    try:
+        url = make_url(text.strip())
+    except ArgumentError:
         raise argparse.ArgumentTypeError(
-            f"expected an SQLAlchemy URL like {DEFAULT_DATABASE}, got {text!r}"
+            f"expected a URL like {DEFAULT_DATABASE} or "
+            f"postgresql+asyncpg://USER:PASSWORD@HOST:5432/DB, got {text!r}"
+        ) from None
+    backend = "postgresql" if url.get_backend_name() == "postgres" else url.get_backend_name()
+    driver = _ASYNC_DRIVERS.get(backend)
+    if driver is None:
+        raise argparse.ArgumentTypeError(
+            f"unsupported database {backend!r}: use sqlite+aiosqlite:// or postgresql+asyncpg://"
         )
-    return text
+    if url.drivername not in (backend, f"{backend}+{driver}", "postgres"):
+        raise argparse.ArgumentTypeError(
+            f"unsupported driver {url.drivername!r}: use {backend}+{driver}://"
+        )
+    if not url.database:
+        raise argparse.ArgumentTypeError(f"no database named in {text!r}")
+    return url.set(drivername=f"{backend}+{driver}").render_as_string(hide_password=False)
 
 
 def parse_config(
@@ -97,9 +124,18 @@ def parse_config(
         "--database",
         env="WORKCELL_DATABASE",
         default=d.database,
-        type=_database_url,
+        type=database_url,
         metavar="URL",
-        help="SQLAlchemy async database URL",
+        help="sqlite+aiosqlite:///PATH or postgresql+asyncpg://USER:PASSWORD@HOST:PORT/DB",
+    )
+    parser.flag(
+        "--retain-readings",
+        env="WORKCELL_RETAIN_READINGS",
+        default=str(d.retain_readings),
+        type=duration_seconds,
+        metavar="DURATION",
+        help="raw readings older than this are deleted (commands and their window "
+        "statistics are kept); e.g. 24h, 7d, 90m; 0 keeps readings forever",
     )
     parser.flag(
         "--period",
@@ -166,6 +202,12 @@ def parse_config(
     add_tls_flags(parser, side="server", what="gRPC server: ")
     add_tls_flags(parser, side="client", role="manipulator", what="manipulator link: ")
     ns = parser.parse_args(argv)
+    if 0 < ns.retain_readings < 2 * ns.period:
+        # Restoring the open windows after a restart reads their readings back.
+        parser.error(
+            f"--retain-readings must be 0 (keep for ever) or at least two periods "
+            f"({2 * ns.period:g}s), got {ns.retain_readings:g}s"
+        )
     tls = parse_tls(parser, ns, side="server")
     manipulator_tls = parse_tls(parser, ns, side="client", role="manipulator")
     return ControllerConfig(
@@ -180,6 +222,7 @@ def parse_config(
         shutdown_grace=ns.shutdown_grace,
         ingest_buffer=ns.ingest_buffer,
         busy_timeout=ns.busy_timeout,
+        retain_readings=ns.retain_readings,
         log_level=ns.log_level,
         log_format=ns.log_format,
         tls=tls,

@@ -52,6 +52,11 @@ class ControllerMetrics:
             "Stored readings whose window was already decided (not counted in a decision)",
             registry=r,
         )
+        self.readings_pruned = Counter(
+            PREFIX + "readings_pruned",
+            "Readings deleted by retention (--retain-readings)",
+            registry=r,
+        )
         self.readings_invalid = Counter(
             PREFIX + "readings_invalid",
             "Readings rejected as invalid (each fails its stream with INVALID_ARGUMENT)",

@@ -1,5 +1,9 @@
 """The database layout (user-facing: documented in the README).
 
+The tables are created and changed by the Alembic migrations in
+``controller/migrations``; this metadata is what the code queries, and a test
+checks that the migrations produce exactly it on every backend.
+
 Times are INTEGER microseconds since the Unix epoch, UTC: exact, compact, and
 cheap to compare and aggregate. In SQLite, ``datetime(timestamp / 1e6,
 'unixepoch')`` shows one for people.
@@ -28,7 +32,14 @@ metadata = MetaData()
 readings = Table(
     "readings",
     metadata,
-    Column("id", Integer, primary_key=True, autoincrement=True),
+    # SQLite's rowid alias must be exactly INTEGER; elsewhere 64 bits, as a
+    # 32-bit id runs out after about ten days at 2,400 readings a second.
+    Column(
+        "id",
+        BigInteger().with_variant(Integer(), "sqlite"),
+        primary_key=True,
+        autoincrement=True,
+    ),
     Column("sensor_id", String(64), nullable=False),
     Column("boot_id", String(64), nullable=False),
     Column("seq", BigInteger, nullable=False),

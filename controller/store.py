@@ -1,7 +1,9 @@
-"""The database: engine set-up, schema creation and the read queries.
+"""The database: engine set-up, migrations at start, and the read queries.
 
 Every write goes through the single :class:`controller.writer.Writer`; this
-module only reads, on pooled connections that WAL lets run beside the writer.
+module only reads, on pooled connections that run beside the writer (WAL on
+SQLite, MVCC on PostgreSQL). The queries are SQLAlchemy Core, the same on
+both backends.
 """
 
 from __future__ import annotations
@@ -16,8 +18,9 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from controller.decision import WindowSummary
+from controller.migrate import upgrade
 from controller.records import CommandRecord
-from controller.schema import commands, metadata, readings
+from controller.schema import commands, readings
 
 __all__ = ["Database"]
 
@@ -46,21 +49,39 @@ class Database:
 
     @classmethod
     async def open(cls, url: str, *, busy_timeout: float = 10.0) -> Database:
-        """Create the engine (and the SQLite file's folder) and the schema.
+        """Create the engine (and the SQLite file's folder) and migrate the schema.
 
         ``busy_timeout`` is how long (seconds) a write waits for a lock held
         by another process before it fails.
         """
         parsed = make_url(url)
-        is_sqlite = parsed.get_backend_name() == "sqlite"
-        if is_sqlite and parsed.database and parsed.database != ":memory:":
-            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
-        engine = create_async_engine(url)
-        if is_sqlite:
-            event.listen(engine.sync_engine, "connect", _sqlite_pragmas(round(busy_timeout * 1000)))
-        async with engine.begin() as conn:
-            await conn.run_sync(metadata.create_all)
-        log.info("database ready at %s", parsed.render_as_string(hide_password=True))
+        timeout_ms = round(busy_timeout * 1000)
+        if parsed.get_backend_name() == "sqlite":
+            if parsed.database and parsed.database != ":memory:":
+                Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+            engine = create_async_engine(url)
+            event.listen(engine.sync_engine, "connect", _sqlite_pragmas(timeout_ms))
+        else:
+            engine = create_async_engine(
+                url,
+                # Reads survive a server restart instead of failing once per
+                # pooled connection.
+                pool_pre_ping=True,
+                # SQLite's busy_timeout, as PostgreSQL says it: a write blocked
+                # by a lock fails after this instead of waiting for ever.
+                connect_args={"server_settings": {"lock_timeout": str(timeout_ms)}},
+            )
+        try:
+            async with engine.begin() as conn:
+                revision = await conn.run_sync(upgrade)
+        except BaseException:
+            await engine.dispose()
+            raise
+        log.info(
+            "database ready at %s (schema revision %s)",
+            parsed.render_as_string(hide_password=True),
+            revision,
+        )
         return cls(engine)
 
     async def close(self) -> None:

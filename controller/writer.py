@@ -1,15 +1,16 @@
 """The single database writer: every write of the controller, group-committed.
 
 This is the hot path, so it talks to the DBAPI connection under SQLAlchemy
-directly (aiosqlite: one thread hop per statement, no statement compilation),
-with plain SQL for the three statements it runs. Reads stay on SQLAlchemy.
+directly, through a small backend per database (:mod:`controller.writes`).
+Reads stay on SQLAlchemy.
 
 Ingest appends each message's readings to one shared buffer, tagged with the
 :class:`StreamTally` of the stream they came on; the writer task commits
 whatever accumulated while its previous commit ran, in one transaction, then
 fills in the tallies and resolves one future per group. Per message that is a
-list append: no future, no queue item, no task. Commands and
-acknowledgements join the same groups, so SQLite only ever sees one writer.
+list append: no future, no queue item, no task. Commands, acknowledgements
+and retention's deletes join the same groups, so SQLite only ever sees one
+writer.
 
 The buffer is bounded: when the database falls behind, ``add_readings``
 waits, the gRPC stream stops reading, and HTTP/2 flow control slows the
@@ -24,16 +25,21 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Protocol
 
-import aiosqlite
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from controller.errors import StorageError
 from controller.metrics import ControllerMetrics
 from controller.records import BatchResult, CommandRecord, ReadingRow
-from controller.schema import commands
-from controller.store import command_values
+from controller.writes import (
+    Acknowledge,
+    InsertCommand,
+    Operation,
+    PruneReadings,
+    WriteBackend,
+    backend_for,
+)
 
 __all__ = ["StreamTally", "WindowSink", "Writer"]
 
@@ -56,19 +62,6 @@ class WindowSink(Protocol):
         ...
 
 
-_INSERT_READINGS = (
-    "INSERT INTO readings (sensor_id, boot_id, seq, payload, timestamp, received_at) "
-    "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (sensor_id, boot_id, seq) DO NOTHING"
-)
-_EXISTING_SEQS = (
-    "SELECT seq FROM readings WHERE sensor_id = ? AND boot_id = ? AND seq BETWEEN ? AND ?"
-)
-_INSERT_COMMAND = "INSERT INTO commands ({}) VALUES ({})".format(
-    ", ".join(c.name for c in commands.columns), ", ".join(f":{c.name}" for c in commands.columns)
-)
-_ACKNOWLEDGE_COMMAND = (
-    "UPDATE commands SET acknowledged_at = ? WHERE id = ? AND acknowledged_at IS NULL"
-)
 DEFAULT_MAX_PENDING = 50_000
 # Commits come at most this often: each one costs an fsync and a few thread
 # hops, so at a trickle of readings they are batched a little longer instead
@@ -96,10 +89,9 @@ class StreamTally:
 
 
 @dataclass(slots=True)
-class _Statement:
-    sql: str
-    params: dict[str, Any] | tuple[Any, ...]
-    future: asyncio.Future[None]
+class _Pending:
+    operation: Operation
+    future: asyncio.Future[int]
 
 
 Segment = tuple[StreamTally, Sequence[ReadingRow]]
@@ -125,7 +117,7 @@ class Writer:
         self._on_health = on_health
         self._max_pending = max_pending
         self._segments: list[Segment] = []
-        self._statements: list[_Statement] = []
+        self._operations: list[_Pending] = []
         self._pending_rows = 0
         self._group: asyncio.Future[None] | None = None
         self._work = asyncio.Event()
@@ -133,6 +125,10 @@ class Writer:
         self._room.set()
         self._stopping = False
         self._task: asyncio.Task[None] | None = None
+        # The write connection, opened on the first commit and again after a
+        # server restart broke it (PostgreSQL).
+        self._connection: AsyncConnection | None = None
+        self._backend_: WriteBackend | None = None
         self._failing = False
         self._last_commit = 0.0
         self.totals = BatchResult()
@@ -180,17 +176,25 @@ class Writer:
 
     async def record_command(self, record: CommandRecord) -> None:
         """Insert a command and its decision record; returns once committed."""
-        await self._execute(_INSERT_COMMAND, command_values(record))
+        await self._apply(InsertCommand(record))
 
     async def mark_acknowledged(self, command_id: int, at_us: int) -> None:
         """Record when the manipulator acknowledged a command (first ack wins)."""
-        await self._execute(_ACKNOWLEDGE_COMMAND, (at_us, command_id))
+        await self._apply(Acknowledge(command_id, at_us))
 
-    async def _execute(self, sql: str, params: dict[str, Any] | tuple[Any, ...]) -> None:
-        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._statements.append(_Statement(sql, params, future))
+    async def prune_readings(self, before_us: int, limit: int) -> int:
+        """Delete up to ``limit`` of the oldest readings created before ``before_us``.
+
+        Returns how many were deleted, once committed. Small limits keep each
+        group's transaction short, so ingest is never held up for long.
+        """
+        return await self._apply(PruneReadings(before_us, limit))
+
+    async def _apply(self, operation: Operation) -> int:
+        future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        self._operations.append(_Pending(operation, future))
         self._work.set()
-        await future
+        return await future
 
     def _current_group(self) -> asyncio.Future[None]:
         if self._group is None:
@@ -198,10 +202,8 @@ class Writer:
         return self._group
 
     async def _run(self) -> None:
-        async with self._engine.connect() as connection:
-            conn = (await connection.get_raw_connection()).driver_connection
-            assert isinstance(conn, aiosqlite.Connection), "the writer supports SQLite only"
-            loop = asyncio.get_running_loop()
+        loop = asyncio.get_running_loop()
+        try:
             while True:
                 await self._work.wait()
                 pause = self._last_commit + MIN_COMMIT_INTERVAL - loop.time()
@@ -210,27 +212,48 @@ class Writer:
                 self._last_commit = loop.time()
                 self._work.clear()
                 segments, self._segments = self._segments, []
-                statements, self._statements = self._statements, []
+                operations, self._operations = self._operations, []
                 group, self._group = self._group, None
                 self._pending_rows = 0
                 self._room.set()
-                if segments or statements:
-                    await self._commit(conn, segments, statements)
+                if segments or operations:
+                    await self._commit(segments, operations)
                 if group is not None and not group.done():
                     group.set_result(None)
-                if self._stopping and not self._segments and not self._statements:
+                if self._stopping and not self._segments and not self._operations:
                     return
+        finally:
+            await self._disconnect()
 
-    async def _commit(
-        self, conn: aiosqlite.Connection, segments: list[Segment], statements: list[_Statement]
-    ) -> None:
-        started = time.perf_counter()
-        try:
-            masks = await self._write(conn, segments, statements)
-        except Exception as exc:
+    async def _backend(self) -> WriteBackend:
+        """The write connection's backend, connecting first if there is none."""
+        if self._backend_ is None:
+            self._connection = await self._engine.connect()
+            raw = await self._connection.get_raw_connection()
+            self._backend_ = backend_for(raw.driver_connection)
+        return self._backend_
+
+    async def _disconnect(self, *, broken: bool = False) -> None:
+        connection, self._connection, self._backend_ = self._connection, None, None
+        if connection is not None:
             with contextlib.suppress(Exception):
-                if conn.in_transaction:
-                    await conn.rollback()
+                if broken:
+                    # Not back into the pool: a server restart killed it.
+                    await connection.invalidate()
+                await connection.close()
+
+    async def _commit(self, segments: list[Segment], operations: list[_Pending]) -> None:
+        started = time.perf_counter()
+        backend: WriteBackend | None = None
+        try:
+            backend = await self._backend()
+            counts, masks = await self._write(backend, segments, operations)
+        except Exception as exc:
+            if backend is not None:
+                with contextlib.suppress(Exception):
+                    await backend.rollback()
+                if backend.is_closed():
+                    await self._disconnect(broken=True)
             if not self._failing:
                 log.error("database write failed: %s", exc)
                 self._failing = True
@@ -238,9 +261,9 @@ class Writer:
             error = StorageError(f"database write failed: {exc}")
             for tally, _ in segments:
                 tally.failure = error
-            for statement in statements:
-                if not statement.future.done():
-                    statement.future.set_exception(error)
+            for pending in operations:
+                if not pending.future.done():
+                    pending.future.set_exception(error)
             return
         if self._failing:
             log.info("database writes succeed again")
@@ -250,9 +273,9 @@ class Writer:
         metrics = self._metrics
         metrics.commit_latency.observe(time.perf_counter() - started)
         metrics.commit_batch_size.observe(sum(len(rows) for _, rows in segments))
-        for statement in statements:
-            if not statement.future.done():
-                statement.future.set_result(None)
+        for pending, count in zip(operations, counts, strict=True):
+            if not pending.future.done():
+                pending.future.set_result(count)
         self._settle(segments, masks)
 
     def _settle(self, segments: list[Segment], masks: list[list[bool]] | None) -> None:
@@ -283,69 +306,48 @@ class Writer:
         metrics.readings_stale.inc(stale)
 
     async def _write(
-        self, conn: aiosqlite.Connection, segments: list[Segment], statements: list[_Statement]
-    ) -> list[list[bool]] | None:
-        """Commit one group; None if every reading was new, else a mask of new ones per segment."""
+        self, backend: WriteBackend, segments: list[Segment], operations: list[_Pending]
+    ) -> tuple[list[int], list[list[bool]] | None]:
+        """Commit one group: the operations' row counts, and None if every
+        reading was new, else a mask of the new ones per segment."""
         all_rows = [row for _, rows in segments for row in rows]
         try:
-            # IMMEDIATE takes the write lock up front (or waits busy_timeout).
-            await conn.execute("BEGIN IMMEDIATE")
-            for item in statements:
-                await conn.execute(item.sql, item.params)
-            if all_rows:
-                cursor = await conn.executemany(_INSERT_READINGS, all_rows)
-                if cursor.rowcount != len(all_rows):
-                    # Some readings were resends. Which ones matters (a duplicate
-                    # must not count twice in a window): redo the group knowing them.
-                    await conn.rollback()
-                    return await self._write_with_duplicates(conn, segments, statements, all_rows)
-            await conn.commit()
+            await backend.begin()
+            counts = [await backend.apply(pending.operation) for pending in operations]
+            if all_rows and await backend.insert_readings(all_rows) != len(all_rows):
+                # Some readings were resends. Which ones matters (a duplicate
+                # must not count twice in a window): redo the group knowing them.
+                await backend.rollback()
+                await backend.begin()
+                counts = [await backend.apply(pending.operation) for pending in operations]
+                masks = await _insert_new(backend, segments, all_rows)
+                await backend.commit()
+                return counts, masks
+            await backend.commit()
         except BaseException:
-            if conn.in_transaction:
-                await conn.rollback()
+            with contextlib.suppress(Exception):
+                await backend.rollback()
             raise
-        return None
-
-    async def _write_with_duplicates(
-        self,
-        conn: aiosqlite.Connection,
-        segments: list[Segment],
-        statements: list[_Statement],
-        all_rows: list[ReadingRow],
-    ) -> list[list[bool]]:
-        # The caller rolled back; its exception handler rolls this one back too.
-        await conn.execute("BEGIN IMMEDIATE")
-        for item in statements:
-            await conn.execute(item.sql, item.params)
-        seen = await _existing_keys(conn, all_rows)
-        masks: list[list[bool]] = []
-        new_rows: list[ReadingRow] = []
-        for _, rows in segments:
-            mask = []
-            for row in rows:
-                key = (row[0], row[1], row[2])
-                is_new = key not in seen
-                seen.add(key)
-                mask.append(is_new)
-                if is_new:
-                    new_rows.append(row)
-            masks.append(mask)
-        if new_rows:
-            await conn.executemany(_INSERT_READINGS, new_rows)
-        await conn.commit()
-        return masks
+        return counts, None
 
 
-async def _existing_keys(
-    conn: aiosqlite.Connection, rows: Sequence[ReadingRow]
-) -> set[tuple[str, str, int]]:
-    """Keys among ``rows`` already stored, one range query per sensor run."""
-    ranges: dict[tuple[str, str], tuple[int, int]] = {}
-    for sensor_id, boot_id, seq, *_ in rows:
-        low, high = ranges.get((sensor_id, boot_id), (seq, seq))
-        ranges[(sensor_id, boot_id)] = (min(low, seq), max(high, seq))
-    found: set[tuple[str, str, int]] = set()
-    for (sensor_id, boot_id), (low, high) in ranges.items():
-        async with conn.execute(_EXISTING_SEQS, (sensor_id, boot_id, low, high)) as cursor:
-            found.update((sensor_id, boot_id, int(seq)) for (seq,) in await cursor.fetchall())
-    return found
+async def _insert_new(
+    backend: WriteBackend, segments: list[Segment], all_rows: list[ReadingRow]
+) -> list[list[bool]]:
+    """Insert the readings not stored yet; return which ones they were, per segment."""
+    seen = await backend.existing_keys(all_rows)
+    masks: list[list[bool]] = []
+    new_rows: list[ReadingRow] = []
+    for _, rows in segments:
+        mask = []
+        for row in rows:
+            key = (row[0], row[1], row[2])
+            is_new = key not in seen
+            seen.add(key)
+            mask.append(is_new)
+            if is_new:
+                new_rows.append(row)
+        masks.append(mask)
+    if new_rows:
+        await backend.insert_readings(new_rows)
+    return masks

@@ -1,0 +1,125 @@
+"""Bring a database's schema up to date with the Alembic migrations.
+
+The controller runs :func:`upgrade` at every start. ``python -m
+controller.migrate --database URL`` does the same without starting the
+controller (for upgrading ahead of a roll-out) and prints the revision.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import inspect
+from sqlalchemy.engine import Connection
+
+__all__ = ["BASELINE", "head_revision", "upgrade"]
+
+log = logging.getLogger(__name__)
+
+# Databases made before migrations existed have this schema but no
+# alembic_version table: they are stamped here, then upgraded as usual.
+BASELINE = "0001"
+_MIGRATIONS = Path(__file__).with_name("migrations")
+
+
+def _config(connection: Connection | None = None) -> Config:
+    config = Config()
+    config.set_main_option("script_location", str(_MIGRATIONS))
+    config.attributes["connection"] = connection
+    return config
+
+
+def head_revision() -> str:
+    """The newest revision this code knows."""
+    head = ScriptDirectory.from_config(_config()).get_current_head()
+    assert head is not None, "controller/migrations has no revision"
+    return head
+
+
+def current_revision(connection: Connection) -> str | None:
+    """The revision the database is at; None before any migration ran."""
+    with _quiet_alembic():
+        return MigrationContext.configure(connection).get_current_revision()
+
+
+def upgrade(connection: Connection) -> str:
+    """Migrate the database on ``connection`` to the head revision; return it.
+
+    Sync, for ``AsyncConnection.run_sync``. Refuses a database migrated by a
+    newer version of workcell (its revision is unknown here) rather than
+    running against a schema this code does not know.
+    """
+    config = _config(connection)
+    before = current_revision(connection)
+    scripts = ScriptDirectory.from_config(config)
+    if before is not None and before not in {s.revision for s in scripts.walk_revisions()}:
+        raise RuntimeError(
+            f"database schema is at revision {before}, which this version of workcell "
+            f"does not know (newest known: {head_revision()}): run a newer workcell"
+        )
+    with _quiet_alembic():
+        if before is None and {"readings", "commands"} <= set(
+            inspect(connection).get_table_names()
+        ):
+            log.info("database predates migrations: stamping it at revision %s", BASELINE)
+            command.stamp(config, BASELINE)
+            before = BASELINE
+        command.upgrade(config, "head")
+    after = current_revision(connection)
+    assert after is not None
+    if before != after:
+        log.info("database schema migrated from %s to %s", before or "empty", after)
+    return after
+
+
+@contextlib.contextmanager
+def _quiet_alembic() -> Iterator[None]:
+    # Alembic logs its set-up at INFO on every call; the one line that
+    # matters (from which revision to which) is logged by upgrade().
+    logger = logging.getLogger("alembic")
+    level = logger.level
+    logger.setLevel(max(logging.WARNING, level))
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
+async def _main(url: str) -> str:
+    # Imported here: the store imports this module for its upgrade at start.
+    from controller.store import Database
+
+    database = await Database.open(url)
+    try:
+        async with database.engine.connect() as conn:
+            return str(await conn.run_sync(current_revision))
+    finally:
+        await database.close()
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """``python -m controller.migrate --database URL``: upgrade, print the revision."""
+    from controller.config import DEFAULT_DATABASE, database_url
+    from workcell.logs import configure_logging
+
+    parser = argparse.ArgumentParser(
+        prog="python -m controller.migrate",
+        description="Apply the database migrations (the controller also does at start).",
+    )
+    parser.add_argument("--database", default=DEFAULT_DATABASE, type=database_url)
+    ns = parser.parse_args(argv)
+    configure_logging("INFO")
+    print(asyncio.run(_main(ns.database)))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,96 @@
+"""The writer's statements on PostgreSQL, straight on the asyncpg connection.
+
+A group's readings go in as one ``INSERT ... SELECT FROM unnest(...)`` of six
+column arrays: one round trip and one statement, whatever the group's size.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import asyncpg
+
+from controller.records import ReadingRow
+from controller.schema import commands
+from controller.store import command_values
+from controller.writes import (
+    Acknowledge,
+    InsertCommand,
+    Operation,
+    PruneReadings,
+    ReadingKey,
+    key_ranges,
+)
+
+__all__ = ["PostgresWrites"]
+
+_INSERT_READINGS = (
+    "INSERT INTO readings (sensor_id, boot_id, seq, payload, timestamp, received_at) "
+    "SELECT * FROM unnest($1::varchar[], $2::varchar[], $3::bigint[], $4::bigint[], "
+    "$5::bigint[], $6::bigint[]) ON CONFLICT (sensor_id, boot_id, seq) DO NOTHING"
+)
+_EXISTING_SEQS = (
+    "SELECT seq FROM readings WHERE sensor_id = $1 AND boot_id = $2 AND seq BETWEEN $3 AND $4"
+)
+_COMMAND_COLUMNS = [c.name for c in commands.columns]
+_INSERT_COMMAND = "INSERT INTO commands ({}) VALUES ({})".format(
+    ", ".join(_COMMAND_COLUMNS), ", ".join(f"${i}" for i in range(1, len(_COMMAND_COLUMNS) + 1))
+)
+_ACKNOWLEDGE = "UPDATE commands SET acknowledged_at = $1 WHERE id = $2 AND acknowledged_at IS NULL"
+_PRUNE = (
+    "DELETE FROM readings WHERE id IN "
+    "(SELECT id FROM readings WHERE timestamp < $1 ORDER BY timestamp LIMIT $2)"
+)
+
+
+def _row_count(status: str) -> int:
+    # asyncpg returns the command tag: "INSERT 0 12", "UPDATE 1", "DELETE 500".
+    return int(status.rsplit(" ", 1)[-1])
+
+
+class PostgresWrites:
+    """:class:`controller.writes.WriteBackend` on an asyncpg connection."""
+
+    def __init__(self, conn: asyncpg.Connection) -> None:
+        self._conn = conn
+        self._transaction: asyncpg.transaction.Transaction | None = None
+
+    async def begin(self) -> None:
+        self._transaction = self._conn.transaction()
+        await self._transaction.start()
+
+    async def apply(self, operation: Operation) -> int:
+        match operation:
+            case InsertCommand(record):
+                values = command_values(record)
+                args = [values[name] for name in _COMMAND_COLUMNS]
+                status = await self._conn.execute(_INSERT_COMMAND, *args)
+            case Acknowledge(command_id, at_us):
+                status = await self._conn.execute(_ACKNOWLEDGE, at_us, command_id)
+            case PruneReadings(before_us, limit):
+                status = await self._conn.execute(_PRUNE, before_us, limit)
+        return _row_count(status)
+
+    async def insert_readings(self, rows: Sequence[ReadingRow]) -> int:
+        columns = [list(column) for column in zip(*rows, strict=True)]
+        return _row_count(await self._conn.execute(_INSERT_READINGS, *columns))
+
+    async def existing_keys(self, rows: Sequence[ReadingRow]) -> set[ReadingKey]:
+        found: set[ReadingKey] = set()
+        for (sensor_id, boot_id), (low, high) in key_ranges(rows).items():
+            records = await self._conn.fetch(_EXISTING_SEQS, sensor_id, boot_id, low, high)
+            found.update((sensor_id, boot_id, int(r["seq"])) for r in records)
+        return found
+
+    async def commit(self) -> None:
+        transaction, self._transaction = self._transaction, None
+        assert transaction is not None, "commit without begin"
+        await transaction.commit()
+
+    async def rollback(self) -> None:
+        transaction, self._transaction = self._transaction, None
+        if transaction is not None:
+            await transaction.rollback()
+
+    def is_closed(self) -> bool:
+        return bool(self._conn.is_closed())

@@ -1,0 +1,85 @@
+"""The writer's statements on SQLite, straight on the aiosqlite connection.
+
+Plain SQL on the DBAPI connection: one thread hop per statement and no
+statement compilation on the hot path.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import aiosqlite
+
+from controller.records import ReadingRow
+from controller.schema import commands
+from controller.store import command_values
+from controller.writes import (
+    Acknowledge,
+    InsertCommand,
+    Operation,
+    PruneReadings,
+    ReadingKey,
+    key_ranges,
+)
+
+__all__ = ["SqliteWrites"]
+
+_INSERT_READINGS = (
+    "INSERT INTO readings (sensor_id, boot_id, seq, payload, timestamp, received_at) "
+    "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (sensor_id, boot_id, seq) DO NOTHING"
+)
+_EXISTING_SEQS = (
+    "SELECT seq FROM readings WHERE sensor_id = ? AND boot_id = ? AND seq BETWEEN ? AND ?"
+)
+_INSERT_COMMAND = "INSERT INTO commands ({}) VALUES ({})".format(
+    ", ".join(c.name for c in commands.columns), ", ".join(f":{c.name}" for c in commands.columns)
+)
+_ACKNOWLEDGE = "UPDATE commands SET acknowledged_at = ? WHERE id = ? AND acknowledged_at IS NULL"
+# Oldest first by the timestamp index, a bounded number per transaction.
+_PRUNE = (
+    "DELETE FROM readings WHERE id IN "
+    "(SELECT id FROM readings WHERE timestamp < ? ORDER BY timestamp LIMIT ?)"
+)
+
+
+class SqliteWrites:
+    """:class:`controller.writes.WriteBackend` on an aiosqlite connection."""
+
+    def __init__(self, conn: aiosqlite.Connection) -> None:
+        self._conn = conn
+
+    async def begin(self) -> None:
+        # IMMEDIATE takes the write lock up front (or waits busy_timeout).
+        await self._conn.execute("BEGIN IMMEDIATE")
+
+    async def apply(self, operation: Operation) -> int:
+        match operation:
+            case InsertCommand(record):
+                cursor = await self._conn.execute(_INSERT_COMMAND, command_values(record))
+            case Acknowledge(command_id, at_us):
+                cursor = await self._conn.execute(_ACKNOWLEDGE, (at_us, command_id))
+            case PruneReadings(before_us, limit):
+                cursor = await self._conn.execute(_PRUNE, (before_us, limit))
+        return cursor.rowcount
+
+    async def insert_readings(self, rows: Sequence[ReadingRow]) -> int:
+        cursor = await self._conn.executemany(_INSERT_READINGS, rows)
+        return cursor.rowcount
+
+    async def existing_keys(self, rows: Sequence[ReadingRow]) -> set[ReadingKey]:
+        found: set[ReadingKey] = set()
+        for (sensor_id, boot_id), (low, high) in key_ranges(rows).items():
+            async with self._conn.execute(_EXISTING_SEQS, (sensor_id, boot_id, low, high)) as cur:
+                found.update((sensor_id, boot_id, int(seq)) for (seq,) in await cur.fetchall())
+        return found
+
+    async def commit(self) -> None:
+        await self._conn.commit()
+
+    async def rollback(self) -> None:
+        if self._conn.in_transaction:
+            await self._conn.rollback()
+
+    def is_closed(self) -> bool:
+        # A file on this machine: the connection itself does not go away.
+        return False

@@ -1,0 +1,113 @@
+"""What the writer asks of a database backend, one transaction at a time.
+
+The writer (:mod:`controller.writer`) owns grouping, duplicates, windows and
+futures; a backend only runs these primitive statements on its own
+connection, in its own dialect: :mod:`controller.sqlite_writes` and
+:mod:`controller.postgres_writes`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from controller.records import CommandRecord, ReadingRow
+
+__all__ = [
+    "Acknowledge",
+    "InsertCommand",
+    "Operation",
+    "PruneReadings",
+    "WriteBackend",
+    "backend_for",
+]
+
+ReadingKey = tuple[str, str, int]
+
+
+@dataclass(frozen=True, slots=True)
+class InsertCommand:
+    """Insert a command and its decision record."""
+
+    record: CommandRecord
+
+
+@dataclass(frozen=True, slots=True)
+class Acknowledge:
+    """Record the manipulator's acknowledgement of a command (the first one wins)."""
+
+    command_id: int
+    at_us: int
+
+
+@dataclass(frozen=True, slots=True)
+class PruneReadings:
+    """Delete up to ``limit`` of the oldest readings created before ``before_us``."""
+
+    before_us: int
+    limit: int
+
+
+Operation = InsertCommand | Acknowledge | PruneReadings
+
+
+class WriteBackend(Protocol):
+    """One write connection; every method but ``begin`` runs inside a transaction."""
+
+    async def begin(self) -> None:
+        """Start a transaction that holds the write lock (or waits for it)."""
+        ...
+
+    async def apply(self, operation: Operation) -> int:
+        """Run one operation; return the number of rows it touched."""
+        ...
+
+    async def insert_readings(self, rows: Sequence[ReadingRow]) -> int:
+        """Insert readings, skipping ones already stored; return how many were inserted."""
+        ...
+
+    async def existing_keys(self, rows: Sequence[ReadingRow]) -> set[ReadingKey]:
+        """The ``(sensor_id, boot_id, seq)`` keys among ``rows`` already stored."""
+        ...
+
+    async def commit(self) -> None: ...
+
+    async def rollback(self) -> None:
+        """Roll back the open transaction, if any."""
+        ...
+
+    def is_closed(self) -> bool:
+        """Whether the connection is gone (a new one is needed)."""
+        ...
+
+
+def key_ranges(rows: Sequence[ReadingRow]) -> dict[tuple[str, str], tuple[int, int]]:
+    """The lowest and highest seq of each sensor run among ``rows``.
+
+    Looking keys up as one seq range per run keeps ``existing_keys`` to a few
+    index range scans instead of one query per reading.
+    """
+    ranges: dict[tuple[str, str], tuple[int, int]] = {}
+    for sensor_id, boot_id, seq, *_ in rows:
+        low, high = ranges.get((sensor_id, boot_id), (seq, seq))
+        ranges[(sensor_id, boot_id)] = (min(low, seq), max(high, seq))
+    return ranges
+
+
+def backend_for(driver_connection: Any) -> WriteBackend:
+    """The backend for a DBAPI driver connection (aiosqlite or asyncpg)."""
+    # Imported here so that each backend's driver is only needed when used.
+    import aiosqlite
+
+    if isinstance(driver_connection, aiosqlite.Connection):
+        from controller.sqlite_writes import SqliteWrites
+
+        return SqliteWrites(driver_connection)
+    import asyncpg
+
+    if isinstance(driver_connection, asyncpg.Connection):
+        from controller.postgres_writes import PostgresWrites
+
+        return PostgresWrites(driver_connection)
+    raise TypeError(f"no write backend for {type(driver_connection).__name__}")
