@@ -7,7 +7,6 @@ controller (for upgrading ahead of a roll-out) and prints the revision.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
 import logging
@@ -109,13 +108,22 @@ async def _main(url: str) -> str:
 def main(argv: Sequence[str] | None = None) -> None:
     """``python -m controller.migrate --database URL``: upgrade, print the revision."""
     from controller.config import DEFAULT_DATABASE, database_url
+    from workcell.flags import FlagParser
     from workcell.logs import configure_logging
 
-    parser = argparse.ArgumentParser(
+    parser = FlagParser(
         prog="python -m controller.migrate",
-        description="Apply the database migrations (the controller also does at start).",
+        description="Apply the database migrations (the controller also does at start) "
+        "and print the schema revision.",
     )
-    parser.add_argument("--database", default=DEFAULT_DATABASE, type=database_url)
+    parser.flag(
+        "--database",
+        env="WORKCELL_DATABASE",
+        default=DEFAULT_DATABASE,
+        type=database_url,
+        metavar="URL",
+        help="the controller's --database",
+    )
     ns = parser.parse_args(argv)
     configure_logging("INFO")
     print(asyncio.run(_main(ns.database)))
