@@ -6,13 +6,11 @@ import argparse
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError
-
 from workcell.flags import (
     Address,
     FlagParser,
     address,
+    database_url,
     duration_seconds,
     non_negative_float,
     positive_float,
@@ -23,7 +21,7 @@ from workcell.logs import add_log_flags
 from workcell.metrics_http import add_metrics_flag
 from workcell.tls import PLAINTEXT, TlsConfig, add_tls_flags, parse_tls
 
-__all__ = ["DEFAULT_DATABASE", "ControllerConfig", "database_url", "parse_config"]
+__all__ = ["DEFAULT_DATABASE", "ControllerConfig", "parse_config"]
 
 DEFAULT_DATABASE = "sqlite+aiosqlite:///data/workcell.db"
 DEFAULT_LISTEN = Address("127.0.0.1", 50051)
@@ -62,35 +60,6 @@ def _status(text: str) -> str:
     if value not in ("up", "down"):
         raise argparse.ArgumentTypeError(f"expected 'up' or 'down', got {text!r}")
     return value
-
-
-# The async driver of each supported backend: a plain ``sqlite://`` or
-# ``postgresql://`` URL gets it, an explicit other driver is refused.
-_ASYNC_DRIVERS = {"sqlite": "aiosqlite", "postgresql": "asyncpg"}
-
-
-def database_url(text: str) -> str:
-    """An SQLAlchemy async URL for SQLite (aiosqlite) or PostgreSQL (asyncpg)."""
-    try:
-        url = make_url(text.strip())
-    except ArgumentError:
-        raise argparse.ArgumentTypeError(
-            f"expected a URL like {DEFAULT_DATABASE} or "
-            f"postgresql+asyncpg://USER:PASSWORD@HOST:5432/DB, got {text!r}"
-        ) from None
-    backend = "postgresql" if url.get_backend_name() == "postgres" else url.get_backend_name()
-    driver = _ASYNC_DRIVERS.get(backend)
-    if driver is None:
-        raise argparse.ArgumentTypeError(
-            f"unsupported database {backend!r}: use sqlite+aiosqlite:// or postgresql+asyncpg://"
-        )
-    if url.drivername not in (backend, f"{backend}+{driver}", "postgres"):
-        raise argparse.ArgumentTypeError(
-            f"unsupported driver {url.drivername!r}: use {backend}+{driver}://"
-        )
-    if not url.database:
-        raise argparse.ArgumentTypeError(f"no database named in {text!r}")
-    return url.set(drivername=f"{backend}+{driver}").render_as_string(hide_password=False)
 
 
 def parse_config(

@@ -107,8 +107,8 @@ async def _main(url: str) -> str:
 
 def main(argv: Sequence[str] | None = None) -> None:
     """``python -m controller.migrate --database URL``: upgrade, print the revision."""
-    from controller.config import DEFAULT_DATABASE, database_url
-    from workcell.flags import FlagParser
+    from controller.config import DEFAULT_DATABASE
+    from workcell.flags import FlagParser, database_url
     from workcell.logs import configure_logging
 
     parser = FlagParser(

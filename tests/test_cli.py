@@ -6,7 +6,6 @@ import json
 import os
 import re
 import signal
-import sqlite3
 import subprocess
 import sys
 import threading
@@ -15,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.databases import TestDatabase
 from tests.processes import ROOT, running, start_service
 from workcell.cli import main as cli_main
 from workcell.history_table import entry_record, format_p_value, format_table, format_time
@@ -321,8 +321,8 @@ def wait_for_file_line(path: Path, text: str, timeout: float = 30.0) -> None:
     raise AssertionError(f"{text!r} not in {path} within {timeout}s")
 
 
-def test_run_for_a_while_then_stop_by_itself(tmp_path: Path) -> None:
-    process = workcell(*run_args(tmp_path, "--duration", "8"))
+def test_run_for_a_while_then_stop_by_itself(tmp_path: Path, database: TestDatabase) -> None:
+    process = workcell(*run_args(tmp_path, "--duration", "8", "--database", database.url))
     out = Output(process)
     code = process.wait(timeout=90)
     text = out.text()
@@ -334,8 +334,7 @@ def test_run_for_a_while_then_stop_by_itself(tmp_path: Path) -> None:
     journal = (tmp_path / "journal.jsonl").read_text().splitlines()
     assert journal
     assert json.loads(journal[0])["command_id"] >= 1
-    with sqlite3.connect(tmp_path / "workcell.db") as db:
-        (readings,) = db.execute("select count(*) from readings").fetchone()
+    [(readings,)] = database.fetch("SELECT count(*) FROM readings")
     assert readings > 0
     for name in ("manipulator", "controller", "sensor-1", "sensor-2", "workcell"):
         assert (tmp_path / "logs" / f"{name}.log").stat().st_size > 0

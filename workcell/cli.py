@@ -22,6 +22,7 @@ from workcell.flags import (
     Address,
     FlagParser,
     address,
+    database_url,
     duration_seconds,
     positive_float,
     positive_int,
@@ -125,6 +126,15 @@ def _parser() -> FlagParser:
         default="data",
         type=Path,
         help="directory for workcell.db, journal.jsonl and logs/",
+    )
+    run.flag(
+        "--database",
+        env="WORKCELL_DATABASE",
+        default=None,
+        type=database_url,
+        metavar="URL",
+        help="the controller's database instead of DATA/workcell.db, "
+        "e.g. postgresql+asyncpg://USER:PASSWORD@HOST:5432/DB",
     )
     run.flag(
         "--period",
@@ -333,6 +343,7 @@ def run_command(args: argparse.Namespace) -> int:
         duration=args.duration,
         python=sys.executable,
         log_format=args.log_format,
+        database=args.database,
     )
     config.log_dir.mkdir(parents=True, exist_ok=True)
     live = not args.no_live and sys.stdout.isatty()

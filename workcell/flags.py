@@ -15,10 +15,14 @@ import sys
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NoReturn, TypeVar
 
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
+
 __all__ = [
     "Address",
     "FlagParser",
     "address",
+    "database_url",
     "duration_seconds",
     "non_negative_float",
     "optional_address",
@@ -147,3 +151,32 @@ def duration_seconds(text: str) -> float:
     if not math.isfinite(value) or value < 0:
         raise argparse.ArgumentTypeError(f"expected a duration >= 0, got {text!r}")
     return value
+
+
+# The async driver of each supported backend: a plain ``sqlite://`` or
+# ``postgresql://`` URL gets it, an explicit other driver is refused.
+_ASYNC_DRIVERS = {"sqlite": "aiosqlite", "postgresql": "asyncpg"}
+
+
+def database_url(text: str) -> str:
+    """An SQLAlchemy async URL for SQLite (aiosqlite) or PostgreSQL (asyncpg)."""
+    try:
+        url = make_url(text.strip())
+    except ArgumentError:
+        raise argparse.ArgumentTypeError(
+            f"expected a URL like sqlite+aiosqlite:///data/workcell.db or "
+            f"postgresql+asyncpg://USER:PASSWORD@HOST:5432/DB, got {text!r}"
+        ) from None
+    backend = "postgresql" if url.get_backend_name() == "postgres" else url.get_backend_name()
+    driver = _ASYNC_DRIVERS.get(backend)
+    if driver is None:
+        raise argparse.ArgumentTypeError(
+            f"unsupported database {backend!r}: use sqlite+aiosqlite:// or postgresql+asyncpg://"
+        )
+    if url.drivername not in (backend, f"{backend}+{driver}", "postgres"):
+        raise argparse.ArgumentTypeError(
+            f"unsupported driver {url.drivername!r}: use {backend}+{driver}://"
+        )
+    if not url.database:
+        raise argparse.ArgumentTypeError(f"no database named in {text!r}")
+    return url.set(drivername=f"{backend}+{driver}").render_as_string(hide_password=False)

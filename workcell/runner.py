@@ -64,10 +64,14 @@ class CellConfig:
     duration: float | None = None
     python: str = sys.executable
     log_format: str = "text"
+    database: str | None = None
+    """The controller's database URL; None: the SQLite file ``<data>/workcell.db``."""
 
     @property
     def database_url(self) -> str:
-        """The SQLAlchemy URL of ``<data>/workcell.db`` (absolute path)."""
+        """``database``, or the SQLAlchemy URL of ``<data>/workcell.db`` (absolute path)."""
+        if self.database is not None:
+            return self.database
         return f"sqlite+aiosqlite:///{self.data.resolve() / 'workcell.db'}"
 
     @property
