@@ -31,7 +31,9 @@ class Cell:
     manipulator: ManipulatorServer | None
     channel: grpc.aio.Channel
     journal: Path
-    database_path: Path
+    database_path: Path | None
+    """The SQLite file, or None when the cell runs on ``database_url`` (PostgreSQL)."""
+    database_url: str
 
     @property
     def telemetry(self) -> TelemetryAsyncStub:
@@ -76,13 +78,21 @@ async def running_cell(
     with_manipulator: bool = True,
     manipulator_port: int = 1,
     database_path: Path | None = None,
+    database_url: str | None = None,
     period: float = 0.5,
     grace: float = 0.1,
     **overrides: object,
 ) -> AsyncIterator[Cell]:
-    """A manipulator and a controller on 127.0.0.1 port 0, with a channel to the controller."""
+    """A manipulator and a controller on 127.0.0.1 port 0, with a channel to the controller.
+
+    The controller stores into ``database_url`` when given (any backend, e.g. a
+    test's ``database.url``), else into the SQLite file ``database_path``, else
+    into a new SQLite file in ``tmp_path``.
+    """
     journal = tmp_path / "journal.jsonl"
-    database = database_path or tmp_path / f"workcell-{uuid.uuid4().hex[:6]}.db"
+    if database_url is None:
+        database_path = database_path or tmp_path / f"workcell-{uuid.uuid4().hex[:6]}.db"
+        database_url = f"sqlite+aiosqlite:///{database_path}"
     manipulator = ManipulatorServer(journal=journal) if with_manipulator else None
     async with contextlib.AsyncExitStack() as stack:
         # Without a manipulator nothing listens on manipulator_port (by
@@ -94,7 +104,7 @@ async def running_cell(
             ControllerConfig(),
             listen=Address("127.0.0.1", 0),
             manipulator=Address("127.0.0.1", manipulator_port),
-            database=f"sqlite+aiosqlite:///{database}",
+            database=database_url,
             period=period,
             grace=grace,
             shutdown_grace=1.0,
@@ -104,7 +114,7 @@ async def running_cell(
         channel = await stack.enter_async_context(
             grpc.aio.insecure_channel(f"127.0.0.1:{controller.port}")
         )
-        yield Cell(controller, manipulator, channel, journal, database)
+        yield Cell(controller, manipulator, channel, journal, database_path, database_url)
 
 
 def seqs(readings: Sequence[telemetry_pb2.Reading]) -> list[int]:
