@@ -1,10 +1,14 @@
-"""The controller in-process, with a real manipulator, over loopback."""
+"""The controller in-process, with a real manipulator, over loopback.
+
+The storage tests (what is stored, duplicates, restarts, History over the
+database, database trouble) take the ``database`` fixture and run on SQLite
+and on PostgreSQL.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import socket
-import sqlite3
 from pathlib import Path
 
 import grpc
@@ -17,17 +21,18 @@ from controller.windows import window_bounds, window_index
 from manipulator.journal import read_journal
 from manipulator.server import ManipulatorServer
 from tests.controller_harness import Cell, make_reading, running_cell, stream
+from tests.databases import TestDatabase, holding_write_lock
 from workcell.timeconv import US_PER_SECOND, from_timestamp, now_us
 from workcell.v1 import command_pb2, history_pb2
 
 PERIOD_US = US_PER_SECOND // 2
 
 
-def stored_rows(cell: Cell) -> list[tuple[str, str, int, int]]:
-    with sqlite3.connect(cell.database_path) as db:
-        return db.execute(
-            "SELECT sensor_id, boot_id, seq, payload FROM readings ORDER BY sensor_id, seq"
-        ).fetchall()
+def stored_rows(database: TestDatabase) -> list[tuple[str, str, int, int]]:
+    rows = database.fetch(
+        "SELECT sensor_id, boot_id, seq, payload FROM readings ORDER BY sensor_id, seq"
+    )
+    return [(str(a), str(b), int(c), int(d)) for a, b, c, d in rows]
 
 
 async def wait_for_entries(
@@ -47,8 +52,10 @@ async def wait_for_entries(
         await asyncio.sleep(0.1)
 
 
-async def test_stream_is_stored_once_and_a_resend_counts_as_duplicates(tmp_path: Path) -> None:
-    async with running_cell(tmp_path) as cell:
+async def test_stream_is_stored_once_and_a_resend_counts_as_duplicates(
+    tmp_path: Path, database: TestDatabase
+) -> None:
+    async with running_cell(tmp_path, database_url=database.url) as cell:
         now = now_us()
         readings = [make_reading(i, i * 10, now) for i in range(1, 51)]
         first = await stream(cell, readings)
@@ -57,12 +64,12 @@ async def test_stream_is_stored_once_and_a_resend_counts_as_duplicates(tmp_path:
         again = readings[25:] + [make_reading(i, 0, now) for i in range(51, 76)]
         second = await stream(cell, again, batch=10)
         assert (second.stored, second.duplicates) == (25, 25)
-    rows = stored_rows(cell)
+    rows = stored_rows(database)
     assert [r[2] for r in rows] == list(range(1, 76))
 
 
-async def test_a_window_counts_only_new_readings(tmp_path: Path) -> None:
-    async with running_cell(tmp_path, period=5.0) as cell:
+async def test_a_window_counts_only_new_readings(tmp_path: Path, database: TestDatabase) -> None:
+    async with running_cell(tmp_path, period=5.0, database_url=database.url) as cell:
         now = now_us()
         readings = [make_reading(i, i, now) for i in range(1, 11)]
         await stream(cell, readings)
@@ -86,9 +93,9 @@ async def test_a_window_counts_only_new_readings(tmp_path: Path) -> None:
     ],
 )
 async def test_an_invalid_reading_fails_the_stream_but_keeps_what_came_before(
-    tmp_path: Path, bad: dict[str, object], field: str
+    tmp_path: Path, database: TestDatabase, bad: dict[str, object], field: str
 ) -> None:
-    async with running_cell(tmp_path) as cell:
+    async with running_cell(tmp_path, database_url=database.url) as cell:
         now = now_us()
         good = [make_reading(i, i, now) for i in range(1, 6)]
         invalid = make_reading(6, 6, now)
@@ -106,15 +113,17 @@ async def test_an_invalid_reading_fails_the_stream_but_keeps_what_came_before(
         # The server keeps serving.
         after = await stream(cell, [make_reading(8, 8, now)])
         assert after.stored == 1
-    assert [r[2] for r in stored_rows(cell)] == [1, 2, 3, 4, 5, 8]
+    assert [r[2] for r in stored_rows(database)] == [1, 2, 3, 4, 5, 8]
 
 
-async def test_readings_of_a_decided_window_are_stored_but_stale(tmp_path: Path) -> None:
-    async with running_cell(tmp_path) as cell:
+async def test_readings_of_a_decided_window_are_stored_but_stale(
+    tmp_path: Path, database: TestDatabase
+) -> None:
+    async with running_cell(tmp_path, database_url=database.url) as cell:
         old = now_us() - 10 * US_PER_SECOND
         response = await stream(cell, [make_reading(i, i, old) for i in range(1, 21)])
         assert (response.stored, response.stale) == (20, 20)
-    assert len(stored_rows(cell)) == 20
+    assert len(stored_rows(database)) == 20
 
 
 async def test_a_level_shift_turns_the_status_up_with_the_right_p_value(tmp_path: Path) -> None:
@@ -154,8 +163,8 @@ async def test_every_command_is_journaled_once_in_order_and_acknowledged(tmp_pat
         assert from_timestamp(entry.to_datetime) - from_timestamp(entry.from_datetime) == PERIOD_US
 
 
-async def test_history_pages_and_merges_runs(tmp_path: Path) -> None:
-    async with running_cell(tmp_path) as cell:
+async def test_history_pages_and_merges_runs(tmp_path: Path, database: TestDatabase) -> None:
+    async with running_cell(tmp_path, database_url=database.url) as cell:
         await wait_for_entries(cell, 5)
         everything = list((await cell.query(page_size=1000)).entries)
         to = everything[4].issued_at
@@ -238,11 +247,10 @@ async def test_commands_wait_for_a_late_manipulator_and_arrive_once_in_order(
     assert journal[:5] == [e.command_id for e in entries[:5]]
 
 
-async def test_a_restart_continues_ids_and_status(tmp_path: Path) -> None:
-    async with running_cell(tmp_path) as cell:
+async def test_a_restart_continues_ids_and_status(tmp_path: Path, database: TestDatabase) -> None:
+    async with running_cell(tmp_path, database_url=database.url) as cell:
         before = await wait_for_entries(cell, 2)
-        database = cell.database_path
-    async with running_cell(tmp_path, database_path=database) as cell:
+    async with running_cell(tmp_path, database_url=database.url) as cell:
         after = await wait_for_entries(cell, len(before) + 2)
     ids = [e.command_id for e in after]
     assert ids == list(range(1, len(ids) + 1))
@@ -254,22 +262,18 @@ async def _health(cell: Cell) -> int:
 
 
 async def test_database_trouble_stops_acknowledging_then_recovers(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
+    tmp_path: Path, database: TestDatabase, caplog: pytest.LogCaptureFixture
 ) -> None:
-    async with running_cell(tmp_path, busy_timeout=0.2) as cell:
+    async with running_cell(tmp_path, busy_timeout=0.2, database_url=database.url) as cell:
         now = now_us()
-        # Another process holding the write lock: every write of ours fails.
-        blocker = sqlite3.connect(cell.database_path, isolation_level=None)
-        blocker.execute("BEGIN EXCLUSIVE")
-        try:
+        # Another client holding the write lock: every write of ours fails
+        # after the busy timeout (PostgreSQL: lock_timeout).
+        async with holding_write_lock(database):
             for attempt in range(2):
                 with pytest.raises(grpc.aio.AioRpcError) as caught:
                     await stream(cell, [make_reading(attempt + 1, 1, now)])
                 assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
             assert await _health(cell) == health_pb2.HealthCheckResponse.NOT_SERVING
-        finally:
-            blocker.execute("ROLLBACK")
-            blocker.close()
         response = await stream(cell, [make_reading(i, i, now) for i in range(1, 4)])
         assert (response.stored, response.duplicates) == (3, 0)
         for _ in range(50):
@@ -286,15 +290,14 @@ async def test_database_trouble_stops_acknowledging_then_recovers(
         if r.name == "controller.writer" and "database write failed" in r.getMessage()
     ]
     assert len(failures) == 1
-    assert [r[2] for r in stored_rows(cell)] == [1, 2, 3]
+    assert [r[2] for r in stored_rows(database)] == [1, 2, 3]
 
 
-async def test_decisions_survive_a_restart(tmp_path: Path) -> None:
+async def test_decisions_survive_a_restart(tmp_path: Path, database: TestDatabase) -> None:
     period_us = 2 * US_PER_SECOND
-    database = tmp_path / "restart.db"
     low = [100 + (i % 5) for i in range(30)]
     high = [200 + (i % 3) for i in range(30)]
-    async with running_cell(tmp_path, period=2.0, database_path=database) as cell:
+    async with running_cell(tmp_path, period=2.0, database_url=database.url) as cell:
         # Start right after a window boundary, so the steps below fit in windows.
         await asyncio.sleep((period_us - now_us() % period_us) / 1e6 + 0.05)
         index = window_index(now_us(), period_us)
@@ -309,7 +312,7 @@ async def test_decisions_survive_a_restart(tmp_path: Path) -> None:
         next_start = window_bounds(index + 1, period_us)[0]
         readings = [make_reading(100 + i, v, next_start + i) for i, v in enumerate(high)]
         assert (await stream(cell, readings)).stored == 30
-    async with running_cell(tmp_path, period=2.0, database_path=database) as cell:
+    async with running_cell(tmp_path, period=2.0, database_url=database.url) as cell:
         entries = await wait_for_entries(cell, len(entries) + 1, acknowledged=False)
     after = entries[len(entries) - 1]
     decided = next(e for e in entries if from_timestamp(e.from_datetime) == next_start)
@@ -323,13 +326,13 @@ async def test_decisions_survive_a_restart(tmp_path: Path) -> None:
 
 
 async def test_a_message_over_the_receive_limit_is_refused_and_nothing_of_it_stored(
-    tmp_path: Path,
+    tmp_path: Path, database: TestDatabase
 ) -> None:
-    async with running_cell(tmp_path) as cell:
+    async with running_cell(tmp_path, database_url=database.url) as cell:
         now = now_us()
         huge = [make_reading(i, i, now, boot_id="b" * 64) for i in range(1, 60_001)]
         with pytest.raises(grpc.aio.AioRpcError) as caught:
             await stream(cell, huge, batch=60_000)
         assert caught.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
         assert (await stream(cell, [make_reading(1, 1, now)])).stored == 1
-    assert len(stored_rows(cell)) == 1
+    assert len(stored_rows(database)) == 1
