@@ -1,10 +1,13 @@
-"""End to end: real processes on loopback, the real grpcurl, an independent audit."""
+"""End to end: real processes on loopback, the real grpcurl, an independent audit.
+
+Runs on SQLite and on PostgreSQL (the ``database`` fixture); the audit reads
+the stored readings back with plain SQL, the same on both.
+"""
 
 from __future__ import annotations
 
 import json
 import shutil
-import sqlite3
 import subprocess
 from collections import defaultdict
 from pathlib import Path
@@ -14,6 +17,7 @@ import pytest
 from scipy import stats
 
 from manipulator.journal import read_journal
+from tests.databases import TestDatabase
 from tests.processes import ROOT, Service, running, start_service
 from workcell.timeconv import US_PER_SECOND, from_iso
 
@@ -49,7 +53,7 @@ def all_entries(port: int) -> list[dict[str, object]]:
 
 
 @pytest.fixture
-def cell(tmp_path: Path) -> tuple[Service, Service, Path]:
+def cell(tmp_path: Path, database: TestDatabase) -> tuple[Service, Service, Path]:
     manipulator = start_service(
         "manipulator",
         ["--listen", "127.0.0.1:0", "--journal", str(tmp_path / "journal.jsonl")],
@@ -59,7 +63,7 @@ def cell(tmp_path: Path) -> tuple[Service, Service, Path]:
         [
             "--listen", "127.0.0.1:0",
             "--manipulator", f"127.0.0.1:{manipulator.port}",
-            "--database", f"sqlite+aiosqlite:///{tmp_path / 'workcell.db'}",
+            "--database", database.url,
             "--period", str(PERIOD),
             "--grace", "0.6",
         ],
@@ -68,7 +72,7 @@ def cell(tmp_path: Path) -> tuple[Service, Service, Path]:
 
 
 def test_a_cell_of_real_processes_stores_everything_and_decides_auditably(
-    cell: tuple[Service, Service, Path],
+    cell: tuple[Service, Service, Path], database: TestDatabase
 ) -> None:
     manipulator, controller, tmp_path = cell
     port = controller.port
@@ -79,7 +83,7 @@ def test_a_cell_of_real_processes_stores_everything_and_decides_auditably(
             assert sensor.wait(60) == 0, sensor.output()
         # Let the windows holding the last readings be decided and acknowledged.
         controller.wait_for_line(r"decision: command \d+", 10)
-        last_reading_window_end = _last_window_end(tmp_path)
+        last_reading_window_end = _last_window_end(database)
         _wait_until_decided(controller.port, last_reading_window_end)  # type: ignore[arg-type]
 
         listed = grpcurl("-plaintext", f"127.0.0.1:{port}", "list")
@@ -103,12 +107,14 @@ def test_a_cell_of_real_processes_stores_everything_and_decides_auditably(
         assert controller.stop() == 0, controller.output()
         assert manipulator.stop() == 0, manipulator.output()
 
-    with sqlite3.connect(tmp_path / "workcell.db") as db:
-        per_run = db.execute(
-            "SELECT sensor_id, COUNT(*), COUNT(DISTINCT seq), MIN(seq), MAX(seq) "
-            "FROM readings GROUP BY sensor_id, boot_id"
-        ).fetchall()
-        readings = db.execute("SELECT timestamp, payload FROM readings").fetchall()
+    per_run = database.fetch(
+        "SELECT sensor_id, COUNT(*), COUNT(DISTINCT seq), MIN(seq), MAX(seq) "
+        "FROM readings GROUP BY sensor_id, boot_id"
+    )
+    readings = [
+        (int(timestamp), int(payload))
+        for timestamp, payload in database.fetch("SELECT timestamp, payload FROM readings")
+    ]
     # Every reading sent is stored exactly once: no gap, no duplicate.
     assert sorted(per_run) == [(f"e2e-{i}", COUNT, COUNT, 1, COUNT) for i in range(SENSORS)]
 
@@ -159,9 +165,8 @@ def _audit(entries: list[dict[str, object]], readings: list[tuple[int, int]]) ->
         previous = current
 
 
-def _last_window_end(tmp_path: Path) -> int:
-    with sqlite3.connect(tmp_path / "workcell.db") as db:
-        (latest,) = db.execute("SELECT MAX(timestamp) FROM readings").fetchone()
+def _last_window_end(database: TestDatabase) -> int:
+    ((latest,),) = database.fetch("SELECT MAX(timestamp) FROM readings")
     period_us = int(PERIOD * US_PER_SECOND)
     return (int(latest) // period_us + 1) * period_us
 
