@@ -10,6 +10,7 @@ import uvloop
 
 from controller.app import Controller
 from controller.config import ControllerConfig, parse_config
+from controller.errors import DatabaseOpenError
 from workcell.logs import configure_logging
 
 
@@ -28,7 +29,7 @@ def main() -> int:
     configure_logging(config.log_level, config.log_format)
     try:
         uvloop.run(serve(config))
-    except OSError as exc:
+    except (OSError, DatabaseOpenError) as exc:
         print(f"python -m controller: error: {exc}", file=sys.stderr)
         return 1
     return 0

@@ -2,12 +2,13 @@
 
 ControllerError
 ├── InvalidReading   a reading fails validation (INVALID_ARGUMENT; names the field)
-└── StorageError     the database refused a write (UNAVAILABLE; the client resends)
+├── StorageError     the database refused a write (UNAVAILABLE; the client resends)
+└── DatabaseOpenError the database cannot be opened or migrated at start (exit 1)
 """
 
 from __future__ import annotations
 
-__all__ = ["ControllerError", "InvalidReading", "StorageError"]
+__all__ = ["ControllerError", "DatabaseOpenError", "InvalidReading", "StorageError"]
 
 
 class ControllerError(Exception):
@@ -25,3 +26,7 @@ class InvalidReading(ControllerError, ValueError):
 
 class StorageError(ControllerError):
     """A write to the database failed; nothing of the failed batch was committed."""
+
+
+class DatabaseOpenError(ControllerError):
+    """The database is unreachable, refuses us, or has a schema this version does not know."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -20,7 +21,7 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import inspect
 from sqlalchemy.engine import Connection
 
-__all__ = ["BASELINE", "head_revision", "upgrade"]
+__all__ = ["BASELINE", "UnknownRevision", "head_revision", "upgrade"]
 
 log = logging.getLogger(__name__)
 
@@ -28,6 +29,10 @@ log = logging.getLogger(__name__)
 # alembic_version table: they are stamped here, then upgraded as usual.
 BASELINE = "0001"
 _MIGRATIONS = Path(__file__).with_name("migrations")
+
+
+class UnknownRevision(Exception):
+    """The database was migrated by a newer workcell than this one."""
 
 
 def _config(connection: Connection | None = None) -> Config:
@@ -61,7 +66,7 @@ def upgrade(connection: Connection) -> str:
     before = current_revision(connection)
     scripts = ScriptDirectory.from_config(config)
     if before is not None and before not in {s.revision for s in scripts.walk_revisions()}:
-        raise RuntimeError(
+        raise UnknownRevision(
             f"database schema is at revision {before}, which this version of workcell "
             f"does not know (newest known: {head_revision()}): run a newer workcell"
         )
@@ -105,7 +110,7 @@ async def _main(url: str) -> str:
         await database.close()
 
 
-def main(argv: Sequence[str] | None = None) -> None:
+def main(argv: Sequence[str] | None = None) -> int:
     """``python -m controller.migrate --database URL``: upgrade, print the revision."""
     from controller.config import DEFAULT_DATABASE
     from workcell.flags import FlagParser, database_url
@@ -126,8 +131,15 @@ def main(argv: Sequence[str] | None = None) -> None:
     )
     ns = parser.parse_args(argv)
     configure_logging("INFO")
-    print(asyncio.run(_main(ns.database)))
+    from controller.errors import DatabaseOpenError
+
+    try:
+        print(asyncio.run(_main(ns.database)))
+    except DatabaseOpenError as exc:
+        print(f"python -m controller.migrate: error: {exc}", file=sys.stderr)
+        return 1
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -15,10 +15,12 @@ from typing import Any
 
 from sqlalchemy import Row, event, select, tuple_
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from controller.decision import WindowSummary
-from controller.migrate import upgrade
+from controller.errors import DatabaseOpenError
+from controller.migrate import UnknownRevision, upgrade
 from controller.records import CommandRecord
 from controller.schema import commands, readings
 
@@ -71,17 +73,18 @@ class Database:
                 # by a lock fails after this instead of waiting for ever.
                 connect_args={"server_settings": {"lock_timeout": str(timeout_ms)}},
             )
+        shown = parsed.render_as_string(hide_password=True)
         try:
             async with engine.begin() as conn:
                 revision = await conn.run_sync(upgrade)
-        except BaseException:
+        except BaseException as exc:
             await engine.dispose()
+            if isinstance(exc, SQLAlchemyError | OSError | UnknownRevision):
+                # DBAPIError wraps the driver's own message, which says it best.
+                reason = getattr(exc, "orig", None) or exc
+                raise DatabaseOpenError(f"cannot open the database {shown}: {reason}") from exc
             raise
-        log.info(
-            "database ready at %s (schema revision %s)",
-            parsed.render_as_string(hide_password=True),
-            revision,
-        )
+        log.info("database ready at %s (schema revision %s)", shown, revision)
         return cls(engine)
 
     async def close(self) -> None:

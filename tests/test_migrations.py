@@ -13,6 +13,7 @@ from alembic.runtime.migration import MigrationContext
 from sqlalchemy import create_engine
 from sqlalchemy.engine import Connection
 
+from controller.errors import DatabaseOpenError
 from controller.migrate import head_revision
 from controller.schema import metadata
 from controller.store import Database
@@ -78,7 +79,7 @@ async def test_a_database_from_a_newer_workcell_is_refused(tmp_path: Path) -> No
     await db.close()
     with sqlite3.connect(tmp_path / "w.db") as conn:
         conn.execute("UPDATE alembic_version SET version_num = '9999'")
-    with pytest.raises(RuntimeError, match="revision 9999, which this version"):
+    with pytest.raises(DatabaseOpenError, match="revision 9999, which this version"):
         await Database.open(url)
 
 
@@ -110,3 +111,24 @@ def test_migrate_command_rejects_a_bad_url() -> None:
     )
     assert done.returncode == 2
     assert "unsupported database 'mysql'" in done.stderr
+
+
+def test_an_unreachable_database_exits_1_with_one_line_and_no_password() -> None:
+    done = subprocess.run(
+        [
+            sys.executable, "-m", "controller",
+            "--listen", "127.0.0.1:0",
+            # Nothing listens on port 1: the connection is refused at once.
+            "--database", "postgresql://workcell:s3cret@127.0.0.1:1/workcell",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=ROOT,
+        check=False,
+    )  # fmt: skip
+    assert done.returncode == 1
+    last = done.stderr.strip().splitlines()[-1]
+    assert last.startswith("python -m controller: error: cannot open the database")
+    assert "Connection refused" in last
+    assert "s3cret" not in done.stderr
