@@ -1,21 +1,35 @@
-"""The sensor's configuration, read once at start, and the checks on its values."""
+"""The sensor's configuration: its flags, read once at start, and the checks on their values."""
 
 from __future__ import annotations
 
 import argparse
 import re
+import secrets
 import socket
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from workcell.flags import Address
+from sensor.profiles import PROFILE_NAMES
+from workcell.flags import (
+    Address,
+    FlagParser,
+    address,
+    duration_seconds,
+    positive_float,
+    positive_int,
+)
+from workcell.logs import add_log_flags
+from workcell.metrics_http import add_metrics_flag
 from workcell.timeconv import US_PER_SECOND
-from workcell.tls import PLAINTEXT, TlsConfig
+from workcell.tls import PLAINTEXT, TlsConfig, add_tls_flags, parse_tls
 
 __all__ = [
     "SENSOR_ID_PATTERN",
     "SensorConfig",
     "StepAt",
+    "build_parser",
     "default_sensor_id",
+    "parse_config",
     "sanitize_sensor_id",
     "sensor_id",
     "step_at",
@@ -102,3 +116,163 @@ def step_at(text: str) -> StepAt:
             f"expected +SECONDS after start or a Unix time in seconds, got {text!r}"
         )
     return StepAt(seconds, relative)
+
+
+_TRUE = ("1", "true", "yes", "on")
+_FALSE = ("", "0", "false", "no", "off")
+
+
+def _profile_name(text: str) -> str:
+    if text not in PROFILE_NAMES:
+        raise argparse.ArgumentTypeError(
+            f"expected one of {', '.join(PROFILE_NAMES)}, got {text!r}"
+        )
+    return text
+
+
+def _positive_duration(text: str) -> float:
+    seconds = duration_seconds(text)
+    if seconds <= 0:
+        raise argparse.ArgumentTypeError(f"expected a duration > 0, got {text!r}")
+    return seconds
+
+
+def _seed(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}")
+    return value
+
+
+def build_parser(environ: Mapping[str, str] | None = None) -> FlagParser:
+    """The sensor's flags, each also read from its ``WORKCELL_*`` variable."""
+    parser = FlagParser(
+        prog="python -m sensor",
+        description="Stream readings to the controller at a steady rate.",
+        environ=environ,
+    )
+    parser.flag(
+        "--controller",
+        env="WORKCELL_CONTROLLER_ADDRESS",
+        default="127.0.0.1:50051",
+        type=address,
+        help="controller gRPC address HOST:PORT",
+    )
+    parser.flag(
+        "--sensor-id",
+        env="WORKCELL_SENSOR_ID",
+        default=default_sensor_id(),
+        type=sensor_id,
+        help="this sensor's id: 1-64 characters from [A-Za-z0-9._-]",
+    )
+    parser.flag(
+        "--rate",
+        env="WORKCELL_SENSOR_RATE",
+        default="300",
+        type=positive_float,
+        help="readings per second",
+    )
+    parser.flag(
+        "--count",
+        env="WORKCELL_SENSOR_COUNT",
+        type=positive_int,
+        help="send this many readings, wait until all are acknowledged, exit",
+    )
+    parser.flag(
+        "--duration",
+        env="WORKCELL_SENSOR_DURATION",
+        type=_positive_duration,
+        help="generate for this long (5, 500ms, 10m), deliver what is held, exit",
+    )
+    parser.flag(
+        "--profile",
+        env="WORKCELL_SENSOR_PROFILE",
+        default="regime",
+        type=_profile_name,
+        help=f"payload signal: {', '.join(PROFILE_NAMES)}",
+    )
+    parser.flag(
+        "--seed",
+        env="WORKCELL_SENSOR_SEED",
+        type=_seed,
+        help="random seed of the profile (default: random, logged at start)",
+    )
+    parser.flag(
+        "--step-at",
+        env="WORKCELL_SENSOR_STEP_AT",
+        default="+10",
+        type=step_at,
+        help="step profile: Unix time in seconds, or +S seconds after start",
+    )
+    parser.flag(
+        "--batch",
+        env="WORKCELL_SENSOR_BATCH",
+        default="1",
+        type=positive_int,
+        help="readings per message",
+    )
+    parser.flag(
+        "--stream-seconds",
+        env="WORKCELL_SENSOR_STREAM_SECONDS",
+        default="1.0",
+        type=positive_float,
+        help="end each stream (and get it acknowledged) after this long",
+    )
+    parser.flag(
+        "--buffer",
+        env="WORKCELL_SENSOR_BUFFER",
+        default="100000",
+        type=positive_int,
+        help="most unacknowledged readings kept (then the oldest are dropped)",
+    )
+    parser.flag(
+        "--no-progress",
+        env="WORKCELL_SENSOR_NO_PROGRESS",
+        action="store_true",
+        help="no progress bar (the progress log line every 5 s stays)",
+    )
+    add_log_flags(parser)
+    add_metrics_flag(parser)
+    add_tls_flags(parser, side="client", what="controller: ")
+    return parser
+
+
+def parse_config(
+    argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None
+) -> SensorConfig:
+    """Flags and environment to a :class:`SensorConfig` (exit 2 with one line on a bad value)."""
+    parser = build_parser(environ)
+    args = parser.parse_args(argv)
+    no_progress = args.no_progress
+    if isinstance(no_progress, str):  # from the environment: store_true leaves it as text
+        if no_progress.strip().lower() not in _TRUE + _FALSE:
+            parser.error(
+                f"argument --no-progress: expected a boolean (1/0, true/false), got {no_progress!r}"
+            )
+        no_progress = no_progress.strip().lower() in _TRUE
+    if args.buffer < args.batch:
+        parser.error(
+            f"argument --buffer: must be at least --batch ({args.batch}), got {args.buffer}"
+        )
+    tls = parse_tls(parser, args, side="client")
+    return SensorConfig(
+        controller=args.controller,
+        sensor_id=args.sensor_id,
+        rate=args.rate,
+        count=args.count,
+        duration=args.duration,
+        profile=args.profile,
+        seed=secrets.randbelow(2**32) if args.seed is None else args.seed,
+        step_at=args.step_at,
+        batch=args.batch,
+        stream_seconds=args.stream_seconds,
+        buffer=args.buffer,
+        progress=not no_progress,
+        log_level=args.log_level,
+        log_format=args.log_format,
+        tls=tls,
+        metrics_listen=args.metrics_listen,
+    )

@@ -7,8 +7,8 @@ import sys
 
 import pytest
 
-from sensor.__main__ import parse_config, reading_limit
-from sensor.config import StepAt, default_sensor_id, sanitize_sensor_id
+from sensor.__main__ import reading_limit
+from sensor.config import StepAt, default_sensor_id, parse_config, sanitize_sensor_id
 from tests.processes import ROOT
 from workcell.flags import Address
 

@@ -16,7 +16,7 @@ import pytest
 from grpc import aio
 from prometheus_client.parser import text_string_to_metric_families
 
-from sensor.__main__ import parse_config
+from sensor.config import parse_config
 from tests.test_sensor_delivery import Received, RecordingTelemetry
 from tests.test_sensor_process import SensorProcess, final_counts
 from workcell.flags import Address

@@ -33,7 +33,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from controller.config import parse_config as parse_controller_config
 from manipulator.config import parse_config as parse_manipulator_config
 from manipulator.server import ManipulatorServer
-from sensor.__main__ import parse_config as parse_sensor_config
+from sensor.config import parse_config as parse_sensor_config
 from tests.controller_harness import Cell, make_reading, running_cell, stream
 from tests.processes import ROOT, running, start_service
 from workcell import cli, healthcheck
