@@ -1,11 +1,13 @@
 """Faults injected for real (issue 3): kills, restarts, outages, cut connections, SIGTERM.
 
 Every test runs the real services as child processes on 127.0.0.1 and audits
-what they left behind: the SQLite database with ``sqlite3`` (every reading a
-sensor generated is stored exactly once), the manipulator's journal with
-:func:`~manipulator.journal.read_journal`, and History over gRPC. Numbers are
-small (periods of 0.5-1 s, a few thousand readings) so the file runs in a few
-minutes on two cores; waits have generous bounds and nothing asserts on speed.
+what they left behind: the database with plain SQL (every reading a sensor
+generated is stored exactly once), the manipulator's journal with
+:func:`~manipulator.journal.read_journal`, and History over gRPC. The tests
+with a controller run twice, on SQLite and on PostgreSQL (the ``database``
+fixture). Numbers are small (periods of 0.5-1 s, a few thousand readings) so
+the file runs in a few minutes on two cores; waits have generous bounds and
+nothing asserts on speed.
 
 Each test prints one ``FAULT ...`` line with what it did and what it found
 (shown with ``pytest -s``), the figures behind the README's Reliability table.
@@ -19,7 +21,6 @@ import json
 import random
 import re
 import signal
-import sqlite3
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -29,6 +30,7 @@ import pytest
 
 from manipulator.journal import Journal, parse_command, read_journal
 from tests.chaos_proxy import ChaosProxy
+from tests.databases import TestDatabase
 from tests.processes import Service, running, start_service
 from workcell.framing import FrameDecoder, encode_frame
 from workcell.timeconv import from_timestamp, now_us, to_timestamp
@@ -54,7 +56,7 @@ def start_manipulator(tmp_path: Path, port: int = 0) -> Service:
 
 
 def start_controller(
-    tmp_path: Path,
+    database: TestDatabase,
     manipulator_port: int,
     *,
     port: int = 0,
@@ -66,7 +68,7 @@ def start_controller(
         [
             "--listen", f"127.0.0.1:{port}",
             "--manipulator", f"127.0.0.1:{manipulator_port}",
-            "--database", f"sqlite+aiosqlite:///{tmp_path / 'workcell.db'}",
+            "--database", database.url,
             "--period", str(period),
             "--grace", "0.3",
             "--shutdown-grace", str(shutdown_grace),
@@ -140,20 +142,20 @@ def report(fault: str, **figures: object) -> None:
 # -- audits -------------------------------------------------------------------
 
 
-def runs_by_sensor(database: Path) -> dict[str, list[tuple[str, int, int, int, int]]]:
+def runs_by_sensor(database: TestDatabase) -> dict[str, list[tuple[str, int, int, int, int]]]:
     """Per sensor: (boot_id, COUNT, COUNT DISTINCT seq, MIN seq, MAX seq) for each run."""
-    with contextlib.closing(sqlite3.connect(database)) as db:
-        rows = db.execute(
-            "SELECT sensor_id, boot_id, COUNT(*), COUNT(DISTINCT seq), MIN(seq), MAX(seq) "
-            "FROM readings GROUP BY sensor_id, boot_id ORDER BY sensor_id, MIN(id)"
-        ).fetchall()
+    rows = database.fetch(
+        "SELECT sensor_id, boot_id, COUNT(*), COUNT(DISTINCT seq), MIN(seq), MAX(seq) "
+        "FROM readings GROUP BY sensor_id, boot_id ORDER BY sensor_id, MIN(id)"
+    )
     runs: dict[str, list[tuple[str, int, int, int, int]]] = {}
-    for sensor_id, *run in rows:
-        runs.setdefault(sensor_id, []).append(tuple(run))
+    for sensor_id, boot_id, *figures in rows:
+        count, distinct, lowest, highest = (int(f) for f in figures)
+        runs.setdefault(str(sensor_id), []).append((str(boot_id), count, distinct, lowest, highest))
     return runs
 
 
-def assert_exactly_once(database: Path, expected: dict[str, int]) -> int:
+def assert_exactly_once(database: TestDatabase, expected: dict[str, int]) -> int:
     """Each sensor of ``expected`` has one run holding seq 1..N exactly once; the total."""
     runs = runs_by_sensor(database)
     assert set(runs) == set(expected)
@@ -208,13 +210,15 @@ def assert_journal_matches(journal: Path, entries: list[history_pb2.HistoryEntry
 # -- 1. controller killed -----------------------------------------------------
 
 
-def test_controller_sigkilled_three_times_loses_and_doubles_nothing(tmp_path: Path) -> None:
+def test_controller_sigkilled_three_times_loses_and_doubles_nothing(
+    tmp_path: Path, database: TestDatabase
+) -> None:
     sensors_n, count = 6, 1600
     rng = random.Random(20240501)
     services: list[Service] = []
     with cleanup(services):
         manipulator = start_manipulator(tmp_path)
-        controller = start_controller(tmp_path, manipulator.port, period=1.0)  # type: ignore[arg-type]
+        controller = start_controller(database, manipulator.port, period=1.0)  # type: ignore[arg-type]
         services += [manipulator, controller]
         port = controller.port
         assert port is not None
@@ -231,7 +235,7 @@ def test_controller_sigkilled_three_times_loses_and_doubles_nothing(tmp_path: Pa
             kills += 1
             time.sleep(rng.uniform(0.1, 0.8))
             # Same port and database: the sensors reconnect to it and resend.
-            controller = start_controller(tmp_path, manipulator.port, port=port, period=1.0)  # type: ignore[arg-type]
+            controller = start_controller(database, manipulator.port, port=port, period=1.0)  # type: ignore[arg-type]
             services.append(controller)
             assert controller.port == port
             wait_recovered(sensors, before)
@@ -240,7 +244,7 @@ def test_controller_sigkilled_three_times_loses_and_doubles_nothing(tmp_path: Pa
         assert controller.stop() == 0, controller.output()
         assert manipulator.stop() == 0, manipulator.output()
 
-    stored = assert_exactly_once(tmp_path / "workcell.db", {s.name: count for s in sensors})
+    stored = assert_exactly_once(database, {s.name: count for s in sensors})
     # Across the kills no command id was reused and each reached the journal once.
     commands = assert_journal_matches(tmp_path / "journal.jsonl", entries)
     report(
@@ -260,6 +264,7 @@ def test_controller_sigkilled_three_times_loses_and_doubles_nothing(tmp_path: Pa
 
 def test_manipulator_down_for_periods_then_every_command_is_journaled_once_in_order(
     tmp_path: Path,
+    database: TestDatabase,
 ) -> None:
     services: list[Service] = []
     outages: list[tuple[int, int]] = []  # (down, back) in µs since the epoch
@@ -267,7 +272,7 @@ def test_manipulator_down_for_periods_then_every_command_is_journaled_once_in_or
         manipulator = start_manipulator(tmp_path)
         mport = manipulator.port
         assert mport is not None
-        controller = start_controller(tmp_path, mport)
+        controller = start_controller(database, mport)
         services += [manipulator, controller]
         assert controller.port is not None
         sensors = [start_sensor(f"down-{i}", controller.port, count=1600) for i in range(2)]
@@ -318,6 +323,7 @@ def test_manipulator_down_for_periods_then_every_command_is_journaled_once_in_or
 
 async def test_command_journaled_but_not_acknowledged_is_resent_and_not_journaled_twice(
     tmp_path: Path,
+    database: TestDatabase,
 ) -> None:
     journal_path = tmp_path / "journal.jsonl"
     journaled: asyncio.Future[int] = asyncio.get_running_loop().create_future()
@@ -346,7 +352,7 @@ async def test_command_journaled_but_not_acknowledged_is_resent_and_not_journale
     mport = int(fake.sockets[0].getsockname()[1])
     services: list[Service] = []
     with cleanup(services):
-        controller = await asyncio.to_thread(start_controller, tmp_path, mport)
+        controller = await asyncio.to_thread(start_controller, database, mport)
         services.append(controller)
         command_id = await asyncio.wait_for(journaled, 30)
         await fake.wait_closed()
@@ -384,12 +390,13 @@ async def test_command_journaled_but_not_acknowledged_is_resent_and_not_journale
 
 def test_sensor_killed_and_restarted_gets_a_new_boot_and_the_cell_keeps_deciding(
     tmp_path: Path,
+    database: TestDatabase,
 ) -> None:
     steady_count, second_count = 1800, 300
     services: list[Service] = []
     with cleanup(services):
         manipulator = start_manipulator(tmp_path)
-        controller = start_controller(tmp_path, manipulator.port)  # type: ignore[arg-type]
+        controller = start_controller(database, manipulator.port)  # type: ignore[arg-type]
         services += [manipulator, controller]
         port = controller.port
         assert port is not None
@@ -413,7 +420,7 @@ def test_sensor_killed_and_restarted_gets_a_new_boot_and_the_cell_keeps_deciding
         assert manipulator.stop() == 0, manipulator.output()
 
     assert first_boot != second_boot
-    runs = runs_by_sensor(tmp_path / "workcell.db")
+    runs = runs_by_sensor(database)
     assert set(runs) == {"steady-0", "steady-1", "victim"}
     for name in ("steady-0", "steady-1"):
         assert [r[1:] for r in runs[name]] == [(steady_count,) * 2 + (1, steady_count)]
@@ -446,12 +453,13 @@ def test_sensor_killed_and_restarted_gets_a_new_boot_and_the_cell_keeps_deciding
 
 async def test_connections_dropped_and_stalled_by_a_proxy_lose_and_double_nothing(
     tmp_path: Path,
+    database: TestDatabase,
 ) -> None:
     sensors_n, count = 4, 1400
     services: list[Service] = []
     with cleanup(services):
         manipulator = await asyncio.to_thread(start_manipulator, tmp_path)
-        controller = await asyncio.to_thread(start_controller, tmp_path, manipulator.port)  # type: ignore[arg-type]
+        controller = await asyncio.to_thread(start_controller, database, manipulator.port)  # type: ignore[arg-type]
         services += [manipulator, controller]
         assert controller.port is not None
         async with ChaosProxy(controller.port) as proxy:
@@ -474,7 +482,7 @@ async def test_connections_dropped_and_stalled_by_a_proxy_lose_and_double_nothin
         assert await asyncio.to_thread(manipulator.stop) == 0, manipulator.output()
 
     assert all(cut > 0 for cut in cuts), cuts
-    stored = assert_exactly_once(tmp_path / "workcell.db", {s.name: count for s in sensors})
+    stored = assert_exactly_once(database, {s.name: count for s in sensors})
     report(
         "6 connections cut/stalled",
         sensors=sensors_n,
@@ -521,13 +529,14 @@ async def test_chaos_proxy_forwards_stalls_and_drops() -> None:
 
 def test_controller_sigterm_under_load_exits_0_and_keeps_every_acknowledged_reading(
     tmp_path: Path,
+    database: TestDatabase,
 ) -> None:
     sensors_n, count = 4, 1400
     services: list[Service] = []
     with cleanup(services):
         manipulator = start_manipulator(tmp_path)
         # A generous grace: the streams open at SIGTERM must be answered, not cut.
-        controller = start_controller(tmp_path, manipulator.port, shutdown_grace=15)  # type: ignore[arg-type]
+        controller = start_controller(database, manipulator.port, shutdown_grace=15)  # type: ignore[arg-type]
         services += [manipulator, controller]
         port = controller.port
         assert port is not None
@@ -538,13 +547,13 @@ def test_controller_sigterm_under_load_exits_0_and_keeps_every_acknowledged_read
         assert controller.stop(20) == 0, controller.output()
         stored_before = int(controller.wait_for_line(r"stopped: (\d+) readings stored").group(1))
         streaming_at_stop = sum(sensor.process.poll() is None for sensor in sensors)
-        controller = start_controller(tmp_path, manipulator.port, port=port)  # type: ignore[arg-type]
+        controller = start_controller(database, manipulator.port, port=port)  # type: ignore[arg-type]
         services.append(controller)
         wait_all_exit(sensors)
         assert controller.stop() == 0, controller.output()
         assert manipulator.stop() == 0, manipulator.output()
 
-    stored = assert_exactly_once(tmp_path / "workcell.db", {s.name: count for s in sensors})
+    stored = assert_exactly_once(database, {s.name: count for s in sensors})
     # Every stream open at SIGTERM was answered: nothing stored went unacknowledged,
     # so nothing had to be resent and come back as a duplicate.
     assert duplicates_reported(sensors) == 0
@@ -560,11 +569,13 @@ def test_controller_sigterm_under_load_exits_0_and_keeps_every_acknowledged_read
     )
 
 
-def test_sensor_sigterm_with_duration_exits_0_and_says_what_was_delivered(tmp_path: Path) -> None:
+def test_sensor_sigterm_with_duration_exits_0_and_says_what_was_delivered(
+    tmp_path: Path, database: TestDatabase
+) -> None:
     services: list[Service] = []
     with cleanup(services):
         manipulator = start_manipulator(tmp_path)
-        controller = start_controller(tmp_path, manipulator.port)  # type: ignore[arg-type]
+        controller = start_controller(database, manipulator.port)  # type: ignore[arg-type]
         services += [manipulator, controller]
         assert controller.port is not None
         sensor = start_sensor("duration", controller.port, "--duration", "30")
@@ -584,7 +595,7 @@ def test_sensor_sigterm_with_duration_exits_0_and_says_what_was_delivered(tmp_pa
     assert final["id"] == "duration"
     assert created < RATE * 30  # it stopped when told, not at the end of --duration
     assert created == acked + undelivered + dropped
-    (run,) = runs_by_sensor(tmp_path / "workcell.db")["duration"]
+    (run,) = runs_by_sensor(database)["duration"]
     assert run[0] == boot
     # What the sensor counts as acknowledged is stored, once each, from seq 1.
     assert acked <= run[1] <= sent
