@@ -128,7 +128,7 @@ class Writer:
         # The write connection, opened on the first commit and again after a
         # server restart broke it (PostgreSQL).
         self._connection: AsyncConnection | None = None
-        self._backend_: WriteBackend | None = None
+        self._writes: WriteBackend | None = None
         self._failing = False
         self._last_commit = 0.0
         self.totals = BatchResult()
@@ -225,16 +225,16 @@ class Writer:
         finally:
             await self._disconnect()
 
-    async def _backend(self) -> WriteBackend:
+    async def _open_writes(self) -> WriteBackend:
         """The write connection's backend, connecting first if there is none."""
-        if self._backend_ is None:
+        if self._writes is None:
             self._connection = await self._engine.connect()
             raw = await self._connection.get_raw_connection()
-            self._backend_ = backend_for(raw.driver_connection)
-        return self._backend_
+            self._writes = backend_for(raw.driver_connection)
+        return self._writes
 
     async def _disconnect(self, *, broken: bool = False) -> None:
-        connection, self._connection, self._backend_ = self._connection, None, None
+        connection, self._connection, self._writes = self._connection, None, None
         if connection is not None:
             with contextlib.suppress(Exception):
                 if broken:
@@ -246,7 +246,7 @@ class Writer:
         started = time.perf_counter()
         backend: WriteBackend | None = None
         try:
-            backend = await self._backend()
+            backend = await self._open_writes()
             counts, masks = await self._write(backend, segments, operations)
         except Exception as exc:
             if backend is not None:
