@@ -27,6 +27,14 @@ It prints the report to stdout (progress bars on stderr) and, with ``--json PATH
 same numbers as JSON. The documented numbers come from a full simulated hour (the default; about
 5-10 minutes on 2 cores, and about 2 GB free in the temporary folder). ``--hours 0.05`` is a quick
 look.
+
+Results (``--hours 1``, SQLite 3.40.1, 4 KiB pages; the sizes are the same on every run): one hour
+is 8,640,000 readings in a 1,536,827,392-byte file, 177.9 bytes per reading (table 87, unique key
+index 71, timestamp index 20: the 51 bytes of sensor and boot id are stored in the table and again
+in the unique index), so 1,466 MiB (1.43 GiB) per hour and about 34.4 GiB per day of the default
+24 h retention. Under retention the file stayed at 1.039 times the one-hour size (the rest is
+about one sweep interval of free pages); the 60 sweeps of 144,000 readings each took 56-66 s in
+all, at most 1.0-1.8 s each. Commands add about 128 KiB per hour and are kept for ever.
 """
 
 from __future__ import annotations
