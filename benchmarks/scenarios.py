@@ -332,7 +332,9 @@ def _rates_by_sensor(database: Path, start_us: int, end_us: int) -> dict[str, fl
     """Durable readings/s of each sensor, by creation time within the window."""
     with contextlib.closing(sqlite3.connect(f"file:{database}?mode=ro", uri=True)) as db:
         rows = db.execute(
-            "SELECT sensor_id, count(*) FROM readings WHERE timestamp >= ? AND timestamp < ? "
+            "SELECT sensor_id, count(*) "
+            "FROM readings JOIN sensor_runs ON sensor_runs.id = readings.run_id "
+            "WHERE timestamp >= ? AND timestamp < ? "
             "GROUP BY sensor_id",
             (start_us, end_us),
         ).fetchall()

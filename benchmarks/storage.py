@@ -19,9 +19,10 @@ from controller.schema import metadata
 
 __all__ = ["StorageCeiling", "create_schema", "storage_ceiling"]
 
+INSERT_RUN = "INSERT INTO sensor_runs (id, sensor_id, boot_id) VALUES (?, ?, ?)"
 INSERT = (
-    "INSERT INTO readings (sensor_id, boot_id, seq, payload, timestamp, received_at) "
-    "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (sensor_id, boot_id, seq) DO NOTHING"
+    "INSERT INTO readings (run_id, seq, payload, timestamp, received_at) "
+    "VALUES (?, ?, ?, ?, ?) ON CONFLICT (run_id, seq) DO NOTHING"
 )
 
 
@@ -58,16 +59,17 @@ def storage_ceiling(
         connection.execute(f"PRAGMA synchronous={synchronous}")
         rows = 0
         spent = 0.0
-        sensor = 0
+        run = 0
         while spent < seconds:
-            # Eight sensors' readings interleaved, like the controller's groups.
-            boot = uuid.uuid4().hex
+            # Eight sensors' readings interleaved, like the controller's groups
+            # (each batch from new runs, so no key is ever repeated).
             base = time.time_ns() // 1000
-            chunk = [
-                (f"sensor-{(sensor + i) % 8}", boot, i, i % 1000, base + i, base + i)
-                for i in range(batch)
-            ]
-            sensor += 1
+            connection.executemany(
+                INSERT_RUN,
+                [(run + k, f"sensor-{k}", uuid.uuid4().hex) for k in range(1, 9)],
+            )
+            chunk = [(run + 1 + i % 8, i, i % 1000, base + i, base + i) for i in range(batch)]
+            run += 8
             started = time.perf_counter()
             connection.execute("BEGIN")
             connection.executemany(INSERT, chunk)

@@ -21,7 +21,7 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import inspect
 from sqlalchemy.engine import Connection
 
-__all__ = ["BASELINE", "UnknownRevision", "head_revision", "upgrade"]
+__all__ = ["BASELINE", "UnknownRevision", "alembic_config", "head_revision", "upgrade"]
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +35,8 @@ class UnknownRevision(Exception):
     """The database was migrated by a newer workcell than this one."""
 
 
-def _config(connection: Connection | None = None) -> Config:
+def alembic_config(connection: Connection | None = None) -> Config:
+    """Alembic's configuration for our migrations, to run them on ``connection``."""
     config = Config()
     config.set_main_option("script_location", str(_MIGRATIONS))
     config.attributes["connection"] = connection
@@ -44,7 +45,7 @@ def _config(connection: Connection | None = None) -> Config:
 
 def head_revision() -> str:
     """The newest revision this code knows."""
-    head = ScriptDirectory.from_config(_config()).get_current_head()
+    head = ScriptDirectory.from_config(alembic_config()).get_current_head()
     assert head is not None, "controller/migrations has no revision"
     return head
 
@@ -55,14 +56,14 @@ def current_revision(connection: Connection) -> str | None:
         return MigrationContext.configure(connection).get_current_revision()
 
 
-def upgrade(connection: Connection) -> str:
-    """Migrate the database on ``connection`` to the head revision; return it.
+def upgrade(connection: Connection, revision: str = "head") -> str:
+    """Migrate the database on ``connection`` to ``revision``; return the one it is at.
 
     Sync, for ``AsyncConnection.run_sync``. Refuses a database migrated by a
     newer version of workcell (its revision is unknown here) rather than
     running against a schema this code does not know.
     """
-    config = _config(connection)
+    config = alembic_config(connection)
     before = current_revision(connection)
     scripts = ScriptDirectory.from_config(config)
     if before is not None and before not in {s.revision for s in scripts.walk_revisions()}:
@@ -77,7 +78,13 @@ def upgrade(connection: Connection) -> str:
             log.info("database predates migrations: stamping it at revision %s", BASELINE)
             command.stamp(config, BASELINE)
             before = BASELINE
-        command.upgrade(config, "head")
+        if before is not None and before != scripts.get_current_head():
+            log.info(
+                "upgrading the database schema from revision %s: this can take minutes "
+                "on a large database",
+                before,
+            )
+        command.upgrade(config, revision)
     after = current_revision(connection)
     assert after is not None
     if before != after:

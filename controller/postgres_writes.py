@@ -1,6 +1,6 @@
 """The writer's statements on PostgreSQL, straight on the asyncpg connection.
 
-A group's readings go in as one ``INSERT ... SELECT FROM unnest(...)`` of six
+A group's readings go in as one ``INSERT ... SELECT FROM unnest(...)`` of five
 column arrays: one round trip and one statement, whatever the group's size.
 """
 
@@ -10,7 +10,6 @@ from collections.abc import Sequence
 
 import asyncpg
 
-from controller.records import ReadingRow
 from controller.schema import commands
 from controller.store import command_values
 from controller.writes import (
@@ -18,20 +17,23 @@ from controller.writes import (
     InsertCommand,
     Operation,
     PruneReadings,
-    ReadingKey,
-    key_ranges,
+    RunKey,
+    StoredReading,
 )
 
 __all__ = ["PostgresWrites"]
 
+_INSERT_RUN = (
+    "INSERT INTO sensor_runs (sensor_id, boot_id) VALUES ($1, $2) "
+    "ON CONFLICT (sensor_id, boot_id) DO NOTHING"
+)
+_RUN_ID = "SELECT id FROM sensor_runs WHERE sensor_id = $1 AND boot_id = $2"
 _INSERT_READINGS = (
-    "INSERT INTO readings (sensor_id, boot_id, seq, payload, timestamp, received_at) "
-    "SELECT * FROM unnest($1::varchar[], $2::varchar[], $3::bigint[], $4::bigint[], "
-    "$5::bigint[], $6::bigint[]) ON CONFLICT (sensor_id, boot_id, seq) DO NOTHING"
+    "INSERT INTO readings (run_id, seq, payload, timestamp, received_at) "
+    "SELECT * FROM unnest($1::integer[], $2::bigint[], $3::bigint[], $4::bigint[], "
+    "$5::bigint[]) ON CONFLICT (run_id, seq) DO NOTHING"
 )
-_EXISTING_SEQS = (
-    "SELECT seq FROM readings WHERE sensor_id = $1 AND boot_id = $2 AND seq BETWEEN $3 AND $4"
-)
+_STORED_SEQS = "SELECT seq FROM readings WHERE run_id = $1 AND seq BETWEEN $2 AND $3"
 _COMMAND_COLUMNS = [c.name for c in commands.columns]
 _INSERT_COMMAND = "INSERT INTO commands ({}) VALUES ({})".format(
     ", ".join(_COMMAND_COLUMNS), ", ".join(f"${i}" for i in range(1, len(_COMMAND_COLUMNS) + 1))
@@ -55,6 +57,11 @@ class PostgresWrites:
         self._conn = conn
         self._transaction: asyncpg.transaction.Transaction | None = None
 
+    async def register_runs(self, runs: Sequence[RunKey]) -> dict[RunKey, int]:
+        async with self._conn.transaction():
+            await self._conn.executemany(_INSERT_RUN, runs)
+            return {run: int(await self._conn.fetchval(_RUN_ID, *run)) for run in runs}
+
     async def begin(self) -> None:
         self._transaction = self._conn.transaction()
         await self._transaction.start()
@@ -71,16 +78,12 @@ class PostgresWrites:
                 status = await self._conn.execute(_PRUNE, before_us, limit)
         return _row_count(status)
 
-    async def insert_readings(self, rows: Sequence[ReadingRow]) -> int:
+    async def insert_readings(self, rows: Sequence[StoredReading]) -> int:
         columns = [list(column) for column in zip(*rows, strict=True)]
         return _row_count(await self._conn.execute(_INSERT_READINGS, *columns))
 
-    async def existing_keys(self, rows: Sequence[ReadingRow]) -> set[ReadingKey]:
-        found: set[ReadingKey] = set()
-        for (sensor_id, boot_id), (low, high) in key_ranges(rows).items():
-            records = await self._conn.fetch(_EXISTING_SEQS, sensor_id, boot_id, low, high)
-            found.update((sensor_id, boot_id, int(r["seq"])) for r in records)
-        return found
+    async def stored_seqs(self, run_id: int, low: int, high: int) -> list[int]:
+        return [int(r["seq"]) for r in await self._conn.fetch(_STORED_SEQS, run_id, low, high)]
 
     async def commit(self) -> None:
         transaction, self._transaction = self._transaction, None

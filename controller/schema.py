@@ -17,6 +17,7 @@ from sqlalchemy import (
     CheckConstraint,
     Column,
     Float,
+    ForeignKey,
     Index,
     Integer,
     MetaData,
@@ -25,9 +26,21 @@ from sqlalchemy import (
     UniqueConstraint,
 )
 
-__all__ = ["commands", "metadata", "readings"]
+__all__ = ["commands", "metadata", "readings", "sensor_runs"]
 
 metadata = MetaData()
+
+# One row per sensor process run: readings refer to it by a small integer
+# instead of repeating two strings of up to 64 characters in every row and in
+# the unique index, which made up more than half of the database's size.
+sensor_runs = Table(
+    "sensor_runs",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("sensor_id", String(64), nullable=False),
+    Column("boot_id", String(64), nullable=False),
+    UniqueConstraint("sensor_id", "boot_id", name="uq_sensor_runs_sensor_boot"),
+)
 
 readings = Table(
     "readings",
@@ -40,15 +53,19 @@ readings = Table(
         primary_key=True,
         autoincrement=True,
     ),
-    Column("sensor_id", String(64), nullable=False),
-    Column("boot_id", String(64), nullable=False),
+    Column(
+        "run_id",
+        Integer,
+        ForeignKey("sensor_runs.id", name="fk_readings_run_id_sensor_runs"),
+        nullable=False,
+    ),
     Column("seq", BigInteger, nullable=False),
     Column("payload", BigInteger, nullable=False),
     Column("timestamp", BigInteger, nullable=False),
     Column("received_at", BigInteger, nullable=False),
     # A resent reading hits this key and is ignored: stored exactly once.
-    UniqueConstraint("sensor_id", "boot_id", "seq", name="uq_readings_sensor_boot_seq"),
-    # Restoring the open windows at start reads readings by creation time.
+    UniqueConstraint("run_id", "seq", name="uq_readings_run_seq"),
+    # Restoring the open windows at start, and retention, read by creation time.
     Index("ix_readings_timestamp", "timestamp"),
 )
 

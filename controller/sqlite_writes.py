@@ -10,7 +10,6 @@ from collections.abc import Sequence
 
 import aiosqlite
 
-from controller.records import ReadingRow
 from controller.schema import commands
 from controller.store import command_values
 from controller.writes import (
@@ -18,19 +17,22 @@ from controller.writes import (
     InsertCommand,
     Operation,
     PruneReadings,
-    ReadingKey,
-    key_ranges,
+    RunKey,
+    StoredReading,
 )
 
 __all__ = ["SqliteWrites"]
 
+_INSERT_RUN = (
+    "INSERT INTO sensor_runs (sensor_id, boot_id) VALUES (?, ?) "
+    "ON CONFLICT (sensor_id, boot_id) DO NOTHING"
+)
+_RUN_ID = "SELECT id FROM sensor_runs WHERE sensor_id = ? AND boot_id = ?"
 _INSERT_READINGS = (
-    "INSERT INTO readings (sensor_id, boot_id, seq, payload, timestamp, received_at) "
-    "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (sensor_id, boot_id, seq) DO NOTHING"
+    "INSERT INTO readings (run_id, seq, payload, timestamp, received_at) "
+    "VALUES (?, ?, ?, ?, ?) ON CONFLICT (run_id, seq) DO NOTHING"
 )
-_EXISTING_SEQS = (
-    "SELECT seq FROM readings WHERE sensor_id = ? AND boot_id = ? AND seq BETWEEN ? AND ?"
-)
+_STORED_SEQS = "SELECT seq FROM readings WHERE run_id = ? AND seq BETWEEN ? AND ?"
 _INSERT_COMMAND = "INSERT INTO commands ({}) VALUES ({})".format(
     ", ".join(c.name for c in commands.columns), ", ".join(f":{c.name}" for c in commands.columns)
 )
@@ -48,6 +50,22 @@ class SqliteWrites:
     def __init__(self, conn: aiosqlite.Connection) -> None:
         self._conn = conn
 
+    async def register_runs(self, runs: Sequence[RunKey]) -> dict[RunKey, int]:
+        await self.begin()
+        try:
+            await self._conn.executemany(_INSERT_RUN, runs)
+            ids = {}
+            for run in runs:
+                async with self._conn.execute(_RUN_ID, run) as cursor:
+                    row = await cursor.fetchone()
+                assert row is not None, "a sensor run just inserted is missing"
+                ids[run] = int(row[0])
+            await self._conn.commit()
+        except BaseException:
+            await self.rollback()
+            raise
+        return ids
+
     async def begin(self) -> None:
         # IMMEDIATE takes the write lock up front (or waits busy_timeout).
         await self._conn.execute("BEGIN IMMEDIATE")
@@ -62,16 +80,13 @@ class SqliteWrites:
                 cursor = await self._conn.execute(_PRUNE, (before_us, limit))
         return cursor.rowcount
 
-    async def insert_readings(self, rows: Sequence[ReadingRow]) -> int:
+    async def insert_readings(self, rows: Sequence[StoredReading]) -> int:
         cursor = await self._conn.executemany(_INSERT_READINGS, rows)
         return cursor.rowcount
 
-    async def existing_keys(self, rows: Sequence[ReadingRow]) -> set[ReadingKey]:
-        found: set[ReadingKey] = set()
-        for (sensor_id, boot_id), (low, high) in key_ranges(rows).items():
-            async with self._conn.execute(_EXISTING_SEQS, (sensor_id, boot_id, low, high)) as cur:
-                found.update((sensor_id, boot_id, int(seq)) for (seq,) in await cur.fetchall())
-        return found
+    async def stored_seqs(self, run_id: int, low: int, high: int) -> list[int]:
+        async with self._conn.execute(_STORED_SEQS, (run_id, low, high)) as cursor:
+            return [int(seq) for (seq,) in await cursor.fetchall()]
 
     async def commit(self) -> None:
         await self._conn.commit()

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -37,6 +38,8 @@ from controller.writes import (
     InsertCommand,
     Operation,
     PruneReadings,
+    RunKey,
+    StoredReading,
     WriteBackend,
     backend_for,
 )
@@ -129,6 +132,8 @@ class Writer:
         # server restart broke it (PostgreSQL).
         self._connection: AsyncConnection | None = None
         self._writes: WriteBackend | None = None
+        # Sensor run ids by (sensor_id, boot_id): committed, so valid for good.
+        self._run_ids: dict[RunKey, int] = {}
         self._failing = False
         self._last_commit = 0.0
         self.totals = BatchResult()
@@ -310,17 +315,17 @@ class Writer:
     ) -> tuple[list[int], list[list[bool]] | None]:
         """Commit one group: the operations' row counts, and None if every
         reading was new, else a mask of the new ones per segment."""
-        all_rows = [row for _, rows in segments for row in rows]
+        stored = await self._stored_readings(backend, segments)
         try:
             await backend.begin()
             counts = [await backend.apply(pending.operation) for pending in operations]
-            if all_rows and await backend.insert_readings(all_rows) != len(all_rows):
+            if stored and await backend.insert_readings(stored) != len(stored):
                 # Some readings were resends. Which ones matters (a duplicate
                 # must not count twice in a window): redo the group knowing them.
                 await backend.rollback()
                 await backend.begin()
                 counts = [await backend.apply(pending.operation) for pending in operations]
-                masks = await _insert_new(backend, segments, all_rows)
+                masks = await _insert_new(backend, segments, stored)
                 await backend.commit()
                 return counts, masks
             await backend.commit()
@@ -330,18 +335,43 @@ class Writer:
             raise
         return counts, None
 
+    async def _stored_readings(
+        self, backend: WriteBackend, segments: list[Segment]
+    ) -> list[StoredReading]:
+        """The group's readings as rows of the readings table (run ids for names)."""
+        runs = self._run_ids
+        try:
+            return [
+                (runs[r[0], r[1]], r[2], r[3], r[4], r[5]) for _, rows in segments for r in rows
+            ]
+        except KeyError:
+            # A sensor run seen for the first time (a sensor started): once per run.
+            new = {(r[0], r[1]) for _, rows in segments for r in rows} - runs.keys()
+            runs.update(await backend.register_runs(sorted(new)))
+            return [
+                (runs[r[0], r[1]], r[2], r[3], r[4], r[5]) for _, rows in segments for r in rows
+            ]
+
 
 async def _insert_new(
-    backend: WriteBackend, segments: list[Segment], all_rows: list[ReadingRow]
+    backend: WriteBackend, segments: list[Segment], stored: list[StoredReading]
 ) -> list[list[bool]]:
     """Insert the readings not stored yet; return which ones they were, per segment."""
-    seen = await backend.existing_keys(all_rows)
+    # One index range per run rather than one lookup per reading.
+    ranges: dict[int, tuple[int, int]] = {}
+    for run_id, seq, *_ in stored:
+        low, high = ranges.get(run_id, (seq, seq))
+        ranges[run_id] = (min(low, seq), max(high, seq))
+    seen: set[tuple[int, int]] = set()
+    for run_id, (low, high) in ranges.items():
+        seen.update((run_id, seq) for seq in await backend.stored_seqs(run_id, low, high))
     masks: list[list[bool]] = []
-    new_rows: list[ReadingRow] = []
-    for _, rows in segments:
+    new_rows: list[StoredReading] = []
+    rows = iter(stored)
+    for _, segment in segments:
         mask = []
-        for row in rows:
-            key = (row[0], row[1], row[2])
+        for row in itertools.islice(rows, len(segment)):
+            key = (row[0], row[1])
             is_new = key not in seen
             seen.add(key)
             mask.append(is_new)

@@ -12,18 +12,23 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from controller.records import CommandRecord, ReadingRow
+from controller.records import CommandRecord
 
 __all__ = [
     "Acknowledge",
     "InsertCommand",
     "Operation",
     "PruneReadings",
+    "RunKey",
+    "StoredReading",
     "WriteBackend",
     "backend_for",
 ]
 
-ReadingKey = tuple[str, str, int]
+# (sensor_id, boot_id): one run of a sensor process, a row of sensor_runs.
+RunKey = tuple[str, str]
+# A readings row as inserted: (run_id, seq, payload, timestamp_us, received_at_us).
+StoredReading = tuple[int, int, int, int, int]
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,7 +58,16 @@ Operation = InsertCommand | Acknowledge | PruneReadings
 
 
 class WriteBackend(Protocol):
-    """One write connection; every method but ``begin`` runs inside a transaction."""
+    """One write connection; every method between ``begin`` and ``commit`` or
+    ``rollback`` runs in that transaction."""
+
+    async def register_runs(self, runs: Sequence[RunKey]) -> dict[RunKey, int]:
+        """The ids of these sensor runs, adding new ones, in a committed transaction of its own.
+
+        Committed separately so that an id, once known, stays valid whatever
+        becomes of the group that needed it.
+        """
+        ...
 
     async def begin(self) -> None:
         """Start a transaction that holds the write lock (or waits for it)."""
@@ -63,12 +77,12 @@ class WriteBackend(Protocol):
         """Run one operation; return the number of rows it touched."""
         ...
 
-    async def insert_readings(self, rows: Sequence[ReadingRow]) -> int:
+    async def insert_readings(self, rows: Sequence[StoredReading]) -> int:
         """Insert readings, skipping ones already stored; return how many were inserted."""
         ...
 
-    async def existing_keys(self, rows: Sequence[ReadingRow]) -> set[ReadingKey]:
-        """The ``(sensor_id, boot_id, seq)`` keys among ``rows`` already stored."""
+    async def stored_seqs(self, run_id: int, low: int, high: int) -> list[int]:
+        """The seqs from ``low`` to ``high`` (inclusive) stored for run ``run_id``."""
         ...
 
     async def commit(self) -> None: ...
@@ -80,19 +94,6 @@ class WriteBackend(Protocol):
     def is_closed(self) -> bool:
         """Whether the connection is gone (a new one is needed)."""
         ...
-
-
-def key_ranges(rows: Sequence[ReadingRow]) -> dict[tuple[str, str], tuple[int, int]]:
-    """The lowest and highest seq of each sensor run among ``rows``.
-
-    Looking keys up as one seq range per run keeps ``existing_keys`` to a few
-    index range scans instead of one query per reading.
-    """
-    ranges: dict[tuple[str, str], tuple[int, int]] = {}
-    for sensor_id, boot_id, seq, *_ in rows:
-        low, high = ranges.get((sensor_id, boot_id), (seq, seq))
-        ranges[(sensor_id, boot_id)] = (min(low, seq), max(high, seq))
-    return ranges
 
 
 def backend_for(driver_connection: Any) -> WriteBackend:

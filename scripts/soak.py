@@ -514,7 +514,9 @@ def read_sensors(
         for row in _query(
             database,
             "SELECT sensor_id, COUNT(DISTINCT boot_id), COUNT(*), COUNT(DISTINCT seq), MIN(seq),"
-            " MAX(seq), MIN(timestamp), MAX(timestamp) FROM readings GROUP BY sensor_id",
+            " MAX(seq), MIN(timestamp), MAX(timestamp)"
+            " FROM readings JOIN sensor_runs ON sensor_runs.id = readings.run_id"
+            " GROUP BY sensor_id",
         )
     }
     stale = count_stale(database, commands)
@@ -552,7 +554,9 @@ def count_stale(database: Path, commands: Sequence[CommandRow]) -> dict[str, int
     for command in commands:
         for sensor_id, count in _query(
             database,
-            "SELECT sensor_id, COUNT(*) FROM readings WHERE timestamp >= ? AND timestamp < ?"
+            "SELECT sensor_id, COUNT(*)"
+            " FROM readings JOIN sensor_runs ON sensor_runs.id = readings.run_id"
+            " WHERE timestamp >= ? AND timestamp < ?"
             " AND received_at >= ? GROUP BY sensor_id",
             lower,
             command.window_end,

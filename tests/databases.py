@@ -51,6 +51,8 @@ __all__ = [
 ]
 
 BACKENDS = ("sqlite", "postgresql")
+# Readings with their sensor run's names, for test queries on either backend.
+READINGS_WITH_RUNS = "readings JOIN sensor_runs ON sensor_runs.id = readings.run_id"
 POSTGRES_ROOT = Path("/usr/lib/postgresql")
 SERVER_USER = "postgres"
 """The database superuser, and the system user the server runs as under root."""

@@ -21,7 +21,7 @@ from controller.windows import window_bounds, window_index
 from manipulator.journal import read_journal
 from manipulator.server import ManipulatorServer
 from tests.controller_harness import Cell, make_reading, running_cell, stream
-from tests.databases import TestDatabase, holding_write_lock
+from tests.databases import READINGS_WITH_RUNS, TestDatabase, holding_write_lock
 from workcell.timeconv import US_PER_SECOND, from_timestamp, now_us
 from workcell.v1 import command_pb2, history_pb2
 
@@ -30,7 +30,7 @@ PERIOD_US = US_PER_SECOND // 2
 
 def stored_rows(database: TestDatabase) -> list[tuple[str, str, int, int]]:
     rows = database.fetch(
-        "SELECT sensor_id, boot_id, seq, payload FROM readings ORDER BY sensor_id, seq"
+        f"SELECT sensor_id, boot_id, seq, payload FROM {READINGS_WITH_RUNS} ORDER BY sensor_id, seq"
     )
     return [(str(a), str(b), int(c), int(d)) for a, b, c, d in rows]
 

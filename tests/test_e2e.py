@@ -17,7 +17,7 @@ import pytest
 from scipy import stats
 
 from manipulator.journal import read_journal
-from tests.databases import TestDatabase
+from tests.databases import READINGS_WITH_RUNS, TestDatabase
 from tests.processes import ROOT, Service, running, start_service
 from workcell.timeconv import US_PER_SECOND, from_iso
 
@@ -109,7 +109,7 @@ def test_a_cell_of_real_processes_stores_everything_and_decides_auditably(
 
     per_run = database.fetch(
         "SELECT sensor_id, COUNT(*), COUNT(DISTINCT seq), MIN(seq), MAX(seq) "
-        "FROM readings GROUP BY sensor_id, boot_id"
+        f"FROM {READINGS_WITH_RUNS} GROUP BY sensor_id, boot_id"
     )
     readings = [
         (int(timestamp), int(payload))

@@ -30,7 +30,7 @@ import pytest
 
 from manipulator.journal import Journal, parse_command, read_journal
 from tests.chaos_proxy import ChaosProxy
-from tests.databases import TestDatabase
+from tests.databases import READINGS_WITH_RUNS, TestDatabase
 from tests.processes import Service, running, start_service
 from workcell.framing import FrameDecoder, encode_frame
 from workcell.timeconv import from_timestamp, now_us, to_timestamp
@@ -146,7 +146,8 @@ def runs_by_sensor(database: TestDatabase) -> dict[str, list[tuple[str, int, int
     """Per sensor: (boot_id, COUNT, COUNT DISTINCT seq, MIN seq, MAX seq) for each run."""
     rows = database.fetch(
         "SELECT sensor_id, boot_id, COUNT(*), COUNT(DISTINCT seq), MIN(seq), MAX(seq) "
-        "FROM readings GROUP BY sensor_id, boot_id ORDER BY sensor_id, MIN(id)"
+        f"FROM {READINGS_WITH_RUNS} GROUP BY sensor_id, boot_id "
+        "ORDER BY sensor_id, MIN(readings.id)"
     )
     runs: dict[str, list[tuple[str, int, int, int, int]]] = {}
     for sensor_id, boot_id, *figures in rows:

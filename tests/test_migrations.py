@@ -8,16 +8,17 @@ import sys
 from pathlib import Path
 
 import pytest
+from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import create_engine
 from sqlalchemy.engine import Connection
+from sqlalchemy.ext.asyncio import create_async_engine
 
 from controller.errors import DatabaseOpenError
-from controller.migrate import head_revision
+from controller.migrate import alembic_config, head_revision, upgrade
 from controller.schema import metadata
 from controller.store import Database
-from tests.databases import TestDatabase
+from tests.databases import READINGS_WITH_RUNS, TestDatabase, sqlite_database
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -43,34 +44,123 @@ async def test_migrations_build_exactly_the_schema_the_code_queries(
 async def test_opening_twice_migrates_once_and_keeps_the_data(database: TestDatabase) -> None:
     db = await Database.open(database.url)
     await db.close()
+    database.execute("INSERT INTO sensor_runs (sensor_id, boot_id) VALUES ('s1', 'b1')")
     database.execute(
-        "INSERT INTO readings (sensor_id, boot_id, seq, payload, timestamp, received_at) "
-        "VALUES ('s1', 'b1', 1, 7, 10, 11)"
+        "INSERT INTO readings (run_id, seq, payload, timestamp, received_at) "
+        "SELECT id, 1, 7, 10, 11 FROM sensor_runs"
     )
     db = await Database.open(database.url)
     await db.close()
-    assert database.fetch("SELECT sensor_id, seq, payload FROM readings") == [("s1", 1, 7)]
+    assert database.fetch(f"SELECT sensor_id, seq, payload FROM {READINGS_WITH_RUNS}") == [
+        ("s1", 1, 7)
+    ]
     assert database.fetch("SELECT count(*) FROM alembic_version") == [(1,)]
 
 
-async def test_a_database_made_before_migrations_is_stamped_not_rebuilt(tmp_path: Path) -> None:
-    # Before migrations existed the controller made its tables with create_all.
-    path = tmp_path / "old.db"
-    engine = create_engine(f"sqlite:///{path}")
-    metadata.create_all(engine)
-    engine.dispose()
-    with sqlite3.connect(path) as old:
-        old.execute(
-            "INSERT INTO readings (sensor_id, boot_id, seq, payload, timestamp, received_at) "
-            "VALUES ('s1', 'b1', 1, 7, 10, 11)"
+async def database_at(database: TestDatabase, revision: str) -> None:
+    """Bring ``database`` to an older ``revision``, as an older workcell left it."""
+    engine = create_async_engine(database.url)
+    try:
+        async with engine.begin() as conn:
+            await conn.run_sync(upgrade, revision)
+    finally:
+        await engine.dispose()
+
+
+# Two sensor runs in the layout of revision 0001 (names in every row); the
+# ids are out of run order on purpose.
+OLD_READINGS = [
+    (1, "sensor-a", "boot-1", 1, 10),
+    (2, "sensor-b", "boot-9", 1, 20),
+    (3, "sensor-a", "boot-1", 2, 11),
+    (5, "sensor-a", "boot-2", 1, 12),
+]
+
+
+def insert_old_readings(database: TestDatabase) -> None:
+    for id_, sensor_id, boot_id, seq, payload in OLD_READINGS:
+        database.execute(
+            "INSERT INTO readings (id, sensor_id, boot_id, seq, payload, timestamp, received_at) "
+            "VALUES (:id, :sensor_id, :boot_id, :seq, :payload, :t, :t)",
+            id=id_,
+            sensor_id=sensor_id,
+            boot_id=boot_id,
+            seq=seq,
+            payload=payload,
+            t=1_000 * id_,
         )
-    db = await Database.open(f"sqlite+aiosqlite:///{path}")
+
+
+async def test_upgrading_from_0001_keeps_every_reading_and_id(database: TestDatabase) -> None:
+    await database_at(database, "0001")
+    insert_old_readings(database)
+
+    db = await Database.open(database.url)
     await db.close()
-    with sqlite3.connect(path) as upgraded:
-        assert upgraded.execute("SELECT payload FROM readings").fetchall() == [(7,)]
-        assert upgraded.execute("SELECT version_num FROM alembic_version").fetchall() == [
-            (head_revision(),)
-        ]
+
+    assert (
+        database.fetch(
+            f"SELECT readings.id, sensor_id, boot_id, seq, payload FROM {READINGS_WITH_RUNS} "
+            "ORDER BY readings.id"
+        )
+        == OLD_READINGS
+    )
+    # Runs are numbered in the order they first sent a reading.
+    assert database.fetch("SELECT id, sensor_id, boot_id FROM sensor_runs ORDER BY id") == [
+        (1, "sensor-a", "boot-1"),
+        (2, "sensor-b", "boot-9"),
+        (3, "sensor-a", "boot-2"),
+    ]
+    # New readings get ids after the copied ones (PostgreSQL's sequence moved on).
+    database.execute(
+        "INSERT INTO readings (run_id, seq, payload, timestamp, received_at) "
+        "VALUES (1, 3, 13, 6000, 6000)"
+    )
+    assert database.fetch("SELECT MAX(id) FROM readings") == [(6,)]
+    db = await Database.open(database.url)
+    try:
+        async with db.engine.connect() as conn:
+            assert await conn.run_sync(_schema_differences) == []
+    finally:
+        await db.close()
+
+
+async def test_downgrading_to_0001_puts_the_names_back(database: TestDatabase) -> None:
+    await database_at(database, "0001")
+    insert_old_readings(database)
+    db = await Database.open(database.url)
+    try:
+        async with db.engine.begin() as conn:
+            await conn.run_sync(lambda sync: command.downgrade(alembic_config(sync), "0001"))
+    finally:
+        await db.close()
+    assert (
+        database.fetch("SELECT id, sensor_id, boot_id, seq, payload FROM readings ORDER BY id")
+        == OLD_READINGS
+    )
+
+
+async def test_a_database_made_before_migrations_is_stamped_then_upgraded(
+    tmp_path: Path,
+) -> None:
+    # Before migrations existed the controller made the tables of revision
+    # 0001 with create_all: the same tables, no alembic_version.
+    database = sqlite_database(tmp_path)
+    await database_at(database, "0001")
+    database.execute("DROP TABLE alembic_version")
+    insert_old_readings(database)
+
+    db = await Database.open(database.url)
+    await db.close()
+
+    assert (
+        database.fetch(
+            f"SELECT readings.id, sensor_id, boot_id, seq, payload FROM {READINGS_WITH_RUNS} "
+            "ORDER BY readings.id"
+        )
+        == OLD_READINGS
+    )
+    assert database.fetch("SELECT version_num FROM alembic_version") == [(head_revision(),)]
 
 
 async def test_a_database_from_a_newer_workcell_is_refused(tmp_path: Path) -> None:

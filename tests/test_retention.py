@@ -14,7 +14,7 @@ from controller.records import CommandRecord, ReadingRow
 from controller.retention import Retention
 from controller.store import Database
 from controller.writer import StreamTally, Writer
-from tests.databases import TestDatabase
+from tests.databases import READINGS_WITH_RUNS, TestDatabase
 from tests.processes import running, start_service
 from workcell.timeconv import now_us as now
 
@@ -87,9 +87,9 @@ async def test_old_readings_go_new_readings_and_all_commands_stay(
 
     assert await retention.sweep() == 450
 
-    assert database.fetch("SELECT sensor_id, count(*) FROM readings GROUP BY sensor_id") == [
-        ("new", 50)
-    ]
+    assert database.fetch(
+        f"SELECT sensor_id, count(*) FROM {READINGS_WITH_RUNS} GROUP BY sensor_id"
+    ) == [("new", 50)]
     assert database.fetch("SELECT id, window_count FROM commands ORDER BY id") == [
         (1, 3),
         (2, 3),
@@ -171,10 +171,11 @@ async def test_the_controller_process_sweeps_at_start(database: TestDatabase) ->
     db = await Database.open(database.url)
     await db.close()
     now_us = now()
+    database.execute("INSERT INTO sensor_runs (id, sensor_id, boot_id) VALUES (1, 's', 'b')")
     for seq, age_us in enumerate((3 * HOUR_US, 2 * HOUR_US, 1_000_000)):
         database.execute(
-            "INSERT INTO readings (sensor_id, boot_id, seq, payload, timestamp, received_at) "
-            "VALUES ('s', 'b', :seq, 1, :t, :t)",
+            "INSERT INTO readings (run_id, seq, payload, timestamp, received_at) "
+            "VALUES (1, :seq, 1, :t, :t)",
             seq=seq,
             t=now_us - age_us,
         )

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import datetime
 import ipaddress
 import json
@@ -34,7 +35,7 @@ from controller.config import parse_config as parse_controller_config
 from manipulator.config import parse_config as parse_manipulator_config
 from manipulator.server import ManipulatorServer
 from sensor.config import parse_config as parse_sensor_config
-from tests.controller_harness import Cell, make_reading, running_cell, stream
+from tests.controller_harness import make_reading, running_cell, stream
 from tests.processes import ROOT, running, start_service
 from workcell import cli, healthcheck
 from workcell.framing import FrameDecoder, encode_frame
@@ -237,7 +238,7 @@ async def test_mutual_tls_controller_serves_only_clients_of_its_ca(
         assert await _refused(target, untrusting) == grpc.StatusCode.UNAVAILABLE
 
         async with grpc_aio_channel(target, pki.client()) as channel:
-            secure = Cell(cell.controller, cell.manipulator, channel, cell.journal, tmp_path)
+            secure = dataclasses.replace(cell, channel=channel)
             start = now_us()
             response = await stream(secure, [make_reading(i, i, start) for i in range(1, 11)])
             assert response.stored == 10
