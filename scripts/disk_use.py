@@ -29,12 +29,13 @@ same numbers as JSON. The documented numbers come from a full simulated hour (th
 look.
 
 Results (``--hours 1``, SQLite 3.40.1, 4 KiB pages; the sizes are the same on every run): one hour
-is 8,640,000 readings in a 1,536,827,392-byte file, 177.9 bytes per reading (table 87, unique key
-index 71, timestamp index 20: the 51 bytes of sensor and boot id are stored in the table and again
-in the unique index), so 1,466 MiB (1.43 GiB) per hour and about 34.4 GiB per day of the default
-24 h retention. Under retention the file stayed at 1.039 times the one-hour size (the rest is
-about one sweep interval of free pages); the 60 sweeps of 144,000 readings each took 56-66 s in
-all, at most 1.0-1.8 s each. Commands add about 128 KiB per hour and are kept for ever.
+is 8,640,000 readings in a 609,783,808-byte file, 70.6 bytes per reading (table 292 MiB, timestamp
+index 161 MiB, unique (run_id, seq) index 128 MiB), so 581.5 MiB (0.57 GiB) per hour and about
+13.6 GiB per day of the default 24 h retention. Under retention the file stayed at 1.051 times
+the one-hour size (the rest is about one sweep interval of free pages); the 60 sweeps of 144,000
+readings each took 48.6 s in all, at most 0.85 s each. Commands add about 128 KiB per hour and
+are kept for ever. Before schema revision 0002 (sensor and boot ids in every reading and in the
+unique index) the same hour took 177.9 bytes per reading, 1,466 MiB.
 """
 
 from __future__ import annotations
