@@ -233,9 +233,14 @@ class Writer:
     async def _open_writes(self) -> WriteBackend:
         """The write connection's backend, connecting first if there is none."""
         if self._writes is None:
-            self._connection = await self._engine.connect()
-            raw = await self._connection.get_raw_connection()
-            self._writes = backend_for(raw.driver_connection)
+            connection = await self._engine.connect()
+            try:
+                raw = await connection.get_raw_connection()
+                self._writes = backend_for(raw.driver_connection)
+            except BaseException:
+                await connection.close()
+                raise
+            self._connection = connection
         return self._writes
 
     async def _disconnect(self, *, broken: bool = False) -> None:
