@@ -91,6 +91,14 @@ def insert_old_readings(database: TestDatabase) -> None:
         )
 
 
+def readings_with_names(database: TestDatabase) -> list[tuple[object, ...]]:
+    """Readings in the shape of OLD_READINGS, from the current layout."""
+    return database.fetch(
+        f"SELECT readings.id, sensor_id, boot_id, seq, payload FROM {READINGS_WITH_RUNS} "
+        "ORDER BY readings.id"
+    )
+
+
 async def test_upgrading_from_0001_keeps_every_reading_and_id(database: TestDatabase) -> None:
     await database_at(database, "0001")
     insert_old_readings(database)
@@ -98,13 +106,7 @@ async def test_upgrading_from_0001_keeps_every_reading_and_id(database: TestData
     db = await Database.open(database.url)
     await db.close()
 
-    assert (
-        database.fetch(
-            f"SELECT readings.id, sensor_id, boot_id, seq, payload FROM {READINGS_WITH_RUNS} "
-            "ORDER BY readings.id"
-        )
-        == OLD_READINGS
-    )
+    assert readings_with_names(database) == OLD_READINGS
     # Runs are numbered in the order they first sent a reading.
     assert database.fetch("SELECT id, sensor_id, boot_id FROM sensor_runs ORDER BY id") == [
         (1, "sensor-a", "boot-1"),
@@ -153,13 +155,7 @@ async def test_a_database_made_before_migrations_is_stamped_then_upgraded(
     db = await Database.open(database.url)
     await db.close()
 
-    assert (
-        database.fetch(
-            f"SELECT readings.id, sensor_id, boot_id, seq, payload FROM {READINGS_WITH_RUNS} "
-            "ORDER BY readings.id"
-        )
-        == OLD_READINGS
-    )
+    assert readings_with_names(database) == OLD_READINGS
     assert database.fetch("SELECT version_num FROM alembic_version") == [(head_revision(),)]
 
 
