@@ -218,3 +218,16 @@ def test_an_unreachable_database_exits_1_with_one_line_and_no_password() -> None
     assert last.startswith("python -m controller: error: cannot open the database")
     assert "Connection refused" in last
     assert "s3cret" not in done.stderr
+
+
+def test_the_migration_time_script_runs() -> None:
+    done = subprocess.run(
+        [sys.executable, "scripts/migration_time.py", "--readings", "2000"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=ROOT,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("2,000 readings: migrated 0001 -> head in ")
