@@ -1,6 +1,6 @@
 """The storage ceiling: raw ``sqlite3`` ``executemany`` into the controller's ``readings`` table.
 
-Same schema (created from ``controller.schema.metadata``, unique key and index included), WAL,
+Same schema (made by the controller's migrations, unique key and index included), WAL,
 the controller's ``synchronous`` setting, one transaction per batch of 1,000 rows. Only the
 inserts and commits are timed; rows are built beforehand.
 """
@@ -15,7 +15,7 @@ from pathlib import Path
 
 from sqlalchemy import create_engine
 
-from controller.schema import metadata
+from controller.migrate import upgrade
 
 __all__ = ["StorageCeiling", "create_schema", "storage_ceiling"]
 
@@ -40,10 +40,11 @@ class StorageCeiling:
 
 
 def create_schema(path: Path) -> None:
-    """Create the controller's tables in the SQLite file ``path``."""
+    """Create the controller's tables in the SQLite file ``path``, as its migrations do."""
     engine = create_engine(f"sqlite:///{path}")
     try:
-        metadata.create_all(engine)
+        with engine.begin() as connection:
+            upgrade(connection)
     finally:
         engine.dispose()
 

@@ -72,9 +72,7 @@ def upgrade(connection: Connection, revision: str = "head") -> str:
             f"does not know (newest known: {head_revision()}): run a newer workcell"
         )
     with _quiet_alembic():
-        if before is None and {"readings", "commands"} <= set(
-            inspect(connection).get_table_names()
-        ):
+        if before is None and _has_baseline_layout(connection):
             log.info("database predates migrations: stamping it at revision %s", BASELINE)
             command.stamp(config, BASELINE)
             before = BASELINE
@@ -90,6 +88,16 @@ def upgrade(connection: Connection, revision: str = "head") -> str:
     if before != after:
         log.info("database schema migrated from %s to %s", before or "empty", after)
     return after
+
+
+def _has_baseline_layout(connection: Connection) -> bool:
+    """Whether the database has the tables of revision BASELINE (made before migrations)."""
+    inspector = inspect(connection)
+    if not {"readings", "commands"} <= set(inspector.get_table_names()):
+        return False
+    # Later layouts without alembic_version are not ours to guess at: upgrade()
+    # then fails on the existing tables instead of stamping them wrongly.
+    return "sensor_id" in {column["name"] for column in inspector.get_columns("readings")}
 
 
 @contextlib.contextmanager

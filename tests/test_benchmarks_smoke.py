@@ -86,3 +86,12 @@ def test_saturation_scenario_runs_briefly(tmp_path: Path) -> None:
     assert controller.readings_per_s is not None
     assert controller.readings_per_s > 0
     assert {target.scenario for target in result.targets} == {"b"}
+
+
+def test_history_page_scenario_runs_briefly(tmp_path: Path) -> None:
+    # Its database is made by the controller's migrations, like the controller's own.
+    result = run_scenario("e", Settings(work_dir=tmp_path, small=1_000, big=2_000))
+    assert [row.run for row in result.rows] == ["1,000 commands", "2,000 commands"]
+    (target,) = result.targets
+    assert target.ratio is not None
+    assert target.ratio > 0
