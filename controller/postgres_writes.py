@@ -58,9 +58,8 @@ class PostgresWrites:
         self._transaction: asyncpg.transaction.Transaction | None = None
 
     async def register_runs(self, runs: Sequence[RunKey]) -> dict[RunKey, int]:
-        async with self._conn.transaction():
-            await self._conn.executemany(_INSERT_RUN, runs)
-            return {run: int(await self._conn.fetchval(_RUN_ID, *run)) for run in runs}
+        await self._conn.executemany(_INSERT_RUN, runs)
+        return {run: int(await self._conn.fetchval(_RUN_ID, *run)) for run in runs}
 
     async def begin(self) -> None:
         self._transaction = self._conn.transaction()

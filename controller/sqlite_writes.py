@@ -51,19 +51,13 @@ class SqliteWrites:
         self._conn = conn
 
     async def register_runs(self, runs: Sequence[RunKey]) -> dict[RunKey, int]:
-        await self.begin()
-        try:
-            await self._conn.executemany(_INSERT_RUN, runs)
-            ids = {}
-            for run in runs:
-                async with self._conn.execute(_RUN_ID, run) as cursor:
-                    row = await cursor.fetchone()
-                assert row is not None, "a sensor run just inserted is missing"
-                ids[run] = int(row[0])
-            await self._conn.commit()
-        except BaseException:
-            await self.rollback()
-            raise
+        await self._conn.executemany(_INSERT_RUN, runs)
+        ids = {}
+        for run in runs:
+            async with self._conn.execute(_RUN_ID, run) as cursor:
+                row = await cursor.fetchone()
+            assert row is not None, "a sensor run just inserted is missing"
+            ids[run] = int(row[0])
         return ids
 
     async def begin(self) -> None:

@@ -320,42 +320,44 @@ class Writer:
     ) -> tuple[list[int], list[list[bool]] | None]:
         """Commit one group: the operations' row counts, and None if every
         reading was new, else a mask of the new ones per segment."""
-        stored = await self._stored_readings(backend, segments)
         try:
             await backend.begin()
             counts = [await backend.apply(pending.operation) for pending in operations]
+            stored, new_runs = await self._stored_readings(backend, segments)
+            masks = None
             if stored and await backend.insert_readings(stored) != len(stored):
                 # Some readings were resends. Which ones matters (a duplicate
                 # must not count twice in a window): redo the group knowing them.
                 await backend.rollback()
                 await backend.begin()
                 counts = [await backend.apply(pending.operation) for pending in operations]
+                stored, new_runs = await self._stored_readings(backend, segments)
                 masks = await _insert_new(backend, segments, stored)
-                await backend.commit()
-                return counts, masks
             await backend.commit()
         except BaseException:
             with contextlib.suppress(Exception):
                 await backend.rollback()
             raise
-        return counts, None
+        # Only now: a run id from a rolled-back transaction would name nothing.
+        self._run_ids.update(new_runs)
+        return counts, masks
 
     async def _stored_readings(
         self, backend: WriteBackend, segments: list[Segment]
-    ) -> list[StoredReading]:
-        """The group's readings as rows of the readings table (run ids for names)."""
+    ) -> tuple[list[StoredReading], dict[RunKey, int]]:
+        """The group's readings as rows of the readings table (run ids for
+        names), and the runs this transaction registered."""
         runs = self._run_ids
         try:
-            return [
-                (runs[r[0], r[1]], r[2], r[3], r[4], r[5]) for _, rows in segments for r in rows
-            ]
+            rows = [(runs[r[0], r[1]], r[2], r[3], r[4], r[5]) for _, rs in segments for r in rs]
+            return rows, {}
         except KeyError:
             # A sensor run seen for the first time (a sensor started): once per run.
-            new = {(r[0], r[1]) for _, rows in segments for r in rows} - runs.keys()
-            runs.update(await backend.register_runs(sorted(new)))
-            return [
-                (runs[r[0], r[1]], r[2], r[3], r[4], r[5]) for _, rows in segments for r in rows
-            ]
+            keys = {(r[0], r[1]) for _, rows in segments for r in rows} - runs.keys()
+            new = await backend.register_runs(sorted(keys))
+            both = runs | new
+            rows = [(both[r[0], r[1]], r[2], r[3], r[4], r[5]) for _, rs in segments for r in rs]
+            return rows, new
 
 
 async def _insert_new(

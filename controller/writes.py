@@ -62,11 +62,7 @@ class WriteBackend(Protocol):
     ``rollback`` runs in that transaction."""
 
     async def register_runs(self, runs: Sequence[RunKey]) -> dict[RunKey, int]:
-        """The ids of these sensor runs, adding new ones, in a committed transaction of its own.
-
-        Committed separately so that an id, once known, stays valid whatever
-        becomes of the group that needed it.
-        """
+        """The ids of these sensor runs, adding the ones not stored yet."""
         ...
 
     async def begin(self) -> None:
