@@ -67,6 +67,11 @@ class Retention:
 
     async def run(self) -> None:
         """Sweep forever (cancel to stop); a failed sweep is retried next interval."""
+        log.info(
+            "retention: readings older than %gh are deleted every %gs",
+            self._keep_us / US_PER_SECOND / 3600,
+            self._interval,
+        )
         while True:
             try:
                 await self.sweep()
