@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator
 
 import pytest
 
@@ -14,22 +14,13 @@ from controller.records import CommandRecord, ReadingRow
 from controller.retention import Retention
 from controller.store import Database
 from controller.writer import StreamTally, Writer
+from tests.controller_harness import CountEverything
 from tests.databases import READINGS_WITH_RUNS, TestDatabase
 from tests.processes import running, start_service
 from workcell.timeconv import now_us as now
 
 HOUR_US = 3_600_000_000
 NOW_US = 1_800_000_000_000_000
-
-
-class CountEverything:
-    """A WindowSink that counts every reading (none stale)."""
-
-    def add_batch(self, timestamps_us: Sequence[int], payloads: Sequence[int]) -> int:
-        return 0
-
-    def is_stale(self, timestamp_us: int) -> bool:
-        return False
 
 
 def rows(sensor: str, first: int, count: int, timestamp_us: int) -> list[ReadingRow]:

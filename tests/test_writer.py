@@ -13,15 +13,8 @@ from controller.records import ReadingRow
 from controller.store import Database
 from controller.writer import StreamTally, Writer
 from controller.writes import StoredReading, WriteBackend
+from tests.controller_harness import CountEverything
 from tests.databases import READINGS_WITH_RUNS, TestDatabase
-
-
-class CountEverything:
-    def add_batch(self, timestamps_us: Sequence[int], payloads: Sequence[int]) -> int:
-        return 0
-
-    def is_stale(self, timestamp_us: int) -> bool:
-        return False
 
 
 class FailFirstInsert:
