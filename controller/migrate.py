@@ -18,7 +18,7 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import inspect
+from sqlalchemy import inspect, text
 from sqlalchemy.engine import Connection
 
 __all__ = ["BASELINE", "UnknownRevision", "alembic_config", "head_revision", "upgrade"]
@@ -29,6 +29,8 @@ log = logging.getLogger(__name__)
 # alembic_version table: they are stamped here, then upgraded as usual.
 BASELINE = "0001"
 _MIGRATIONS = Path(__file__).with_name("migrations")
+# PostgreSQL advisory lock held while migrating: "workcell" in ASCII.
+_LOCK_KEY = int.from_bytes(b"workcell", "big")
 
 
 class UnknownRevision(Exception):
@@ -63,6 +65,10 @@ def upgrade(connection: Connection, revision: str = "head") -> str:
     newer version of workcell (its revision is unknown here) rather than
     running against a schema this code does not know.
     """
+    if connection.dialect.name == "postgresql":
+        # Controllers starting together on one database take turns; the lock
+        # goes with the transaction Database.open runs this in.
+        connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _LOCK_KEY})
     config = alembic_config(connection)
     before = current_revision(connection)
     scripts = ScriptDirectory.from_config(config)

@@ -15,6 +15,8 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from controller.migrate import head_revision
+from controller.store import Database
 from tests.controller_harness import Cell, make_reading, running_cell, stream
 from tests.databases import PostgresServer, TestDatabase
 from workcell.timeconv import now_us
@@ -74,3 +76,10 @@ async def test_the_writer_reconnects_after_its_connection_is_dropped(
         assert (await cell.query(page_size=10)).entries is not None
     rows = postgres.fetch("SELECT seq FROM readings ORDER BY seq")
     assert [seq for (seq,) in rows] == list(range(1, 21))
+
+
+async def test_two_controllers_starting_at_once_migrate_once(postgres: TestDatabase) -> None:
+    first, second = await asyncio.gather(Database.open(postgres.url), Database.open(postgres.url))
+    await first.close()
+    await second.close()
+    assert postgres.fetch("SELECT version_num FROM alembic_version") == [(head_revision(),)]
