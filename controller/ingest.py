@@ -66,20 +66,12 @@ class TelemetryServicer(telemetry_pb2_grpc.TelemetryServicer):
         last_group: asyncio.Future[None] | None = None
         problem: InvalidReading | None = None
         metrics = self._metrics
-        # Readings of this stream not yet added to the received counter: it
-        # is told once per commit group the stream joins, not per message.
-        uncounted = 0
         metrics.open_streams.inc()
         try:
             async for request in request_iterator:
                 rows, problem = reader.rows(request)
                 if rows:
-                    group = await self._sink.add_readings(tally, rows)
-                    uncounted += len(rows)
-                    if group is not last_group:
-                        metrics.readings_received.inc(uncounted)
-                        uncounted = 0
-                        last_group = group
+                    last_group = await self._sink.add_readings(tally, rows)
                 if problem is not None or tally.failure is not None:
                     break
             # Readings received before a bad one are still stored: wait for
@@ -91,7 +83,6 @@ class TelemetryServicer(telemetry_pb2_grpc.TelemetryServicer):
                 await asyncio.shield(last_group)
         finally:
             metrics.open_streams.dec()
-            metrics.readings_received.inc(uncounted)
         if tally.failure is not None:
             # Some of this stream was not committed: the sender keeps it all
             # and resends after the database recovers (duplicates are no-ops).

@@ -254,6 +254,9 @@ class Writer:
 
     async def _commit(self, segments: list[Segment], operations: list[_Pending]) -> None:
         started = time.perf_counter()
+        readings = sum(len(rows) for _, rows in segments)
+        # Counted here, once per group, whether or not the group commits.
+        self._metrics.readings_received.inc(readings)
         backend: WriteBackend | None = None
         try:
             backend = await self._open_writes()
@@ -282,7 +285,7 @@ class Writer:
         self.commits += 1
         metrics = self._metrics
         metrics.commit_latency.observe(time.perf_counter() - started)
-        metrics.commit_batch_size.observe(sum(len(rows) for _, rows in segments))
+        metrics.commit_batch_size.observe(readings)
         for pending, count in zip(operations, counts, strict=True):
             if not pending.future.done():
                 pending.future.set_result(count)
