@@ -74,7 +74,6 @@ class ManipulatorLink:
         self._task: asyncio.Task[None] | None = None
         self.connected = False
         self._closing = False
-        self.reconnects = 0
 
     @property
     def pending(self) -> list[int]:
@@ -143,7 +142,6 @@ class ManipulatorLink:
                 log.warning("lost the manipulator connection: %s", exc)
             finally:
                 self.connected = False
-                self.reconnects += 1
                 self._metrics.manipulator_link_up.set(0)
                 self._metrics.manipulator_reconnects.inc()
                 writer.close()
