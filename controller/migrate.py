@@ -124,11 +124,8 @@ async def _main(url: str) -> str:
     from controller.store import Database
 
     database = await Database.open(url)
-    try:
-        async with database.engine.connect() as conn:
-            return str(await conn.run_sync(current_revision))
-    finally:
-        await database.close()
+    await database.close()
+    return database.revision
 
 
 def main(argv: Sequence[str] | None = None) -> int:

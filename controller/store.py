@@ -46,8 +46,10 @@ def _sqlite_pragmas(busy_timeout_ms: int) -> Callable[[Any, Any], None]:
 class Database:
     """An async engine on the configured URL, with the schema created."""
 
-    def __init__(self, engine: AsyncEngine) -> None:
+    def __init__(self, engine: AsyncEngine, revision: str) -> None:
         self.engine = engine
+        self.revision = revision
+        """The schema revision the migrations brought the database to."""
 
     @classmethod
     async def open(cls, url: str, *, busy_timeout: float = 10.0) -> Database:
@@ -85,7 +87,7 @@ class Database:
                 raise DatabaseOpenError(f"cannot open the database {shown}: {reason}") from exc
             raise
         log.info("database ready at %s (schema revision %s)", shown, revision)
-        return cls(engine)
+        return cls(engine, revision)
 
     async def close(self) -> None:
         """Dispose of the engine's connections."""
