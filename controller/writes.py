@@ -94,7 +94,7 @@ class WriteBackend(Protocol):
 
 def backend_for(driver_connection: Any) -> WriteBackend:
     """The backend for a DBAPI driver connection (aiosqlite or asyncpg)."""
-    # Imported here so that each backend's driver is only needed when used.
+    # Imported here: the backends import this module.
     import aiosqlite
 
     if isinstance(driver_connection, aiosqlite.Connection):
