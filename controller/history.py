@@ -15,7 +15,7 @@ from controller.paging import (
 )
 from controller.records import CommandRecord
 from controller.runs import Run, RunGrouper, entry_for_run
-from workcell.timeconv import from_timestamp
+from workcell.timeconv import from_timestamp, timestamp_range_problem
 from workcell.v1 import history_pb2, history_pb2_grpc
 
 __all__ = ["CommandSource", "HistoryServicer"]
@@ -83,10 +83,21 @@ def parse_query(request: history_pb2.QueryRequest) -> tuple[QueryFilter, int, in
     message that names the offending field.
     """
     page_size = effective_page_size(request.page_size)
-    from_us = from_timestamp(request.from_datetime) if request.HasField("from_datetime") else None
-    to_us = from_timestamp(request.to_datetime) if request.HasField("to_datetime") else None
+    from_us = _bound(request, "from_datetime")
+    to_us = _bound(request, "to_datetime")
     if from_us is not None and to_us is not None and from_us > to_us:
         raise ValueError("from_datetime is after to_datetime")
     query = QueryFilter(from_us=from_us, to_us=to_us, merge_runs=request.merge_runs)
     after_id = decode_page_token(request.page_token, query) if request.page_token else 0
     return query, page_size, after_id
+
+
+def _bound(request: history_pb2.QueryRequest, name: str) -> int | None:
+    """A range bound in microseconds (None when unset); ValueError naming it when invalid."""
+    if not request.HasField(name):
+        return None
+    bound = getattr(request, name)
+    problem = timestamp_range_problem(bound)
+    if problem is not None:
+        raise ValueError(f"{name} is not a valid timestamp: {problem}")
+    return from_timestamp(bound)

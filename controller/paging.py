@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 __all__ = [
     "DEFAULT_PAGE_SIZE",
+    "MAX_COMMAND_ID",
     "MAX_PAGE_SIZE",
     "PageSizeError",
     "PageTokenError",
@@ -27,6 +28,8 @@ __all__ = [
 ]
 
 DEFAULT_PAGE_SIZE = 100
+# Command ids are BIGINT (signed 64-bit) in the database.
+MAX_COMMAND_ID = 2**63 - 1
 MAX_PAGE_SIZE = 1000
 
 # The MAC only detects tampering and accidental corruption; it is not secrecy. The key is in the
@@ -90,6 +93,9 @@ def decode_page_token(token: str, query: QueryFilter) -> int:
         raise PageTokenError(f"page_token has an unsupported version ({version})")
     if not hmac.compare_digest(fingerprint, _fingerprint(query)):
         raise PageTokenError("page_token was issued for a different query")
+    if after_id > MAX_COMMAND_ID:
+        # Only a forged token can carry it: ids are signed 64-bit in the database.
+        raise PageTokenError("page_token is invalid (its position is out of range)")
     return int(after_id)
 
 

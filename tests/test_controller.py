@@ -17,6 +17,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from scipy import stats
 
+from controller.paging import QueryFilter, encode_page_token
 from controller.windows import window_bounds, window_index
 from manipulator.journal import read_journal
 from manipulator.server import ManipulatorServer
@@ -201,6 +202,13 @@ async def test_history_pages_and_merges_runs(tmp_path: Path, database: TestDatab
         ({"page_size": -1}, "page_size"),
         ({"page_token": "garbage!"}, "page_token"),
         ({"from_datetime": {"seconds": 20}, "to_datetime": {"seconds": 10}}, "from_datetime"),
+        # Out of the Timestamp range (years 1-9999): once an OverflowError, UNKNOWN.
+        ({"to_datetime": {"seconds": 2**62}}, "to_datetime"),
+        ({"from_datetime": {"seconds": -(2**62)}}, "from_datetime"),
+        ({"from_datetime": {"seconds": 0, "nanos": -1}}, "from_datetime"),
+        ({"to_datetime": {"seconds": 0, "nanos": 10**9}}, "to_datetime"),
+        # A well-formed token whose cursor no database id can hold.
+        ({"page_token": encode_page_token(2**63, QueryFilter(None, None, False))}, "page_token"),
     ],
 )
 async def test_history_rejects_bad_queries(

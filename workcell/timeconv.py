@@ -14,18 +14,27 @@ from datetime import UTC, datetime
 from google.protobuf.timestamp_pb2 import Timestamp
 
 __all__ = [
+    "MAX_TIMESTAMP_SECONDS",
+    "MIN_TIMESTAMP_SECONDS",
     "US_PER_SECOND",
     "Clock",
     "from_datetime",
     "from_iso",
     "from_timestamp",
     "now_us",
+    "timestamp_range_problem",
     "to_datetime",
     "to_iso",
     "to_timestamp",
 ]
 
 US_PER_SECOND = 1_000_000
+# The range google.protobuf.Timestamp defines: 0001-01-01T00:00:00Z to
+# 9999-12-31T23:59:59.999999999Z. In microseconds it fits a signed 64-bit
+# integer (the databases' BIGINT) with room to spare.
+MIN_TIMESTAMP_SECONDS = -62_135_596_800
+MAX_TIMESTAMP_SECONDS = 253_402_300_799
+_NANOS_PER_SECOND = 1_000_000_000
 
 # A clock returns the current time in microseconds since the epoch; services
 # take one as an argument so tests can drive time by hand.
@@ -35,6 +44,15 @@ Clock = Callable[[], int]
 def now_us() -> int:
     """The wall clock, in microseconds since the epoch."""
     return time.time_ns() // 1000
+
+
+def timestamp_range_problem(ts: Timestamp) -> str | None:
+    """Why ``ts`` is not a valid Timestamp (years 1-9999, nanos below a second), or None."""
+    if not MIN_TIMESTAMP_SECONDS <= ts.seconds <= MAX_TIMESTAMP_SECONDS:
+        return f"seconds {ts.seconds} is outside years 1-9999"
+    if not 0 <= ts.nanos < _NANOS_PER_SECOND:
+        return f"nanos {ts.nanos} is outside 0-999999999"
+    return None
 
 
 def from_timestamp(ts: Timestamp) -> int:
