@@ -18,6 +18,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from controller.admission import StreamRegistry
 from controller.config import ControllerConfig
 from controller.decider import DecisionLoop
 from controller.decision import WindowSummary
@@ -43,11 +44,11 @@ SERVICE_NAMES = (
     history_pb2.DESCRIPTOR.services_by_name["History"].full_name,
 )
 STATS_INTERVAL = 5.0
-# Bounds on what one client can make the server hold: messages beyond
-# MAX_MESSAGE_BYTES and RPCs beyond MAX_CONCURRENT_RPCS are refused with
-# RESOURCE_EXHAUSTED instead of growing memory.
+# Messages beyond this are refused with RESOURCE_EXHAUSTED instead of growing
+# memory. Open streams are bounded by controller.admission, not by gRPC's
+# maximum_concurrent_rpcs: that one budget is shared by every service, and
+# streams that never finish would lock Health and History out.
 MAX_MESSAGE_BYTES = 4 * 1024 * 1024
-MAX_CONCURRENT_RPCS = 1024
 
 
 class Controller:
@@ -133,15 +134,15 @@ class Controller:
         await self._serve(writer, database)
 
     async def _serve(self, writer: Writer, database: Database) -> None:
-        server = grpc.aio.server(
-            options=[("grpc.max_receive_message_length", MAX_MESSAGE_BYTES)],
-            maximum_concurrent_rpcs=MAX_CONCURRENT_RPCS,
-        )
+        server = grpc.aio.server(options=[("grpc.max_receive_message_length", MAX_MESSAGE_BYTES)])
+        streams = StreamRegistry(self.config.stream_limits)
+        self._tasks.append(asyncio.create_task(streams.watch(), name="stream-limits"))
         telemetry = TelemetryServicer(
             writer,
             max_skew_us=round(self.config.max_skew * US_PER_SECOND),
             clock=self._clock,
             metrics=self.metrics,
+            streams=streams,
         )
         telemetry_pb2_grpc.add_TelemetryServicer_to_server(telemetry, server)
         history_pb2_grpc.add_HistoryServicer_to_server(HistoryServicer(database), server)

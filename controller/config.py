@@ -6,6 +6,7 @@ import argparse
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+from controller.admission import StreamLimits
 from workcell.flags import (
     Address,
     FlagParser,
@@ -26,6 +27,9 @@ __all__ = ["DEFAULT_DATABASE", "ControllerConfig", "parse_config"]
 DEFAULT_DATABASE = "sqlite+aiosqlite:///data/workcell.db"
 DEFAULT_LISTEN = Address("127.0.0.1", 50051)
 DEFAULT_MANIPULATOR = Address("127.0.0.1", 7700)
+DEFAULT_STREAM_LIMITS = StreamLimits()
+# Stream time limits above a day would only hide a stuck client.
+_MAX_STREAM_SECONDS = 24 * 3600
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,6 +57,8 @@ class ControllerConfig:
     """The manipulator link's CA, client certificate and key."""
     metrics_listen: Address | None = None
     """Where to serve Prometheus ``/metrics`` over HTTP; None: no endpoint."""
+    stream_limits: StreamLimits = DEFAULT_STREAM_LIMITS
+    """How many Telemetry streams may be open, and how long (``--max-streams`` ...)."""
 
 
 def _status(text: str) -> str:
@@ -166,6 +172,39 @@ def parse_config(
         metavar="SECONDS",
         help="how long a database write waits for a lock held elsewhere before it fails",
     )
+    limits = d.stream_limits
+    parser.flag(
+        "--max-streams",
+        env="WORKCELL_MAX_STREAMS",
+        default=str(limits.max_streams),
+        type=positive_int,
+        metavar="N",
+        help="Telemetry streams open at once, in all; more are refused (RESOURCE_EXHAUSTED)",
+    )
+    parser.flag(
+        "--max-streams-per-peer",
+        env="WORKCELL_MAX_STREAMS_PER_PEER",
+        default=str(limits.max_per_peer),
+        type=positive_int,
+        metavar="N",
+        help="Telemetry streams open at once from one host",
+    )
+    parser.flag(
+        "--stream-idle-timeout",
+        env="WORKCELL_STREAM_IDLE_TIMEOUT",
+        default=str(limits.idle_timeout),
+        type=duration_seconds,
+        metavar="DURATION",
+        help="end a Telemetry stream that sends nothing for this long (DEADLINE_EXCEEDED)",
+    )
+    parser.flag(
+        "--stream-max-age",
+        env="WORKCELL_STREAM_MAX_AGE",
+        default=str(limits.max_age),
+        type=duration_seconds,
+        metavar="DURATION",
+        help="end a Telemetry stream open longer than this (sensors end theirs every second)",
+    )
     add_log_flags(parser)
     add_metrics_flag(parser)
     add_tls_flags(parser, side="server", what="gRPC server: ")
@@ -177,6 +216,14 @@ def parse_config(
             f"--retain-readings must be 0 (keep for ever) or at least two periods "
             f"({2 * ns.period:g}s), got {ns.retain_readings:g}s"
         )
+    for flag, seconds in (
+        ("--stream-idle-timeout", ns.stream_idle_timeout),
+        ("--stream-max-age", ns.stream_max_age),
+    ):
+        if not 1 <= seconds <= _MAX_STREAM_SECONDS:
+            parser.error(
+                f"{flag} must be from 1s to {_MAX_STREAM_SECONDS // 3600}h, got {seconds:g}s"
+            )
     tls = parse_tls(parser, ns, side="server")
     manipulator_tls = parse_tls(parser, ns, side="client", role="manipulator")
     return ControllerConfig(
@@ -197,4 +244,10 @@ def parse_config(
         tls=tls,
         manipulator_tls=manipulator_tls,
         metrics_listen=ns.metrics_listen,
+        stream_limits=StreamLimits(
+            max_streams=ns.max_streams,
+            max_per_peer=ns.max_streams_per_peer,
+            idle_timeout=ns.stream_idle_timeout,
+            max_age=ns.stream_max_age,
+        ),
     )

@@ -15,6 +15,7 @@ from typing import Protocol
 
 import grpc
 
+from controller.admission import StreamLimits, StreamRefused, StreamRegistry, peer_host
 from controller.errors import InvalidReading
 from controller.metrics import ControllerMetrics
 from controller.records import ReadingRow
@@ -50,8 +51,10 @@ class TelemetryServicer(telemetry_pb2_grpc.TelemetryServicer):
         max_skew_us: int,
         clock: Clock = now_us,
         metrics: ControllerMetrics | None = None,
+        streams: StreamRegistry | None = None,
     ) -> None:
         self._sink = sink
+        self._streams = streams if streams is not None else StreamRegistry(StreamLimits())
         self._metrics = metrics if metrics is not None else ControllerMetrics()
         self._max_skew_us = max_skew_us
         self._clock = clock
@@ -61,19 +64,33 @@ class TelemetryServicer(telemetry_pb2_grpc.TelemetryServicer):
         request_iterator: AsyncIterator[telemetry_pb2.StreamReadingsRequest],
         context: Context,
     ) -> telemetry_pb2.StreamReadingsResponse:
+        metrics = self._metrics
+        try:
+            tracked = self._streams.admit(peer_host(context.peer()))
+        except StreamRefused as exc:
+            metrics.streams_refused.inc()
+            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc))
         tally = StreamTally()
         reader = _StreamReader(self._clock, self._max_skew_us)
         last_group: asyncio.Future[None] | None = None
         problem: InvalidReading | None = None
-        metrics = self._metrics
         metrics.open_streams.inc()
         try:
-            async for request in request_iterator:
-                rows, problem = reader.rows(request)
-                if rows:
-                    last_group = await self._sink.add_readings(tally, rows)
-                if problem is not None or tally.failure is not None:
-                    break
+            try:
+                # Never fires by itself: the registry's sweep fires it when the
+                # stream is idle or old (one counter per message, no timer).
+                async with asyncio.timeout(None) as deadline:
+                    tracked.bind(deadline)
+                    async for request in request_iterator:
+                        tracked.messages += 1
+                        rows, problem = reader.rows(request)
+                        if rows:
+                            last_group = await self._sink.add_readings(tally, rows)
+                        if problem is not None or tally.failure is not None:
+                            break
+            except TimeoutError:
+                if tracked.ended is None:
+                    raise
             # Readings received before a bad one are still stored: wait for
             # them before failing the stream, so the error means "the rest
             # was not taken".
@@ -82,7 +99,18 @@ class TelemetryServicer(telemetry_pb2_grpc.TelemetryServicer):
                 # it, and a client going away cancels this handler.
                 await asyncio.shield(last_group)
         finally:
+            self._streams.release(tracked)
             metrics.open_streams.dec()
+        if tracked.ended is not None:
+            metrics.streams_ended.inc()
+            # Not a response: readings the client wrote after the last one
+            # read here would be taken as acknowledged. It resends them all;
+            # what was stored comes back as duplicates.
+            await context.abort(
+                grpc.StatusCode.DEADLINE_EXCEEDED,
+                f"{tracked.ended}: the controller ended it ({tally.stored} readings stored; "
+                "open a new stream to send more)",
+            )
         if tally.failure is not None:
             # Some of this stream was not committed: the sender keeps it all
             # and resends after the database recovers (duplicates are no-ops).

@@ -75,6 +75,16 @@ class ControllerMetrics:
             registry=r,
         )
         self.open_streams = Gauge(PREFIX + "open_streams", "Telemetry streams open now", registry=r)
+        self.streams_refused = Counter(
+            PREFIX + "streams_refused",
+            "Telemetry streams refused at open: too many open in all or from one host",
+            registry=r,
+        )
+        self.streams_ended = Counter(
+            PREFIX + "streams_ended",
+            "Telemetry streams the controller ended: idle or open too long",
+            registry=r,
+        )
         self.decisions = Counter(
             PREFIX + "decisions",
             "Windows decided, by outcome of the test",

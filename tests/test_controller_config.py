@@ -7,6 +7,7 @@ import sys
 
 import pytest
 
+from controller.admission import StreamLimits
 from controller.config import ControllerConfig, parse_config
 from workcell.flags import Address
 
@@ -26,6 +27,16 @@ def test_environment_fills_in_and_flags_win() -> None:
     assert parse_config(["--period", "2"], environ=environ).period == 2.0
 
 
+def test_stream_limits_come_from_flags_and_environment() -> None:
+    config = parse_config(
+        ["--max-streams", "50", "--stream-idle-timeout", "1m"],
+        environ={"WORKCELL_MAX_STREAMS_PER_PEER": "5", "WORKCELL_STREAM_MAX_AGE": "2h"},
+    )
+    assert config.stream_limits == StreamLimits(
+        max_streams=50, max_per_peer=5, idle_timeout=60.0, max_age=7200.0
+    )
+
+
 @pytest.mark.parametrize(
     ("args", "env", "flag"),
     [
@@ -36,6 +47,10 @@ def test_environment_fills_in_and_flags_win() -> None:
         (["--database", "workcell.db"], {}, "--database"),
         ([], {"WORKCELL_GRACE": "-1"}, "--grace"),
         ([], {"WORKCELL_LOG_LEVEL": "bogus"}, "--log-level"),
+        (["--max-streams", "0"], {}, "--max-streams"),
+        ([], {"WORKCELL_MAX_STREAMS_PER_PEER": "-3"}, "--max-streams-per-peer"),
+        (["--stream-idle-timeout", "0"], {}, "--stream-idle-timeout"),
+        (["--stream-max-age", "1e300"], {}, "--stream-max-age"),
     ],
 )
 def test_a_bad_value_exits_2_with_one_line_naming_the_flag(
