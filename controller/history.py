@@ -22,16 +22,17 @@ __all__ = ["CommandSource", "HistoryServicer"]
 
 log = logging.getLogger(__name__)
 
-# Commands read per database round trip while filling a page of merged runs.
-FETCH_CHUNK = 1000
-
 
 class CommandSource(Protocol):
-    """Reads commands by id order within an issue-time range (the Database)."""
+    """Reads commands in issue order within an issue-time range (the Database)."""
 
     async def commands_page(
         self, *, after_id: int, from_us: int | None, to_us: int | None, limit: int
     ) -> list[CommandRecord]: ...
+
+    async def run_end(
+        self, first: CommandRecord, *, to_us: int | None
+    ) -> tuple[CommandRecord, bool]: ...
 
 
 class HistoryServicer(history_pb2_grpc.HistoryServicer):
@@ -57,23 +58,38 @@ class HistoryServicer(history_pb2_grpc.HistoryServicer):
 
     async def _page(self, query: QueryFilter, size: int, after_id: int) -> tuple[list[Run], bool]:
         """Up to ``size`` complete runs after ``after_id``; and whether more follow."""
-        grouper = RunGrouper(merge=query.merge_runs)
+        source = self._source
+        if not query.merge_runs:
+            # One extra row tells whether another page exists.
+            records = await source.commands_page(
+                after_id=after_id, from_us=query.from_us, to_us=query.to_us, limit=size + 1
+            )
+            return [Run.of(record) for record in records[:size]], len(records) > size
+        grouper = RunGrouper(merge=True)
         runs: list[Run] = []
-        # One extra row tells whether another page exists without merging;
-        # with merging, a run is only complete once the next one has begun.
-        chunk = size + 1 if not query.merge_runs else FETCH_CHUNK
+        # Rows are read in chunks while that is cheap; a run still open at the
+        # end of a chunk is completed by index seeks instead of being read, so
+        # a run of any length costs a few queries and no memory.
+        budget = 2 * (size + 1)
         cursor = after_id
         while True:
-            records = await self._source.commands_page(
-                after_id=cursor, from_us=query.from_us, to_us=query.to_us, limit=chunk
+            limit = max(1, min(budget, size + 1))
+            records = await source.commands_page(
+                after_id=cursor, from_us=query.from_us, to_us=query.to_us, limit=limit
             )
+            budget -= len(records)
             runs.extend(grouper.feed(records))
-            if len(runs) > size:
-                return runs[:size], True
-            if len(records) < chunk:
-                runs.extend(grouper.finish())
+            run = grouper.take_open()
+            if run is None or len(records) < limit:  # the end of the data
+                if run is not None:
+                    runs.append(run)
                 return runs[:size], len(runs) > size
-            cursor = records[-1].id
+            if len(runs) >= size:  # a run is complete once the next one has begun
+                return runs[:size], True
+            last, acknowledged = await source.run_end(run.first, to_us=query.to_us)
+            run.extend_to(last, acknowledged=acknowledged)
+            grouper.resume(run)
+            cursor = last.id
 
 
 def parse_query(request: history_pb2.QueryRequest) -> tuple[QueryFilter, int, int]:

@@ -1,9 +1,14 @@
-"""Commands as History entries, and runs of equal status merged (pure)."""
+"""Commands as History entries, and runs of equal status merged (pure).
+
+A run is kept as a summary (its first and last command, how many, whether all
+are acknowledged), never as the list of its commands: one run can span months
+of commands, and a merged page must cost in proportion to the page.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
@@ -19,15 +24,39 @@ __all__ = ["Run", "RunGrouper", "entry_for_run"]
 class Run:
     """Consecutive commands of one status; the first decided the run."""
 
-    commands: list[CommandRecord] = field(default_factory=list)
+    first: CommandRecord
+    last: CommandRecord
+    count: int = 1
+    acknowledged: bool = True
+    """Whether every command of the run is acknowledged."""
+
+    @classmethod
+    def of(cls, record: CommandRecord) -> Run:
+        return cls(record, record, 1, record.acknowledged_at is not None)
 
     @property
     def status(self) -> str:
-        return self.commands[0].status
+        return self.first.status
 
     @property
     def last_id(self) -> int:
-        return self.commands[-1].id
+        return self.last.id
+
+    def append(self, record: CommandRecord) -> None:
+        """Extend the run by the command that follows its last one."""
+        self.last = record
+        self.count += 1
+        self.acknowledged = self.acknowledged and record.acknowledged_at is not None
+
+    def extend_to(self, last: CommandRecord, *, acknowledged: bool) -> None:
+        """Extend the run up to ``last``, found without reading what lies between.
+
+        Ids are issued one by one in issue order, so the run holds every id
+        from its first to ``last``. ``acknowledged`` says whether all of them are.
+        """
+        self.last = last
+        self.count = last.id - self.first.id + 1
+        self.acknowledged = acknowledged
 
 
 class RunGrouper:
@@ -35,7 +64,8 @@ class RunGrouper:
 
     ``feed`` returns the runs that are complete; a run is complete once a
     command of another status follows it (or, without merging, at once).
-    ``finish`` returns the run still open at the end of the data.
+    ``take_open`` hands over the run still open (at the end of the data, or
+    to be completed by other means).
     """
 
     def __init__(self, *, merge: bool) -> None:
@@ -46,24 +76,28 @@ class RunGrouper:
         done: list[Run] = []
         for record in records:
             if not self._merge:
-                done.append(Run([record]))
-                continue
-            if self._open is not None and self._open.status != record.status:
+                done.append(Run.of(record))
+            elif self._open is None:
+                self._open = Run.of(record)
+            elif self._open.status != record.status:
                 done.append(self._open)
-                self._open = None
-            if self._open is None:
-                self._open = Run([])
-            self._open.commands.append(record)
+                self._open = Run.of(record)
+            else:
+                self._open.append(record)
         return done
 
-    def finish(self) -> list[Run]:
+    def take_open(self) -> Run | None:
         run, self._open = self._open, None
-        return [] if run is None else [run]
+        return run
+
+    def resume(self, run: Run) -> None:
+        """Make ``run`` the open run again (after :meth:`take_open`)."""
+        self._open = run
 
 
 def entry_for_run(run: Run) -> history_pb2.HistoryEntry:
     """The History entry of a run (a single command is a run of one)."""
-    first, last = run.commands[0], run.commands[-1]
+    first, last = run.first, run.last
     # Built in one constructor call: a page holds up to 1000 of these.
     entry = history_pb2.HistoryEntry(
         from_datetime=to_timestamp(first.window_start),
@@ -76,7 +110,7 @@ def entry_for_run(run: Run) -> history_pb2.HistoryEntry:
         previous_window=_summary(first.previous),
         p_value=first.p_value,
         changed=first.changed,
-        command_count=len(run.commands),
+        command_count=run.count,
         last_command_id=last.id,
     )
     return entry
@@ -87,8 +121,8 @@ _STATUS = {"up": command_pb2.STATUS_UP, "down": command_pb2.STATUS_DOWN}
 
 def _acknowledged(run: Run) -> Timestamp | None:
     """The last acknowledgement, once every command of the run has one."""
-    last = run.commands[-1].acknowledged_at
-    if last is None or any(c.acknowledged_at is None for c in run.commands):
+    last = run.last.acknowledged_at
+    if last is None or not run.acknowledged:
         return None
     return to_timestamp(last)
 

@@ -24,6 +24,7 @@ from sqlalchemy import (
     String,
     Table,
     UniqueConstraint,
+    text,
 )
 
 __all__ = ["commands", "metadata", "readings", "sensor_runs"]
@@ -93,4 +94,14 @@ commands = Table(
     # History pages walk commands by (issued_at, id): a range of issue times
     # and a cursor are one index range, whatever the table's size.
     Index("ix_commands_issued_at_id", "issued_at", "id"),
+    # Merged History pages find where a run of one status ends, and whether
+    # all of it is acknowledged, by a seek each instead of reading the run.
+    Index("ix_commands_status_issued_at_id", "status", "issued_at", "id"),
+    Index(
+        "ix_commands_unacknowledged",
+        "issued_at",
+        "id",
+        sqlite_where=text("acknowledged_at IS NULL"),
+        postgresql_where=text("acknowledged_at IS NULL"),
+    ),
 )

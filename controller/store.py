@@ -148,6 +148,59 @@ class Database:
             rows = (await conn.execute(query)).all()
         return [command_from_row(row) for row in rows]
 
+    async def run_end(
+        self, first: CommandRecord, *, to_us: int | None
+    ) -> tuple[CommandRecord, bool]:
+        """The last command of the run ``first`` is in, issued before ``to_us``, and
+        whether every command from ``first`` to it is acknowledged.
+
+        Three index seeks, whatever the run's length: the next command of the
+        other status, the command just before it, and the first unacknowledged
+        command in between.
+        """
+        c = commands.c
+        key = tuple_(c.issued_at, c.id)
+        start = (first.issued_at, first.id)
+        other = "up" if first.status == "down" else "down"
+        async with self.engine.connect() as conn:
+            boundary_query = select(c.issued_at, c.id).where(
+                c.status == other, c.issued_at >= first.issued_at, key > tuple_(*start)
+            )
+            last_query = select(commands).where(
+                c.issued_at >= first.issued_at, key >= tuple_(*start)
+            )
+            if to_us is not None:
+                boundary_query = boundary_query.where(c.issued_at < to_us)
+                last_query = last_query.where(c.issued_at < to_us)
+            boundary = (
+                await conn.execute(boundary_query.order_by(c.issued_at, c.id).limit(1))
+            ).first()
+            if boundary is not None:
+                last_query = last_query.where(
+                    c.issued_at <= boundary.issued_at, key < tuple_(boundary.issued_at, boundary.id)
+                )
+            last = command_from_row(
+                (
+                    await conn.execute(
+                        last_query.order_by(c.issued_at.desc(), c.id.desc()).limit(1)
+                    )
+                ).one()
+            )
+            unacknowledged = (
+                await conn.execute(
+                    select(c.id)
+                    .where(
+                        c.acknowledged_at.is_(None),
+                        c.issued_at >= first.issued_at,
+                        c.issued_at <= last.issued_at,
+                        key >= tuple_(*start),
+                        key <= tuple_(last.issued_at, last.id),
+                    )
+                    .limit(1)
+                )
+            ).first()
+        return last, unacknowledged is None
+
 
 def command_from_row(row: Row[Any]) -> CommandRecord:
     """A CommandRecord from a ``commands`` row."""
