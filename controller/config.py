@@ -12,10 +12,9 @@ from workcell.flags import (
     FlagParser,
     address,
     database_url,
-    duration_seconds,
-    non_negative_float,
-    positive_float,
-    positive_int,
+    duration_between,
+    float_between,
+    int_between,
     probability,
 )
 from workcell.logs import add_log_flags
@@ -28,8 +27,13 @@ DEFAULT_DATABASE = "sqlite+aiosqlite:///data/workcell.db"
 DEFAULT_LISTEN = Address("127.0.0.1", 50051)
 DEFAULT_MANIPULATOR = Address("127.0.0.1", 7700)
 DEFAULT_STREAM_LIMITS = StreamLimits()
-# Stream time limits above a day would only hide a stuck client.
-_MAX_STREAM_SECONDS = 24 * 3600
+# The bounds of the numeric flags: outside them the controller cannot keep its
+# promises (a period of 1 µs divides by zero, one of 1 ms falls behind at
+# once; a retention of 1e300 s breaks every sweep), so they exit 2 at start.
+DAY = 24 * 3600.0
+MIN_PERIOD = 0.1
+MAX_READINGS_BUFFER = 10_000_000
+MAX_STREAMS = 100_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,7 +111,7 @@ def parse_config(
         "--retain-readings",
         env="WORKCELL_RETAIN_READINGS",
         default=str(d.retain_readings),
-        type=duration_seconds,
+        type=duration_between(1, 3650 * DAY, zero=True),
         metavar="DURATION",
         help="raw readings older than this are deleted (commands and their window "
         "statistics are kept); e.g. 24h, 7d, 90m; 0 keeps readings forever",
@@ -116,7 +120,7 @@ def parse_config(
         "--period",
         env="WORKCELL_PERIOD",
         default=str(d.period),
-        type=positive_float,
+        type=float_between(MIN_PERIOD, DAY),
         metavar="SECONDS",
         help="decision period in seconds",
     )
@@ -131,7 +135,7 @@ def parse_config(
         "--grace",
         env="WORKCELL_GRACE",
         default=str(d.grace),
-        type=non_negative_float,
+        type=float_between(0, 3600),
         help="seconds after a window ends before it is decided (readings in flight)",
     )
     parser.flag(
@@ -146,21 +150,21 @@ def parse_config(
         "--max-skew",
         env="WORKCELL_MAX_SKEW",
         default=str(d.max_skew),
-        type=non_negative_float,
+        type=float_between(0, 3600),
         help="how far in the future (seconds) a reading's timestamp may be",
     )
     parser.flag(
         "--shutdown-grace",
         env="WORKCELL_SHUTDOWN_GRACE",
         default=str(d.shutdown_grace),
-        type=non_negative_float,
+        type=float_between(0, 600),
         help="seconds open streams get to finish on SIGTERM/SIGINT",
     )
     parser.flag(
         "--ingest-buffer",
         env="WORKCELL_INGEST_BUFFER",
         default=str(d.ingest_buffer),
-        type=positive_int,
+        type=int_between(1, MAX_READINGS_BUFFER),
         metavar="READINGS",
         help="readings waiting for the database writer before streams are slowed",
     )
@@ -168,7 +172,7 @@ def parse_config(
         "--busy-timeout",
         env="WORKCELL_BUSY_TIMEOUT",
         default=str(d.busy_timeout),
-        type=non_negative_float,
+        type=float_between(0, 3600),
         metavar="SECONDS",
         help="how long a database write waits for a lock held elsewhere before it fails",
     )
@@ -177,7 +181,7 @@ def parse_config(
         "--max-streams",
         env="WORKCELL_MAX_STREAMS",
         default=str(limits.max_streams),
-        type=positive_int,
+        type=int_between(1, MAX_STREAMS),
         metavar="N",
         help="Telemetry streams open at once, in all; more are refused (RESOURCE_EXHAUSTED)",
     )
@@ -185,7 +189,7 @@ def parse_config(
         "--max-streams-per-peer",
         env="WORKCELL_MAX_STREAMS_PER_PEER",
         default=str(limits.max_per_peer),
-        type=positive_int,
+        type=int_between(1, MAX_STREAMS),
         metavar="N",
         help="Telemetry streams open at once from one host",
     )
@@ -193,7 +197,7 @@ def parse_config(
         "--stream-idle-timeout",
         env="WORKCELL_STREAM_IDLE_TIMEOUT",
         default=str(limits.idle_timeout),
-        type=duration_seconds,
+        type=duration_between(1, DAY),
         metavar="DURATION",
         help="end a Telemetry stream that sends nothing for this long (DEADLINE_EXCEEDED)",
     )
@@ -201,7 +205,7 @@ def parse_config(
         "--stream-max-age",
         env="WORKCELL_STREAM_MAX_AGE",
         default=str(limits.max_age),
-        type=duration_seconds,
+        type=duration_between(1, DAY),
         metavar="DURATION",
         help="end a Telemetry stream open longer than this (sensors end theirs every second)",
     )
@@ -216,14 +220,6 @@ def parse_config(
             f"--retain-readings must be 0 (keep for ever) or at least two periods "
             f"({2 * ns.period:g}s), got {ns.retain_readings:g}s"
         )
-    for flag, seconds in (
-        ("--stream-idle-timeout", ns.stream_idle_timeout),
-        ("--stream-max-age", ns.stream_max_age),
-    ):
-        if not 1 <= seconds <= _MAX_STREAM_SECONDS:
-            parser.error(
-                f"{flag} must be from 1s to {_MAX_STREAM_SECONDS // 3600}h, got {seconds:g}s"
-            )
     tls = parse_tls(parser, ns, side="server")
     manipulator_tls = parse_tls(parser, ns, side="client", role="manipulator")
     return ControllerConfig(

@@ -6,10 +6,16 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from workcell.flags import Address, FlagParser, address, positive_float, positive_int
+from workcell.flags import Address, FlagParser, address, float_between, int_between
 from workcell.framing import MAX_FRAME_BYTES
 from workcell.logs import add_log_flags
 from workcell.tls import PLAINTEXT, TlsConfig, add_tls_flags, parse_tls
+
+# A Command is about 100 bytes at most; a limit below this one would refuse
+# every command (and the controller would reconnect for ever). Above the upper
+# one a single client could make the manipulator hold that much per connection.
+MIN_FRAME_BYTES = 1024
+MAX_FRAME_LIMIT = 64 * 1024 * 1024
 
 __all__ = ["ManipulatorConfig", "parse_config"]
 
@@ -60,7 +66,7 @@ def parse_config(
         "--max-frame",
         env="WORKCELL_MAX_FRAME",
         default=str(MAX_FRAME_BYTES),
-        type=positive_int,
+        type=int_between(MIN_FRAME_BYTES, MAX_FRAME_LIMIT),
         metavar="BYTES",
         help="largest frame payload accepted; a larger one closes the connection",
     )
@@ -68,7 +74,7 @@ def parse_config(
         "--read-timeout",
         env="WORKCELL_READ_TIMEOUT",
         default="10",
-        type=positive_float,
+        type=float_between(0.1, 3600),
         metavar="SECONDS",
         help="close a connection that sent part of a frame and then nothing for this long",
     )

@@ -14,9 +14,9 @@ from workcell.flags import (
     Address,
     FlagParser,
     address,
-    duration_seconds,
-    positive_float,
-    positive_int,
+    duration_between,
+    float_between,
+    int_between,
 )
 from workcell.logs import add_log_flags
 from workcell.metrics_http import add_metrics_flag
@@ -39,6 +39,19 @@ __all__ = [
 SENSOR_ID_PATTERN = re.compile(r"[A-Za-z0-9._-]{1,64}")
 _NOT_ALLOWED = re.compile(r"[^A-Za-z0-9._-]+")
 MAX_SENSOR_ID = 64
+# Bounds that keep a sensor workable. Above MAX_RATE one process cannot pace
+# readings one per message (it spun at 100 % and missed SIGTERM at 1e6/s); a
+# batch of MAX_BATCH readings of the longest ids is about 1.4 MB, well inside
+# the controller's 4 MiB message limit (100,000 made 5.9 MB messages that were
+# always refused); streams must end well before the controller's
+# --stream-max-age (600 s by default).
+MIN_RATE = 0.01
+MAX_RATE = 10_000.0
+MAX_COUNT = 10**12
+MAX_DURATION = 3650 * 86400.0
+MAX_BATCH = 10_000
+MAX_STREAM_SECONDS = 300.0
+MAX_BUFFER = 10_000_000
 
 
 @dataclass(frozen=True)
@@ -130,13 +143,6 @@ def _profile_name(text: str) -> str:
     return text
 
 
-def _positive_duration(text: str) -> float:
-    seconds = duration_seconds(text)
-    if seconds <= 0:
-        raise argparse.ArgumentTypeError(f"expected a duration > 0, got {text!r}")
-    return seconds
-
-
 def _seed(text: str) -> int:
     try:
         value = int(text)
@@ -172,19 +178,19 @@ def build_parser(environ: Mapping[str, str] | None = None) -> FlagParser:
         "--rate",
         env="WORKCELL_SENSOR_RATE",
         default="300",
-        type=positive_float,
+        type=float_between(MIN_RATE, MAX_RATE),
         help="readings per second",
     )
     parser.flag(
         "--count",
         env="WORKCELL_SENSOR_COUNT",
-        type=positive_int,
+        type=int_between(1, MAX_COUNT),
         help="send this many readings, wait until all are acknowledged, exit",
     )
     parser.flag(
         "--duration",
         env="WORKCELL_SENSOR_DURATION",
-        type=_positive_duration,
+        type=duration_between(0.001, MAX_DURATION),
         help="generate for this long (5, 500ms, 10m), deliver what is held, exit",
     )
     parser.flag(
@@ -211,21 +217,21 @@ def build_parser(environ: Mapping[str, str] | None = None) -> FlagParser:
         "--batch",
         env="WORKCELL_SENSOR_BATCH",
         default="1",
-        type=positive_int,
+        type=int_between(1, MAX_BATCH),
         help="readings per message",
     )
     parser.flag(
         "--stream-seconds",
         env="WORKCELL_SENSOR_STREAM_SECONDS",
         default="1.0",
-        type=positive_float,
+        type=duration_between(0.05, MAX_STREAM_SECONDS),
         help="end each stream (and get it acknowledged) after this long",
     )
     parser.flag(
         "--buffer",
         env="WORKCELL_SENSOR_BUFFER",
         default="100000",
-        type=positive_int,
+        type=int_between(1, MAX_BUFFER),
         help="most unacknowledged readings kept (then the oldest are dropped)",
     )
     parser.flag(

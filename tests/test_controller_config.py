@@ -51,6 +51,12 @@ def test_stream_limits_come_from_flags_and_environment() -> None:
         ([], {"WORKCELL_MAX_STREAMS_PER_PEER": "-3"}, "--max-streams-per-peer"),
         (["--stream-idle-timeout", "0"], {}, "--stream-idle-timeout"),
         (["--stream-max-age", "1e300"], {}, "--stream-max-age"),
+        # Values once accepted that could not work (issue 10): a ZeroDivisionError
+        # traceback, a cadence the controller cannot keep, sweeps that always fail.
+        (["--period", "1e-7"], {}, "--period"),
+        ([], {"WORKCELL_PERIOD": "0.001"}, "--period"),
+        (["--retain-readings", "1e300"], {}, "--retain-readings"),
+        (["--ingest-buffer", "1e12"], {}, "--ingest-buffer"),
     ],
 )
 def test_a_bad_value_exits_2_with_one_line_naming_the_flag(

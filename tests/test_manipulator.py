@@ -536,7 +536,7 @@ def test_config_from_environment_and_flags() -> None:
     assert config.read_timeout == 2.5
     assert config.log_level == "DEBUG"
     # A flag beats its variable.
-    assert parse_config(["--max-frame", "99"], environ=environ).max_frame_bytes == 99
+    assert parse_config(["--max-frame", "4096"], environ=environ).max_frame_bytes == 4096
 
 
 def _run_manipulator(
@@ -558,8 +558,10 @@ def _run_manipulator(
         (["--listen", "nope"], {}, ["--listen"]),
         (["--read-timeout", "0"], {}, ["--read-timeout"]),
         ([], {"WORKCELL_MAX_FRAME": "-1"}, ["--max-frame", "WORKCELL_MAX_FRAME"]),
+        # Smaller than a command: every command refused, the controller redialling (issue 10).
+        (["--max-frame", "99"], {}, ["--max-frame"]),
     ],
-    ids=["listen", "read-timeout", "env max-frame"],
+    ids=["listen", "read-timeout", "env max-frame", "max-frame below a command"],
 )
 def test_bad_flag_exits_2_with_one_line(
     args: list[str], env: dict[str, str], names: list[str]

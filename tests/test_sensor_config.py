@@ -88,6 +88,14 @@ def test_sanitized_default_sensor_id() -> None:
         (["--controller", "nohost"], {}, "--controller"),
         ([], {"WORKCELL_SENSOR_PROFILE": "sine"}, "--profile"),
         ([], {"WORKCELL_SENSOR_NO_PROGRESS": "maybe"}, "--no-progress"),
+        # Values once accepted that could not work (issue 10): a spinning pacer
+        # deaf to SIGTERM, a hang before the first log line, messages over the
+        # controller's 4 MiB limit, streams older than its --stream-max-age.
+        (["--rate", "1e6"], {}, "--rate"),
+        (["--duration", "1e300"], {}, "--duration"),
+        (["--batch", "100000"], {}, "--batch"),
+        ([], {"WORKCELL_SENSOR_STREAM_SECONDS": "3600"}, "--stream-seconds"),
+        (["--buffer", "1e9"], {}, "--buffer"),
     ],
 )
 def test_bad_values_exit_2_with_one_line(

@@ -23,7 +23,10 @@ __all__ = [
     "FlagParser",
     "address",
     "database_url",
+    "duration_between",
     "duration_seconds",
+    "float_between",
+    "int_between",
     "non_negative_float",
     "optional_address",
     "positive_float",
@@ -130,7 +133,42 @@ non_negative_float = _number(float, lambda v: v >= 0, "a number >= 0")
 positive_int = _number(int, lambda v: v > 0, "an integer > 0")
 probability = _number(float, lambda v: 0 < v < 1, "a number between 0 and 1")
 
+
+def float_between(low: float, high: float) -> Callable[[str], float]:
+    """Flag type: a number from ``low`` to ``high`` (inclusive)."""
+    return _number(float, lambda v: low <= v <= high, f"a number from {low:g} to {high:g}")
+
+
+def int_between(low: int, high: int) -> Callable[[str], int]:
+    """Flag type: an integer from ``low`` to ``high`` (inclusive)."""
+    return _number(int, lambda v: low <= v <= high, f"an integer from {low:,} to {high:,}")
+
+
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+
+
+def _show_seconds(seconds: float) -> str:
+    """``86400`` -> ``1d``, ``0.05`` -> ``50ms``: a bound as a person would write it."""
+    for unit in ("d", "h", "m", "s"):
+        if seconds >= _UNITS[unit] and (seconds / _UNITS[unit]).is_integer():
+            return f"{seconds / _UNITS[unit]:g}{unit}"
+    return f"{seconds * 1000:g}ms"
+
+
+def duration_between(low: float, high: float, *, zero: bool = False) -> Callable[[str], float]:
+    """Flag type: a duration from ``low`` to ``high`` seconds; with ``zero``, 0 as well."""
+    what = f"a duration from {_show_seconds(low)} to {_show_seconds(high)}"
+    if zero:
+        what = f"0 or {what}"
+
+    def parse(text: str) -> float:
+        seconds = duration_seconds(text)
+        if not (low <= seconds <= high or (zero and seconds == 0)):
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}")
+        return seconds
+
+    parse.__name__ = what
+    return parse
 
 
 def duration_seconds(text: str) -> float:

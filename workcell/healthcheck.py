@@ -14,7 +14,7 @@ from collections.abc import Sequence
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from workcell.flags import Address, FlagParser, address, positive_float
+from workcell.flags import Address, FlagParser, address, float_between
 from workcell.tls import PLAINTEXT, TlsConfig, add_tls_flags, grpc_channel, parse_tls
 
 __all__ = ["check", "main"]
@@ -50,7 +50,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--timeout",
         env=None,
         default=3.0,
-        type=positive_float,
+        type=float_between(0.1, 300),
         help="seconds to wait for the answer",
     )
     parser.flag("--service", env=None, default="", help="service name ('' = the whole server)")
