@@ -20,7 +20,7 @@ from grpc_reflection.v1alpha import reflection
 
 from controller.config import ControllerConfig
 from controller.decider import DecisionLoop
-from controller.decision import WindowSummary
+from controller.decision import WindowStats
 from controller.dispatch import ManipulatorLink
 from controller.history import HistoryServicer
 from controller.ingest import TelemetryServicer
@@ -169,7 +169,7 @@ class Controller:
             state = _DecisionState(
                 WindowBook(period_us, round(config.grace * US_PER_SECOND), current - 1),
                 config.initial_status,
-                WindowSummary(0, 0.0, 0.0),
+                WindowStats(),
                 1,
             )
         else:
@@ -181,7 +181,7 @@ class Controller:
             state = _DecisionState(
                 WindowBook(period_us, round(config.grace * US_PER_SECOND), last_decided),
                 last.status,
-                last.window,
+                WindowStats.from_summary(last.window.count, last.window.mean, last.window.std),
                 last.id + 1,
             )
             log.info("resuming after command %d (status %s)", last.id, last.status)
@@ -267,5 +267,5 @@ class Controller:
 class _DecisionState:
     book: WindowBook
     status: str
-    previous: WindowSummary
+    previous: WindowStats
     next_id: int

@@ -13,7 +13,7 @@ import math
 from collections.abc import Awaitable, Callable
 from typing import Protocol
 
-from controller.decision import WindowSummary, decide
+from controller.decision import WindowStats, decide
 from controller.errors import StorageError
 from controller.metrics import ControllerMetrics
 from controller.records import CommandRecord
@@ -49,7 +49,7 @@ class DecisionLoop:
         book: WindowBook,
         alpha: float,
         status: str,
-        previous: WindowSummary,
+        previous: WindowStats,
         next_id: int,
         recorder: CommandRecorder,
         sender: CommandSender,
@@ -84,7 +84,7 @@ class DecisionLoop:
     async def decide_window(self, index: int) -> CommandRecord:
         """Close window ``index``, decide, record and send its command."""
         stats = self.book.close(index)
-        decision = decide(stats.summary(), self.previous, self.status, self.alpha)
+        decision = decide(stats, self.previous, self.status, self.alpha)
         start, end = window_bounds(index, self.book.period_us)
         record = CommandRecord(
             id=self.next_id,
@@ -109,7 +109,7 @@ class DecisionLoop:
         metrics.last_p_value.set(math.nan if record.p_value is None else record.p_value)
         self.next_id += 1
         self.status = decision.status
-        self.previous = decision.current
+        self.previous = stats  # exact sums: the next test cancels nothing in floats
         self.last = record
         log.info(
             "decision: command %d window [%s, %s) status=%s changed=%s p=%s n=%d",
