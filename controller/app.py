@@ -20,15 +20,15 @@ from grpc_reflection.v1alpha import reflection
 
 from controller.admission import StreamRegistry
 from controller.config import ControllerConfig
-from controller.decider import DecisionLoop
-from controller.decision import WindowSummary
+from controller.decider import DecisionLoop, report_skipped
+from controller.decision import WindowStats
 from controller.dispatch import ManipulatorLink
 from controller.history import HistoryServicer
 from controller.ingest import TelemetryServicer
 from controller.metrics import ControllerMetrics
 from controller.retention import Retention
 from controller.store import Database
-from controller.windows import WindowBook, window_index
+from controller.windows import WindowBook, due_windows, window_index
 from controller.writer import Writer
 from workcell.metrics_http import MetricsEndpoint
 from workcell.timeconv import US_PER_SECOND, Clock, now_us
@@ -164,25 +164,29 @@ class Controller:
         """The decision state after the last command stored (or the initial one)."""
         config = self.config
         period_us = round(config.period * US_PER_SECOND)
-        current = window_index(self._clock(), period_us)
+        grace_us = round(config.grace * US_PER_SECOND)
+        now = self._clock()
         last = await database.last_command()
         if last is None:
             state = _DecisionState(
-                WindowBook(period_us, round(config.grace * US_PER_SECOND), current - 1),
+                WindowBook(period_us, grace_us, window_index(now, period_us) - 1),
                 config.initial_status,
-                WindowSummary(0, 0.0, 0.0),
+                WindowStats(),
                 1,
             )
         else:
-            # The window that ended last is still decided after a restart (the
-            # crash may have come between its end and its deadline); older
-            # windows that passed while the controller was down are skipped
-            # rather than flooding the manipulator with commands for them.
-            last_decided = max(window_index(last.window_start, period_us), current - 2)
+            # The loop's rule after a stall (controller.windows.due_windows):
+            # of the windows that fell due while the controller was down only
+            # the latest is still decided; windows not yet due are kept. The
+            # previous window stays the last command's, as after a stall.
+            skipped = due_windows(
+                window_index(last.window_start, period_us), now, period_us, grace_us
+            ).skipped
+            report_skipped(skipped, period_us, self.metrics, "the controller was down")
             state = _DecisionState(
-                WindowBook(period_us, round(config.grace * US_PER_SECOND), last_decided),
+                WindowBook(period_us, grace_us, skipped.stop - 1),
                 last.status,
-                last.window,
+                WindowStats.from_summary(last.window.count, last.window.mean, last.window.std),
                 last.id + 1,
             )
             log.info("resuming after command %d (status %s)", last.id, last.status)
@@ -268,5 +272,5 @@ class Controller:
 class _DecisionState:
     book: WindowBook
     status: str
-    previous: WindowSummary
+    previous: WindowStats
     next_id: int

@@ -3,6 +3,12 @@
 All the rules live in :mod:`controller.decision` and :mod:`controller.windows`;
 this module only waits for deadlines (with an injected clock and sleep),
 records each command before handing it to the manipulator link, and logs.
+
+The "previous window" each decision compares with is the last window decided: the window the
+current status rests on. On time that is window k-1. After windows were skipped (a stall, an
+outage, a restart: :func:`~controller.windows.due_windows`) it is the window of the last command
+issued, the same on both paths, so a change of level that happened while nobody decided is
+still seen by the first decision after it.
 """
 
 from __future__ import annotations
@@ -13,14 +19,14 @@ import math
 from collections.abc import Awaitable, Callable
 from typing import Protocol
 
-from controller.decision import WindowSummary, decide
+from controller.decision import WindowStats, decide
 from controller.errors import StorageError
 from controller.metrics import ControllerMetrics
 from controller.records import CommandRecord
 from controller.windows import WindowBook, window_bounds
 from workcell.timeconv import Clock, now_us, to_iso
 
-__all__ = ["CommandRecorder", "CommandSender", "DecisionLoop"]
+__all__ = ["CommandRecorder", "CommandSender", "DecisionLoop", "report_skipped"]
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +55,7 @@ class DecisionLoop:
         book: WindowBook,
         alpha: float,
         status: str,
-        previous: WindowSummary,
+        previous: WindowStats,
         next_id: int,
         recorder: CommandRecorder,
         sender: CommandSender,
@@ -75,16 +81,24 @@ class DecisionLoop:
             await self.step()
 
     async def step(self) -> list[CommandRecord]:
-        """Wait for the next deadline, then decide every window that is due."""
+        """Wait for the next deadline, then decide the window that is due.
+
+        Woken late (the process was stopped, or recording the last command took periods),
+        the windows that fell due meanwhile are skipped but the latest, as after a restart.
+        """
         delay_us = self.book.deadline(self.book.next_due()) - self._clock()
         if delay_us > 0:
             await self._sleep(delay_us / 1e6)
-        return [await self.decide_window(index) for index in self.book.due(self._clock())]
+        due = self.book.due(self._clock())
+        report_skipped(
+            due.skipped, self.book.period_us, self._metrics, "the decision loop was held up"
+        )
+        return [await self.decide_window(index) for index in due.decide]
 
     async def decide_window(self, index: int) -> CommandRecord:
         """Close window ``index``, decide, record and send its command."""
         stats = self.book.close(index)
-        decision = decide(stats.summary(), self.previous, self.status, self.alpha)
+        decision = decide(stats, self.previous, self.status, self.alpha)
         start, end = window_bounds(index, self.book.period_us)
         record = CommandRecord(
             id=self.next_id,
@@ -109,7 +123,7 @@ class DecisionLoop:
         metrics.last_p_value.set(math.nan if record.p_value is None else record.p_value)
         self.next_id += 1
         self.status = decision.status
-        self.previous = decision.current
+        self.previous = stats  # exact sums: the next test cancels nothing in floats
         self.last = record
         log.info(
             "decision: command %d window [%s, %s) status=%s changed=%s p=%s n=%d",
@@ -136,8 +150,9 @@ class DecisionLoop:
     async def _record(self, record: CommandRecord) -> None:
         """Record the command, retrying while the database refuses writes.
 
-        The cadence pauses meanwhile; once writes succeed, the windows that
-        fell due are decided in turn, so no period goes without its command.
+        The cadence pauses meanwhile; once writes succeed, the next step
+        decides the latest window that fell due and skips the older ones (the
+        same rule as after a restart), so the manipulator gets no burst.
         """
         delay = RETRY_INITIAL
         while True:
@@ -148,3 +163,21 @@ class DecisionLoop:
                 log.warning("command %d not recorded yet (%s); retrying", record.id, exc)
                 await self._sleep(delay)
                 delay = min(delay * 2, RETRY_MAX)
+
+
+def report_skipped(skipped: range, period_us: int, metrics: ControllerMetrics, cause: str) -> None:
+    """Log one line and count the windows ``skipped`` (nothing when it is empty)."""
+    if not skipped:
+        return
+    metrics.windows_skipped.inc(len(skipped))
+    start = window_bounds(skipped.start, period_us)[0]
+    end = window_bounds(skipped.stop - 1, period_us)[1]
+    log.warning(
+        "skipped %d windows [%s, %s): their deadlines passed while %s; only the latest due "
+        "window is decided, against the last window decided",
+        len(skipped),
+        to_iso(start),
+        to_iso(end),
+        cause,
+        extra={"skipped": len(skipped), "window_start": to_iso(start), "window_end": to_iso(end)},
+    )

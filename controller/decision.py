@@ -6,11 +6,17 @@ Welch's two-sided t-test (see DESIGN.md, "Decision semantics"):
 - p < alpha: the status follows the mean ("up" when the current mean is higher, "down" when
   lower);
 - p >= alpha: the status is kept;
-- fewer than two readings in either window, zero variance in both, or a NaN p-value: no test,
-  the status is kept.
+- fewer than two readings in either window, zero variance in both, or a summary that is not
+  finite: no test, the status is kept.
 
 Statistics are kept as a running count, sum and sum of squares so that readings are folded in as
 they arrive; the database is never re-read to decide.
+
+The test runs on those exact sums: the difference of the means and the variances are exact
+rationals, rounded to floats only once nothing can cancel any more (the t statistic and the
+Welch-Satterthwaite degrees of freedom), and the p-value comes from the t distribution. Payloads
+are int64, so two means near 2**63 can differ by far less than the spacing of floats there (2048):
+rounding the means first would make them equal. The audit record keeps the float n / mean / std.
 """
 
 from __future__ import annotations
@@ -152,44 +158,109 @@ class Decision:
     previous: WindowSummary
 
 
-def decide(current: WindowSummary, previous: WindowSummary, status: str, alpha: float) -> Decision:
+def decide(
+    current: WindowStats | WindowSummary,
+    previous: WindowStats | WindowSummary,
+    status: str,
+    alpha: float,
+) -> Decision:
     """Decide the status after window ``current``, compared with window ``previous``.
 
-    ``status`` is the status before the decision ("up" or "down"); ``alpha`` the significance
-    level, in (0, 1). Raises ValueError for any other status or alpha.
+    Each window is given as its exact running sums (:class:`WindowStats`, what the controller
+    keeps) or as a recorded :class:`WindowSummary` (to replay a decision from its audit record;
+    its floats are then taken as exact values). ``status`` is the status before the decision
+    ("up" or "down"); ``alpha`` the significance level, in (0, 1). Raises ValueError for any
+    other status or alpha.
     """
     if status not in STATUSES:
         raise ValueError(f"status must be 'up' or 'down', got {status!r}")
     if not 0.0 < alpha < 1.0:
         raise ValueError(f"alpha must be in (0, 1), got {alpha!r}")
+    current_summary = _summary(current)
+    previous_summary = _summary(previous)
 
     def kept(outcome: Outcome, p_value: float | None = None) -> Decision:
-        return Decision(status, False, outcome, p_value, current, previous)
+        return Decision(status, False, outcome, p_value, current_summary, previous_summary)
 
     if current.count < 2 or previous.count < 2:
         return kept(Outcome.TOO_FEW_READINGS)
-    if current.std == 0.0 and previous.std == 0.0:
+    current_moments = _moments(current)
+    previous_moments = _moments(previous)
+    if current_moments is None or previous_moments is None:
+        return kept(Outcome.NO_VARIANCE)  # a NaN or infinite summary: nothing to test
+    welch = _welch(current_moments, previous_moments)
+    if welch is None:
         return kept(Outcome.NO_VARIANCE)
-    result = scipy_stats.ttest_ind_from_stats(
-        mean1=current.mean,
-        std1=current.std,
-        nobs1=current.count,
-        mean2=previous.mean,
-        std2=previous.std,
-        nobs2=previous.count,
-        equal_var=False,
-    )
-    p_value = float(result.pvalue)
-    if math.isnan(p_value):
-        return kept(Outcome.NO_VARIANCE)
+    difference, p_value = welch
     if p_value >= alpha:
         return kept(Outcome.NOT_SIGNIFICANT, p_value)
-    if current.mean > previous.mean:
+    if difference > 0:
         new_status = "up"
-    elif current.mean < previous.mean:
+    elif difference < 0:
         new_status = "down"
     else:  # equal means cannot be significant; kept for safety rather than guessing a direction
         new_status = status
     return Decision(
-        new_status, new_status != status, Outcome.SIGNIFICANT, p_value, current, previous
+        new_status,
+        new_status != status,
+        Outcome.SIGNIFICANT,
+        p_value,
+        current_summary,
+        previous_summary,
     )
+
+
+def _summary(window: WindowStats | WindowSummary) -> WindowSummary:
+    return window.summary() if isinstance(window, WindowStats) else window
+
+
+@dataclass(frozen=True, slots=True)
+class _Moments:
+    """A window's count, exact mean and exact variance of the mean (sample variance / n)."""
+
+    count: int
+    mean: Fraction
+    variance_of_mean: Fraction
+
+
+def _moments(window: WindowStats | WindowSummary) -> _Moments | None:
+    """Exact moments of a window with two readings or more; None for a non-finite summary."""
+    if isinstance(window, WindowSummary):
+        if not (math.isfinite(window.mean) and math.isfinite(window.std)):
+            return None
+        window = WindowStats.from_summary(window.count, window.mean, window.std)
+    n = window.count
+    # Fraction() of an int, a Fraction or a float is exact: nothing is rounded here.
+    total = Fraction(window.total)
+    spread = n * Fraction(window.total_sq) - total * total  # n·(n-1)·s², exact
+    # Only float sums (accepted, never kept by the controller) can round below zero.
+    variance = max(spread, Fraction(0)) / (n * n * (n - 1))
+    return _Moments(n, total / n, variance)
+
+
+def _welch(a: _Moments, b: _Moments) -> tuple[Fraction, float] | None:
+    """(mean of a - mean of b, two-sided p) of Welch's t-test; None when both variances are 0."""
+    difference = a.mean - b.mean
+    squared_error = a.variance_of_mean + b.variance_of_mean
+    if squared_error == 0:
+        return None
+    t = math.copysign(math.sqrt(_to_float(difference * difference / squared_error)), difference)
+    # Welch-Satterthwaite; a ratio between min(n)-1 and n_a+n_b-2, so it always fits a float.
+    df = float(
+        squared_error
+        * squared_error
+        / (
+            a.variance_of_mean * a.variance_of_mean / (a.count - 1)
+            + b.variance_of_mean * b.variance_of_mean / (b.count - 1)
+        )
+    )
+    p_value = 2.0 * float(scipy_stats.t.sf(abs(t), df))  # two-sided
+    return difference, min(p_value, 1.0)
+
+
+def _to_float(value: Fraction) -> float:
+    """``float(value)`` for a non-negative value, +inf beyond the float range (no OverflowError)."""
+    try:
+        return float(value)
+    except OverflowError:
+        return math.inf

@@ -101,6 +101,12 @@ class ControllerMetrics:
             registry=r,
         )
         self.last_p_value.set(math.nan)
+        self.windows_skipped = Counter(
+            PREFIX + "windows_skipped",
+            "Windows that got no command: their deadline passed while the controller was "
+            "stalled or down, and only the latest due window is decided",
+            registry=r,
+        )
         self.commands_sent = Counter(
             PREFIX + "commands_sent",
             "Commands issued to the manipulator link (one per decision)",

@@ -3,15 +3,23 @@
 Window k is [k·P, (k+1)·P) in Unix microseconds, by each reading's own timestamp. Window k is
 decided at (k+1)·P + grace; from then on a reading of window <= k is stale: the store keeps it, but
 no decision counts it. The book has no clock: callers pass the time in.
+
+When the controller was not there at a deadline (stopped, stalled, or its database refused the
+last command for a while), several windows are due at once. :func:`due_windows` is the one rule
+for that, used by the decision loop and by the restart alike: only the latest due window is
+decided (late); the older due ones are skipped, get no command, and their readings are never
+counted. So after any outage the manipulator gets one command at once and then one per period,
+never a burst. Windows not yet due are never skipped, whatever the grace.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 from controller.decision import WindowStats
 
-__all__ = ["WindowBook", "window_bounds", "window_index"]
+__all__ = ["DueWindows", "WindowBook", "due_windows", "latest_due", "window_bounds", "window_index"]
 
 
 def window_index(timestamp_us: int, period_us: int) -> int:
@@ -23,6 +31,36 @@ def window_bounds(index: int, period_us: int) -> tuple[int, int]:
     """The window's [start, end) in microseconds."""
     start = index * period_us
     return start, start + period_us
+
+
+def latest_due(now_us: int, period_us: int, grace_us: int) -> int:
+    """The latest window whose deadline, (k + 1)·P + grace, is at or before ``now_us``."""
+    return (now_us - grace_us) // period_us - 1
+
+
+@dataclass(frozen=True, slots=True)
+class DueWindows:
+    """What to do at one moment: windows to pass over, then windows to decide (both ascending)."""
+
+    skipped: range
+    """Due windows older than the latest due one: no command, their statistics dropped."""
+    decide: range
+    """The latest due window, if it is not decided yet (at most one window)."""
+
+
+def due_windows(last_decided: int, now_us: int, period_us: int, grace_us: int) -> DueWindows:
+    """The windows after ``last_decided`` to skip and to decide at ``now_us``.
+
+    On time (the usual case) nothing is skipped and the one window whose deadline has just
+    passed is decided. After an outage every due window but the latest is skipped: a window
+    whose deadline passed a period or more ago is not decided any more. ``skipped.stop - 1``
+    is the window to resume after (``last_decided`` when nothing is skipped).
+    """
+    latest = latest_due(now_us, period_us, grace_us)
+    first = max(last_decided + 1, latest)
+    return DueWindows(
+        skipped=range(last_decided + 1, first), decide=range(first, max(first, latest + 1))
+    )
 
 
 class WindowBook:
@@ -117,15 +155,12 @@ class WindowBook:
         """The index of the next window to decide."""
         return self.last_decided + 1
 
-    def due(self, now_us: int) -> list[int]:
-        """Every undecided window whose deadline is at or before ``now_us``, ascending.
+    def due(self, now_us: int) -> DueWindows:
+        """The undecided windows to skip and to decide at ``now_us`` (see :func:`due_windows`).
 
-        After a stall this is several windows; each is to be decided in turn. The list grows
-        with the stall's length, so a caller facing a huge clock jump may want to cap it.
+        Closing the window to decide drops the skipped windows' statistics.
         """
-        # The latest k with (k + 1)·P + grace <= now, without walking window by window.
-        latest = (now_us - self.grace_us) // self.period_us - 1
-        return list(range(self.last_decided + 1, latest + 1))
+        return due_windows(self.last_decided, now_us, self.period_us, self.grace_us)
 
     def close(self, index: int) -> WindowStats:
         """Take window ``index``'s statistics and mark it decided.

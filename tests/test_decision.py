@@ -337,3 +337,108 @@ def test_from_summary_then_add_matches_raw_data() -> None:
 def test_from_summary_refuses_impossible_values(count: int, mean: float, std: float) -> None:
     with pytest.raises(ValueError, match="must"):
         WindowStats.from_summary(count, mean, std)
+
+
+# --- means near 2**63: the test runs on exact differences (issue 9, item 11) -----------------
+
+
+def exact_stats(values: list[int]) -> WindowStats:
+    stats = WindowStats()
+    stats.add_many(values)
+    return stats
+
+
+# Six readings of 2**63-1, then 50 alternating 2**63-100 / 2**63-101: the means differ by 99.5,
+# far below the spacing of floats there (2048), so both means round to the same float.
+NEAR_MAX_PREVIOUS = [INT64_MAX] * 6
+NEAR_MAX_CURRENT = [INT64_MAX - 99 - (i % 2) for i in range(50)]
+
+
+def shifted_reference(current: list[int], previous: list[int]) -> float:
+    """Welch's p of the same data shifted near 0, where floats hold it exactly (shift-invariant)."""
+    base = min(current + previous)
+    return welch_reference([v - base for v in current], [v - base for v in previous])
+
+
+def test_means_near_int64_max_are_tested_exactly() -> None:
+    decision = decide(
+        exact_stats(NEAR_MAX_CURRENT), exact_stats(NEAR_MAX_PREVIOUS), "up", alpha=0.05
+    )
+
+    assert decision.p_value is not None
+    assert decision.p_value < 1e-100
+    assert decision.p_value == pytest.approx(
+        shifted_reference(NEAR_MAX_CURRENT, NEAR_MAX_PREVIOUS), rel=1e-9
+    )
+    assert decision.outcome is Outcome.SIGNIFICANT
+    assert decision.status == "down"
+    assert decision.changed
+    # The audit record stays the rounded public summary.
+    assert decision.current == exact_stats(NEAR_MAX_CURRENT).summary()
+    assert decision.previous == exact_stats(NEAR_MAX_PREVIOUS).summary()
+
+
+def test_a_previous_window_restored_from_persisted_floats_still_works_near_int64_max() -> None:
+    # After a restart the previous window is rebuilt from its stored float mean and std:
+    # 2**63-1 is stored as 2**63, so the difference is 100.5 instead of 99.5, still exact from
+    # there on and still overwhelmingly significant.
+    saved = exact_stats(NEAR_MAX_PREVIOUS).summary()
+    restored = WindowStats.from_summary(saved.count, saved.mean, saved.std)
+
+    decision = decide(exact_stats(NEAR_MAX_CURRENT), restored, "up", alpha=0.05)
+
+    assert decision.p_value is not None
+    assert decision.p_value < 1e-100
+    assert decision.status == "down"
+    assert decision.changed
+
+
+@given(
+    st.lists(st.integers(min_value=-1000, max_value=1000), min_size=2, max_size=60),
+    st.lists(st.integers(min_value=-1000, max_value=1000), min_size=2, max_size=60),
+    st.integers(min_value=-(10**6), max_value=10**6),
+)
+def test_p_value_matches_scipy_on_raw_samples(
+    current: list[int], previous: list[int], shift: int
+) -> None:
+    if len(set(current)) == 1 and len(set(previous)) == 1:
+        return  # no variance in either window: no test (covered above)
+    current = [v + shift for v in current]
+    previous = [v + shift for v in previous]
+
+    decision = decide(exact_stats(current), exact_stats(previous), "down", alpha=0.05)
+
+    assert decision.p_value is not None
+    assert decision.p_value == pytest.approx(welch_reference(current, previous), rel=1e-8)
+
+
+@given(
+    st.lists(st.integers(min_value=-(10**9), max_value=10**9), min_size=2, max_size=40),
+    st.lists(st.integers(min_value=-(10**9), max_value=10**9), min_size=2, max_size=40),
+)
+def test_exact_sums_and_persisted_summaries_give_the_same_ordinary_decision(
+    current: list[int], previous: list[int]
+) -> None:
+    # A previous window restored from its stored floats decides like the live one when the
+    # floats hold the data well (the ordinary case).
+    saved = exact_stats(previous).summary()
+    restored = WindowStats.from_summary(saved.count, saved.mean, saved.std)
+
+    live = decide(exact_stats(current), exact_stats(previous), "down", alpha=0.05)
+    after_restart = decide(exact_stats(current), restored, "down", alpha=0.05)
+
+    assert after_restart.outcome is live.outcome
+    assert after_restart.status == live.status
+    if live.p_value is not None:
+        assert after_restart.p_value == pytest.approx(live.p_value, rel=1e-6, abs=1e-300)
+
+
+def test_a_t_statistic_beyond_float_range_gives_p_zero() -> None:
+    # Persisted summaries with absurdly small spreads: t**2 does not fit a float.
+    current = WindowStats.from_summary(5, 1e6, 1e-200)
+    previous = WindowStats.from_summary(5, 0.0, 1e-200)
+
+    decision = decide(current, previous, "down", alpha=0.05)
+
+    assert decision.p_value == 0.0
+    assert decision.status == "up"

@@ -7,7 +7,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from controller.decision import WindowStats
-from controller.windows import WindowBook, window_bounds, window_index
+from controller.windows import WindowBook, due_windows, window_bounds, window_index
 
 P = 5_000_000  # a 5-second period, in microseconds
 GRACE = 200_000
@@ -16,6 +16,12 @@ GRACE = 200_000
 def at(index: int, offset_us: int = 0) -> int:
     """A timestamp ``offset_us`` into window ``index``."""
     return index * P + offset_us
+
+
+def due(book: WindowBook, now_us: int) -> tuple[list[int], list[int]]:
+    """(windows skipped, windows decided) at ``now_us``."""
+    windows = book.due(now_us)
+    return list(windows.skipped), list(windows.decide)
 
 
 @pytest.mark.parametrize(
@@ -71,10 +77,10 @@ def test_stale_rule_follows_the_clock() -> None:
     assert book.add(at(10, P - 1), 3)
     assert book.add(at(11, 5), 100)
     # Still in the grace period after window 10 ends: nothing is due, a late reading counts.
-    assert book.due(at(11, GRACE - 1)) == []
+    assert due(book, at(11, GRACE - 1)) == ([], [])
     assert book.add(at(10, 123), 2)
     # At the deadline window 10 is due; the shell closes it.
-    assert book.due(at(11, GRACE)) == [10]
+    assert due(book, at(11, GRACE)) == ([], [10])
     closed = book.close(10)
 
     assert closed.summary().count == 3
@@ -85,36 +91,96 @@ def test_stale_rule_follows_the_clock() -> None:
     assert book.add(at(11), 200)
     assert book.stats(10) == WindowStats()
     assert book.stats(11).count == 2
-    assert book.due(at(12, GRACE - 1)) == []
-    assert book.due(at(12, GRACE)) == [11]
+    assert due(book, at(12, GRACE - 1)) == ([], [])
+    assert due(book, at(12, GRACE)) == ([], [11])
 
 
-def test_due_lists_every_window_missed_by_a_stall() -> None:
+def test_after_a_stall_only_the_latest_due_window_is_decided() -> None:
+    # This test used to expect every missed window to be decided in turn: the burst of
+    # commands issue 9 (item 7) reports. The rule is now the restart's.
     book = WindowBook(P, GRACE, last_decided=9)
+    for index in range(10, 16):
+        book.add(at(index), index)
 
-    # The loop stalled: windows 10 to 13 all passed their deadlines, 14 has not.
-    due = book.due(at(15, GRACE))
+    # The loop stalled: windows 10 to 14 all passed their deadlines, 15 has not.
+    skipped, decided = due(book, at(15, GRACE))
 
-    assert due == [10, 11, 12, 13, 14]
-    assert book.due(at(15, GRACE - 1)) == [10, 11, 12, 13]
-    for index in due:
-        book.close(index)
-    assert book.due(at(15, GRACE)) == []
+    assert (skipped, decided) == ([10, 11, 12, 13], [14])
+    assert due(book, at(15, GRACE - 1)) == ([10, 11, 12], [13])
+    assert book.close(14).total == 14
+    assert book.open_windows() == [15]  # the skipped windows' statistics are gone
+    assert due(book, at(15, GRACE)) == ([], [])
     assert book.last_decided == 14
 
 
 def test_due_before_any_deadline_is_empty() -> None:
     book = WindowBook(P, GRACE, last_decided=9)
 
-    assert book.due(at(0)) == []
-    assert book.due(-(10**15)) == []
+    assert due(book, at(0)) == ([], [])
+    assert due(book, -(10**15)) == ([], [])
 
 
 def test_due_and_index_work_with_zero_grace() -> None:
     book = WindowBook(P, 0, last_decided=-3)
 
-    assert book.due(-P) == [-2]
-    assert book.due(0) == [-2, -1]
+    assert due(book, -P) == ([], [-2])
+    assert due(book, 0) == ([-2], [-1])
+
+
+@given(
+    st.integers(min_value=-50, max_value=50),
+    st.integers(min_value=-100 * P, max_value=100 * P),
+    st.integers(min_value=1, max_value=10 * P),
+    st.integers(min_value=0, max_value=20 * P),
+)
+def test_due_windows_rule(last_decided: int, now: int, period: int, grace: int) -> None:
+    """Grace below or above the period: what is skipped was overdue by a period, no more."""
+    windows = due_windows(last_decided, now, period, grace)
+
+    def deadline(index: int) -> int:
+        return (index + 1) * period + grace
+
+    assert windows.skipped.start == last_decided + 1
+    assert windows.decide.start == windows.skipped.stop
+    assert len(windows.decide) <= 1
+    if windows.skipped:  # missed by a whole period (the latest skipped, so all): not decided
+        assert deadline(windows.skipped[-1]) + period <= now
+    for index in windows.decide:  # due, and not yet a period late
+        assert deadline(index) <= now < deadline(index) + period
+    # Everything after is not due yet: never skipped, decided at its own deadline.
+    assert deadline(max(windows.decide.stop, last_decided + 1)) > now
+
+
+@given(
+    st.integers(min_value=-50, max_value=50),
+    st.integers(min_value=-100 * P, max_value=100 * P),
+    st.integers(min_value=0, max_value=P - 1),
+)
+def test_due_windows_keeps_the_old_restart_rule_past_the_grace(
+    last_decided: int, now: int, grace: int
+) -> None:
+    # The restart used max(last window, current window - 2). With grace < period and `now`
+    # past the grace of its window the rule gives the same; inside the grace it also decides
+    # the window before the one that just ended, whose deadline passed less than a period ago.
+    windows = due_windows(last_decided, now, P, grace)
+    current = window_index(now, P)
+
+    if now - current * P >= grace:
+        assert windows.skipped.stop - 1 == max(last_decided, current - 2)
+    else:
+        assert windows.skipped.stop - 1 == max(last_decided, current - 3)
+
+
+def test_a_restart_with_grace_above_the_period_skips_no_window_not_yet_due() -> None:
+    # Period 1 s, grace 5 s (issue 10, item 5): window 100 was decided at its deadline, the
+    # controller was killed and is back 1.5 s later. Window 101 is due (its deadline passed
+    # 0.5 s ago); windows 102 to 106 are not due yet and keep counting their readings.
+    period, grace = 1_000_000, 5_000_000
+    deadline_100 = 101 * period + grace
+
+    windows = due_windows(100, deadline_100 + 1_500_000, period, grace)
+
+    assert (list(windows.skipped), list(windows.decide)) == ([], [101])
 
 
 def test_close_drops_older_windows_and_returns_empty_when_none() -> None:

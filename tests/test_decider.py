@@ -1,0 +1,115 @@
+"""The decision loop driven by hand: an injected clock and sleep, no sockets, no database.
+
+The recorder and sender are the two seams of :class:`~controller.decider.DecisionLoop`; here
+they are plain lists, because what is under test is which windows get a command and when.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+
+from controller.decider import DecisionLoop
+from controller.decision import WindowStats
+from controller.metrics import ControllerMetrics
+from controller.records import CommandRecord
+from controller.windows import WindowBook, window_index
+
+P = 1_000_000  # a 1-second period, in microseconds
+GRACE = 200_000
+
+
+class ManualClock:
+    """A clock that moves only when the loop sleeps or the test says so."""
+
+    def __init__(self, now_us: int) -> None:
+        self.now_us = now_us
+
+    def __call__(self) -> int:
+        return self.now_us
+
+    async def sleep(self, seconds: float) -> None:
+        self.now_us += round(seconds * 1_000_000)
+
+
+class Commands:
+    """The recorder and the sender at once: every command, in order."""
+
+    def __init__(self) -> None:
+        self.recorded: list[CommandRecord] = []
+        self.sent: list[CommandRecord] = []
+
+    async def record_command(self, record: CommandRecord) -> None:
+        self.recorded.append(record)
+
+    def enqueue(self, record: CommandRecord) -> None:
+        self.sent.append(record)
+
+
+def make_loop(
+    clock: ManualClock, commands: Commands, metrics: ControllerMetrics, *, last_decided: int
+) -> DecisionLoop:
+    return DecisionLoop(
+        book=WindowBook(P, GRACE, last_decided),
+        alpha=0.05,
+        status="down",
+        previous=WindowStats(),
+        next_id=1,
+        recorder=commands,
+        sender=commands,
+        clock=clock,
+        sleep=clock.sleep,
+        metrics=metrics,
+    )
+
+
+def windows_of(records: list[CommandRecord]) -> list[int]:
+    return [window_index(r.window_start, P) for r in records]
+
+
+async def test_on_time_every_window_gets_one_command() -> None:
+    clock, commands, metrics = ManualClock(10 * P), Commands(), ControllerMetrics()
+    loop = make_loop(clock, commands, metrics, last_decided=9)
+
+    for _ in range(4):
+        await loop.step()
+
+    assert windows_of(commands.sent) == [10, 11, 12, 13]
+    assert [r.id for r in commands.sent] == [1, 2, 3, 4]
+    assert metrics.windows_skipped._value.get() == 0
+
+
+async def test_a_stall_skips_the_windows_it_missed_and_decides_the_latest(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    clock, commands, metrics = ManualClock(10 * P), Commands(), ControllerMetrics()
+    loop = make_loop(clock, commands, metrics, last_decided=9)
+    for value in (1, 2, 3, 4):
+        loop.book.add(10 * P + value, value)
+    await loop.step()  # window 10, on time
+    assert windows_of(commands.sent) == [10]
+
+    # Stopped (SIGSTOP) just after deciding window 10; resumed 5.5 periods later, in window 16
+    # after its grace: windows 11 to 15 passed their deadlines meanwhile.
+    clock.now_us = 16 * P + GRACE + 300_000
+    with caplog.at_level(logging.WARNING, logger="controller.decider"):
+        resumed = await loop.step()
+
+    # No burst: only the latest due window is decided now, as after a restart.
+    assert windows_of(resumed) == [15]
+    assert metrics.windows_skipped._value.get() == 4
+    skipped_lines = [r.getMessage() for r in caplog.records if "skipped" in r.getMessage()]
+    assert len(skipped_lines) == 1
+    assert "4 windows" in skipped_lines[0]
+    assert "1970-01-01T00:00:11" in skipped_lines[0]  # windows [11 s, 15 s)
+    assert "1970-01-01T00:00:15" in skipped_lines[0]
+    # After the skip the next decision compares with the last window decided (window 10).
+    assert resumed[0].previous.count == 4
+    assert resumed[0].previous.mean == 2.5
+    # Then the cadence goes on, one window per period.
+    await loop.step()
+    await loop.step()
+    assert windows_of(commands.sent) == [10, 15, 16, 17]
+    assert [r.id for r in commands.sent] == [1, 2, 3, 4]
+    assert metrics.windows_skipped._value.get() == 4
