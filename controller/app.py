@@ -120,6 +120,7 @@ class Controller:
             sender=link,
             clock=self._clock,
             metrics=self.metrics,
+            last_issued_at=state.last_issued_at,
         )
         self._tasks.append(asyncio.create_task(self._decide(self.loop), name="decisions"))
         self._tasks.append(asyncio.create_task(self._log_stats(writer), name="ingest-stats"))
@@ -173,6 +174,7 @@ class Controller:
                 config.initial_status,
                 WindowStats(),
                 1,
+                0,
             )
         else:
             # The loop's rule after a stall (controller.windows.due_windows):
@@ -188,6 +190,7 @@ class Controller:
                 last.status,
                 WindowStats.from_summary(last.window.count, last.window.mean, last.window.std),
                 last.id + 1,
+                last.issued_at,
             )
             log.info("resuming after command %d (status %s)", last.id, last.status)
         # Readings of the open windows stored before a restart still count.
@@ -274,3 +277,4 @@ class _DecisionState:
     status: str
     previous: WindowStats
     next_id: int
+    last_issued_at: int

@@ -62,6 +62,7 @@ class DecisionLoop:
         clock: Clock = now_us,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         metrics: ControllerMetrics | None = None,
+        last_issued_at: int = 0,
     ) -> None:
         self.book = book
         self.alpha = alpha
@@ -74,6 +75,9 @@ class DecisionLoop:
         self._sleep = sleep
         self._metrics = metrics if metrics is not None else ControllerMetrics()
         self.last: CommandRecord | None = None
+        # Issue times follow the ids even when the wall clock steps back:
+        # History orders by (issued_at, id) and counts a merged run by its ids.
+        self._last_issued_at = last_issued_at
 
     async def run(self) -> None:
         """Decide windows forever (cancel to stop)."""
@@ -105,7 +109,7 @@ class DecisionLoop:
             status=decision.status,
             window_start=start,
             window_end=end,
-            issued_at=self._clock(),
+            issued_at=max(self._clock(), self._last_issued_at),
             outcome=str(decision.outcome),
             changed=decision.changed,
             p_value=decision.p_value,
@@ -125,6 +129,7 @@ class DecisionLoop:
         self.status = decision.status
         self.previous = stats  # exact sums: the next test cancels nothing in floats
         self.last = record
+        self._last_issued_at = record.issued_at
         log.info(
             "decision: command %d window [%s, %s) status=%s changed=%s p=%s n=%d",
             record.id,

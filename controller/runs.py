@@ -51,8 +51,9 @@ class Run:
     def extend_to(self, last: CommandRecord, *, acknowledged: bool) -> None:
         """Extend the run up to ``last``, found without reading what lies between.
 
-        Ids are issued one by one in issue order, so the run holds every id
-        from its first to ``last``. ``acknowledged`` says whether all of them are.
+        Ids are issued one by one and issue times never go back (the decision
+        loop sees to it), so the run holds every id from its first to ``last``.
+        ``acknowledged`` says whether all of them are.
         """
         self.last = last
         self.count = last.id - self.first.id + 1

@@ -113,3 +113,33 @@ async def test_a_stall_skips_the_windows_it_missed_and_decides_the_latest(
     assert windows_of(commands.sent) == [10, 15, 16, 17]
     assert [r.id for r in commands.sent] == [1, 2, 3, 4]
     assert metrics.windows_skipped._value.get() == 4
+
+
+async def test_issue_times_never_go_backwards_with_the_clock() -> None:
+    # History orders commands by (issued_at, id) and counts a merged run by its
+    # ids: that holds only if issue times follow the ids, whatever the clock does.
+    clock, commands, metrics = ManualClock(10 * P), Commands(), ControllerMetrics()
+    loop = make_loop(clock, commands, metrics, last_decided=9)
+    await loop.step()
+    first = commands.sent[-1].issued_at
+    clock.now_us -= 3 * P // 4  # an NTP step back, within the period
+    await loop.decide_window(11)
+    assert commands.sent[-1].issued_at == first
+
+
+async def test_after_a_restart_issue_times_continue_from_the_last_command() -> None:
+    clock, commands = ManualClock(10 * P + GRACE), Commands()
+    loop = DecisionLoop(
+        book=WindowBook(P, GRACE, 9),
+        alpha=0.05,
+        status="down",
+        previous=WindowStats(),
+        next_id=8,
+        recorder=commands,
+        sender=commands,
+        clock=clock,
+        sleep=clock.sleep,
+        last_issued_at=12 * P,  # the last command stored, issued by a clock ahead of this one
+    )
+    await loop.decide_window(10)
+    assert commands.sent[-1].issued_at == 12 * P
