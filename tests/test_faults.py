@@ -61,6 +61,7 @@ def start_controller(
     *,
     port: int = 0,
     period: float = PERIOD,
+    grace: float = 0.3,
     shutdown_grace: float = 3.0,
 ) -> Service:
     return start_service(
@@ -70,7 +71,7 @@ def start_controller(
             "--manipulator", f"127.0.0.1:{manipulator_port}",
             "--database", database.url,
             "--period", str(period),
-            "--grace", "0.3",
+            "--grace", str(grace),
             "--shutdown-grace", str(shutdown_grace),
         ],
     )  # fmt: skip
