@@ -18,7 +18,14 @@ import grpc
 from controller.errors import InvalidReading
 from controller.metrics import ControllerMetrics
 from controller.records import ReadingRow
-from controller.validation import MAX_SEQ, check_identity, reading_timestamp
+from controller.validation import (
+    MAX_SEQ,
+    MAX_TIMESTAMP_US,
+    MIN_TIMESTAMP_US,
+    NANOS_PER_SECOND,
+    check_identity,
+    reading_timestamp,
+)
 from controller.writer import StreamTally
 from workcell.timeconv import US_PER_SECOND, Clock, now_us
 from workcell.v1 import telemetry_pb2, telemetry_pb2_grpc
@@ -116,16 +123,25 @@ class _StreamReader:
     ) -> tuple[list[ReadingRow], InvalidReading | None]:
         """The valid readings of one message, up to the first invalid one (if any)."""
         received = self._clock()
-        latest = received + self._max_skew_us
+        latest = min(received + self._max_skew_us, MAX_TIMESTAMP_US)
         rows: list[ReadingRow] = []
         append = rows.append
         for reading in request.readings:
             identity = (reading.sensor_id, reading.boot_id)
             seq = reading.seq
             stamp = reading.timestamp
-            timestamp = stamp.seconds * US_PER_SECOND + stamp.nanos // 1000
-            # An unset timestamp reads as 0: only then is HasField worth asking.
-            if identity != self._checked or seq > MAX_SEQ or timestamp > latest or not timestamp:
+            nanos = stamp.nanos
+            timestamp = stamp.seconds * US_PER_SECOND + nanos // 1000
+            # With nanos in range, the microseconds are in range exactly when
+            # the seconds are. An unset timestamp reads as 0: only then is
+            # HasField worth asking.
+            if (
+                identity != self._checked
+                or seq > MAX_SEQ
+                or not MIN_TIMESTAMP_US <= timestamp <= latest
+                or not 0 <= nanos < NANOS_PER_SECOND
+                or not timestamp
+            ):
                 try:
                     check_identity(*identity)
                     self._checked = identity

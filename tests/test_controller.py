@@ -90,6 +90,15 @@ async def test_a_window_counts_only_new_readings(tmp_path: Path, database: TestD
         ({"timestamp": None}, "timestamp"),
         ({"timestamp": "future"}, "timestamp"),
         ({"seq": 2**63}, "seq"),
+        # Past what the databases can hold: microseconds beyond 64 bits, or
+        # outside protobuf's Timestamp range (years 0001-9999).
+        ({"timestamp.seconds": -(10**13)}, "timestamp"),
+        ({"timestamp.seconds": -62_135_596_801}, "timestamp"),
+        ({"timestamp.nanos": -1}, "timestamp"),
+        ({"timestamp.nanos": 1_000_000_000}, "timestamp"),
+        # PostgreSQL text refuses NUL; varchar(64) counts characters.
+        ({"boot_id": "b\x00"}, "boot_id"),
+        ({"boot_id": "\u00e9" * 65}, "boot_id"),
     ],
 )
 async def test_an_invalid_reading_fails_the_stream_but_keeps_what_came_before(
@@ -104,6 +113,8 @@ async def test_an_invalid_reading_fails_the_stream_but_keeps_what_came_before(
                 invalid.ClearField(name)
             elif value == "future":
                 invalid.timestamp.seconds += 3600
+            elif name.startswith("timestamp."):
+                setattr(invalid.timestamp, name.removeprefix("timestamp."), value)
             else:
                 setattr(invalid, name, value)
         with pytest.raises(grpc.aio.AioRpcError) as caught:
