@@ -76,10 +76,12 @@ class TelemetryServicer(telemetry_pb2_grpc.TelemetryServicer):
         metrics.open_streams.inc()
         try:
             async for request in request_iterator:
+                if tally.failure is not None or tally.rejected is not None:
+                    break  # settled while this message was on its way
                 rows, problem = reader.rows(request)
                 if rows:
                     last_group = await self._sink.add_readings(tally, rows)
-                if problem is not None or tally.failure is not None:
+                if problem is not None or tally.failure is not None or tally.rejected is not None:
                     break
             # Readings received before a bad one are still stored: wait for
             # them before failing the stream, so the error means "the rest
@@ -94,6 +96,10 @@ class TelemetryServicer(telemetry_pb2_grpc.TelemetryServicer):
             # Some of this stream was not committed: the sender keeps it all
             # and resends after the database recovers (duplicates are no-ops).
             await context.abort(grpc.StatusCode.UNAVAILABLE, str(tally.failure))
+        if tally.rejected is not None:
+            # The database refused a value of an earlier reading than any
+            # problem found since: that one is what the client must fix.
+            problem = tally.rejected
         if problem is not None:
             metrics.readings_invalid.inc()
             log.warning("rejected a stream: %s", problem)

@@ -6,7 +6,8 @@ column arrays: one round trip and one statement, whatever the group's size.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+from collections.abc import AsyncIterator, Sequence
 
 import asyncpg
 
@@ -21,7 +22,7 @@ from controller.writes import (
     StoredReading,
 )
 
-__all__ = ["PostgresWrites"]
+__all__ = ["PostgresWrites", "is_data_error"]
 
 _INSERT_RUN = (
     "INSERT INTO sensor_runs (sensor_id, boot_id) VALUES ($1, $2) "
@@ -43,6 +44,23 @@ _PRUNE = (
     "DELETE FROM readings WHERE id IN "
     "(SELECT id FROM readings WHERE timestamp < $1 ORDER BY timestamp LIMIT $2)"
 )
+
+# SQLSTATE classes 22 (data exception: out of range, NUL in text, too long;
+# asyncpg raises DataError too when it cannot encode an argument) and 23
+# (integrity constraint violation).
+_DATA_ERRORS = (
+    asyncpg.exceptions.DataError,
+    asyncpg.exceptions.IntegrityConstraintViolationError,
+)
+
+
+def is_data_error(exc: BaseException) -> bool:
+    """Whether PostgreSQL (or asyncpg, encoding an argument) refused a value.
+
+    Everything else is an outage: lock timeouts, a full disk, a read-only
+    server, a shutdown, a lost connection, a cancelled statement.
+    """
+    return isinstance(exc, _DATA_ERRORS)
 
 
 def _row_count(status: str) -> int:
@@ -83,6 +101,15 @@ class PostgresWrites:
 
     async def stored_seqs(self, run_id: int, low: int, high: int) -> list[int]:
         return [int(r["seq"]) for r in await self._conn.fetch(_STORED_SEQS, run_id, low, high)]
+
+    @contextlib.asynccontextmanager
+    async def savepoint(self) -> AsyncIterator[None]:
+        # Nested in the open transaction, asyncpg's transaction is a savepoint.
+        async with self._conn.transaction():
+            yield
+
+    def is_data_error(self, exc: BaseException) -> bool:
+        return is_data_error(exc)
 
     async def commit(self) -> None:
         transaction, self._transaction = self._transaction, None

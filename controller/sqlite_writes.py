@@ -6,7 +6,9 @@ statement compilation on the hot path.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+import sqlite3
+from collections.abc import AsyncIterator, Sequence
 
 import aiosqlite
 
@@ -21,7 +23,7 @@ from controller.writes import (
     StoredReading,
 )
 
-__all__ = ["SqliteWrites"]
+__all__ = ["SqliteWrites", "is_data_error"]
 
 _INSERT_RUN = (
     "INSERT INTO sensor_runs (sensor_id, boot_id) VALUES (?, ?) "
@@ -42,6 +44,26 @@ _PRUNE = (
     "DELETE FROM readings WHERE id IN "
     "(SELECT id FROM readings WHERE timestamp < ? ORDER BY timestamp LIMIT ?)"
 )
+
+_DATA_ERRORS = (
+    # Binding a Python int past 64 bits, or a str that cannot be UTF-8.
+    OverflowError,
+    UnicodeEncodeError,
+    # SQLITE_CONSTRAINT (and SQLITE_MISMATCH), SQLITE_TOOBIG.
+    sqlite3.IntegrityError,
+    sqlite3.DataError,
+)
+
+
+def is_data_error(exc: BaseException) -> bool:
+    """Whether SQLite refused a value, rather than failed to write.
+
+    Only the errors listed in ``_DATA_ERRORS``. Everything else is an outage:
+    ``OperationalError`` (locked, full, read-only, I/O), ``DatabaseError``
+    (a damaged file), ``ProgrammingError`` and aiosqlite's ``ValueError`` (a
+    closed connection), ``OSError``.
+    """
+    return isinstance(exc, _DATA_ERRORS)
 
 
 class SqliteWrites:
@@ -81,6 +103,20 @@ class SqliteWrites:
     async def stored_seqs(self, run_id: int, low: int, high: int) -> list[int]:
         async with self._conn.execute(_STORED_SEQS, (run_id, low, high)) as cursor:
             return [int(seq) for (seq,) in await cursor.fetchall()]
+
+    @contextlib.asynccontextmanager
+    async def savepoint(self) -> AsyncIterator[None]:
+        await self._conn.execute("SAVEPOINT isolate")
+        try:
+            yield
+        except Exception:
+            await self._conn.execute("ROLLBACK TO isolate")
+            await self._conn.execute("RELEASE isolate")
+            raise
+        await self._conn.execute("RELEASE isolate")
+
+    def is_data_error(self, exc: BaseException) -> bool:
+        return is_data_error(exc)
 
     async def commit(self) -> None:
         await self._conn.commit()

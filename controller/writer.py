@@ -21,16 +21,22 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import itertools
 import logging
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from controller.errors import StorageError
+from controller.errors import InvalidReading, RejectedWrite, StorageError
+from controller.inserts import (
+    NEW,
+    REFUSED,
+    insert_all,
+    insert_longest_prefix,
+    insert_new,
+)
 from controller.metrics import ControllerMetrics
 from controller.records import BatchResult, CommandRecord, ReadingRow
 from controller.writes import (
@@ -39,7 +45,6 @@ from controller.writes import (
     Operation,
     PruneReadings,
     RunKey,
-    StoredReading,
     WriteBackend,
     backend_for,
 )
@@ -77,7 +82,7 @@ MIN_COMMIT_INTERVAL = 0.01
 class StreamTally:
     """What became of one stream's readings, filled in as its groups commit."""
 
-    __slots__ = ("duplicates", "failure", "stale", "stored")
+    __slots__ = ("duplicates", "failure", "rejected", "stale", "stored")
 
     def __init__(self) -> None:
         self.stored = 0
@@ -86,6 +91,11 @@ class StreamTally:
         # Set when a group holding some of this stream's readings failed:
         # then the stream must not be acknowledged.
         self.failure: StorageError | None = None
+        # Set when the database refused a value of one of this stream's
+        # readings (a data error validation let through): that reading and
+        # the rest of the stream are not stored, the stream fails with
+        # INVALID_ARGUMENT, and the other streams of the group commit.
+        self.rejected: InvalidReading | None = None
 
     def result(self) -> BatchResult:
         return BatchResult(self.stored, self.duplicates, self.stale)
@@ -98,6 +108,18 @@ class _Pending:
 
 
 Segment = tuple[StreamTally, Sequence[ReadingRow]]
+
+
+@dataclass(slots=True)
+class _Written:
+    """What one committed group did."""
+
+    counts: list[int | RejectedWrite]
+    """Per operation: the rows it touched, or why the database refused it."""
+    states: list[int] | None
+    """Per reading of the group, in order (see :mod:`controller.inserts`); None: all new."""
+    new_runs: dict[RunKey, int]
+    rejections: list[tuple[StreamTally, InvalidReading]] = field(default_factory=list)
 
 
 class Writer:
@@ -260,7 +282,7 @@ class Writer:
         backend: WriteBackend | None = None
         try:
             backend = await self._open_writes()
-            counts, masks = await self._write(backend, segments, operations)
+            written = await self._write(backend, segments, operations)
         except Exception as exc:
             if backend is not None:
                 with contextlib.suppress(Exception):
@@ -286,29 +308,48 @@ class Writer:
         metrics = self._metrics
         metrics.commit_latency.observe(time.perf_counter() - started)
         metrics.commit_batch_size.observe(readings)
-        for pending, count in zip(operations, counts, strict=True):
-            if not pending.future.done():
+        for pending, count in zip(operations, written.counts, strict=True):
+            if pending.future.done():
+                continue
+            if isinstance(count, RejectedWrite):
+                pending.future.set_exception(count)
+            else:
                 pending.future.set_result(count)
-        self._settle(segments, masks)
+        for tally, rejection in written.rejections:
+            tally.rejected = rejection
+        if written.rejections:
+            # Readings of a rejected stream already waiting for the next
+            # group are not stored either: nothing after the refused one is.
+            kept = [s for s in self._segments if s[0].rejected is None]
+            self._pending_rows -= sum(len(rows) for _, rows in self._segments) - sum(
+                len(rows) for _, rows in kept
+            )
+            self._segments = kept
+        self._settle(segments, written.states)
 
-    def _settle(self, segments: list[Segment], masks: list[list[bool]] | None) -> None:
+    def _settle(self, segments: list[Segment], states: list[int] | None) -> None:
         """Count the committed readings into their windows and their streams' tallies."""
-        if masks is None:
+        if states is None:
             news = [rows for _, rows in segments]
+            refused = [0] * len(segments)
         else:
-            news = [
-                [row for row, is_new in zip(rows, mask, strict=True) if is_new]
-                for (_, rows), mask in zip(segments, masks, strict=True)
-            ]
+            news, refused = [], []
+            position = 0
+            for _, rows in segments:
+                mine = states[position : position + len(rows)]
+                position += len(rows)
+                news.append([row for row, state in zip(rows, mine, strict=True) if state == NEW])
+                refused.append(mine.count(REFUSED))
         new_rows = [row for new in news for row in new]
         # One call for the whole group: per-stream stale counts are only
         # worked out in the rare group that has stale readings at all.
         stale = self._windows.add_batch([r[4] for r in new_rows], [r[3] for r in new_rows])
         received = 0
-        for (tally, rows), new in zip(segments, news, strict=True):
-            received += len(rows)
+        for (tally, rows), new, not_taken in zip(segments, news, refused, strict=True):
+            taken = len(rows) - not_taken
+            received += taken
             tally.stored += len(new)
-            tally.duplicates += len(rows) - len(new)
+            tally.duplicates += taken - len(new)
             if stale:
                 tally.stale += sum(1 for row in new if self._windows.is_stale(row[4]))
         self.totals += BatchResult(len(new_rows), received - len(new_rows), stale)
@@ -320,74 +361,107 @@ class Writer:
 
     async def _write(
         self, backend: WriteBackend, segments: list[Segment], operations: list[_Pending]
-    ) -> tuple[list[int], list[list[bool]] | None]:
-        """Commit one group: the operations' row counts, and None if every
-        reading was new, else a mask of the new ones per segment."""
+    ) -> _Written:
+        """Commit one group; a value the database refuses fails only its own
+        stream or operation (see :meth:`_write_apart`)."""
         try:
-            await backend.begin()
-            counts = [await backend.apply(pending.operation) for pending in operations]
-            stored, new_runs = await self._stored_readings(backend, segments)
-            masks = None
-            if stored and await backend.insert_readings(stored) != len(stored):
-                # Some readings were resends. Which ones matters (a duplicate
-                # must not count twice in a window): redo the group knowing them.
+            try:
+                written = await self._write_together(backend, segments, operations)
+            except Exception as exc:
+                if not backend.is_data_error(exc):
+                    raise
+                # The whole transaction is lost to one value: find whose it
+                # is and commit everything else without it.
                 await backend.rollback()
-                await backend.begin()
-                counts = [await backend.apply(pending.operation) for pending in operations]
-                stored, new_runs = await self._stored_readings(backend, segments)
-                masks = await _insert_new(backend, segments, stored)
+                written = await self._write_apart(backend, segments, operations)
             await backend.commit()
         except BaseException:
             with contextlib.suppress(Exception):
                 await backend.rollback()
             raise
         # Only now: a run id from a rolled-back transaction would name nothing.
-        self._run_ids.update(new_runs)
-        return counts, masks
+        self._run_ids.update(written.new_runs)
+        return written
 
-    async def _stored_readings(
-        self, backend: WriteBackend, segments: list[Segment]
-    ) -> tuple[list[StoredReading], dict[RunKey, int]]:
-        """The group's readings as rows of the readings table (run ids for
-        names), and the runs this transaction registered."""
-        runs = self._run_ids
-        try:
-            rows = [(runs[r[0], r[1]], r[2], r[3], r[4], r[5]) for _, rs in segments for r in rs]
-            return rows, {}
-        except KeyError:
-            # A sensor run seen for the first time (a sensor started): once per run.
-            keys = {(r[0], r[1]) for _, rows in segments for r in rows} - runs.keys()
-            new = await backend.register_runs(sorted(keys))
-            both = runs | new
-            rows = [(both[r[0], r[1]], r[2], r[3], r[4], r[5]) for _, rs in segments for r in rs]
-            return rows, new
+    async def _write_together(
+        self, backend: WriteBackend, segments: list[Segment], operations: list[_Pending]
+    ) -> _Written:
+        """The group in one go (the transaction is left open for the commit)."""
+        await backend.begin()
+        counts: list[int | RejectedWrite] = [
+            await backend.apply(pending.operation) for pending in operations
+        ]
+        total, inserted, new_runs = await insert_all(backend, segments, self._run_ids)
+        if inserted == total:
+            return _Written(counts, None, new_runs)
+        # Some readings were resends. Which ones matters (a duplicate must
+        # not count twice in a window): redo the group knowing them.
+        await backend.rollback()
+        await backend.begin()
+        counts = [await backend.apply(pending.operation) for pending in operations]
+        done = await insert_new(backend, [r for _, rows in segments for r in rows], self._run_ids)
+        return _Written(counts, done.states, done.new_runs)
+
+    async def _write_apart(
+        self, backend: WriteBackend, segments: list[Segment], operations: list[_Pending]
+    ) -> _Written:
+        """The group again, each part in a savepoint, without what the database refuses.
+
+        Each operation on its own; the readings as long a run as the database
+        takes (:func:`~controller.inserts.insert_longest_prefix`). The reading
+        it stops at rejects its stream: that reading and the stream's later
+        ones are left out, the rest goes on. An outage at any point fails the
+        whole group, as ever: only a data error is pinned on one stream.
+        """
+        await backend.begin()
+        counts: list[int | RejectedWrite] = []
+        for pending in operations:
+            try:
+                async with backend.savepoint():
+                    counts.append(await backend.apply(pending.operation))
+            except Exception as exc:
+                if not backend.is_data_error(exc):
+                    raise
+                log.error("the database refused %s: %s", _describe(pending.operation), exc)
+                counts.append(
+                    RejectedWrite(f"the database refused {_describe(pending.operation)}: {exc}")
+                )
+        flat = [(tally, row) for tally, rows in segments for row in rows]
+        states = [REFUSED] * len(flat)
+        written = _Written(counts, states, {})
+        runs = dict(self._run_ids)
+        # Positions in ``flat`` still to insert, in order.
+        todo = list(range(len(flat)))
+        while todo:
+            done, error = await insert_longest_prefix(backend, [flat[i][1] for i in todo], runs)
+            for position, state in zip(todo, done.states, strict=False):
+                states[position] = state
+            runs.update(done.new_runs)
+            written.new_runs.update(done.new_runs)
+            if error is None:
+                break
+            culprit = todo[len(done.states)]
+            tally, row = flat[culprit]
+            written.rejections.append((tally, _refused_reading(row, error)))
+            todo = [i for i in todo[len(done.states) + 1 :] if flat[i][0] is not tally]
+        return written
 
 
-async def _insert_new(
-    backend: WriteBackend, segments: list[Segment], stored: list[StoredReading]
-) -> list[list[bool]]:
-    """Insert the readings not stored yet; return which ones they were, per segment."""
-    # One index range per run rather than one lookup per reading.
-    ranges: dict[int, tuple[int, int]] = {}
-    for run_id, seq, *_ in stored:
-        low, high = ranges.get(run_id, (seq, seq))
-        ranges[run_id] = (min(low, seq), max(high, seq))
-    seen: set[tuple[int, int]] = set()
-    for run_id, (low, high) in ranges.items():
-        seen.update((run_id, seq) for seq in await backend.stored_seqs(run_id, low, high))
-    masks: list[list[bool]] = []
-    new_rows: list[StoredReading] = []
-    rows = iter(stored)
-    for _, segment in segments:
-        mask = []
-        for row in itertools.islice(rows, len(segment)):
-            key = (row[0], row[1])
-            is_new = key not in seen
-            seen.add(key)
-            mask.append(is_new)
-            if is_new:
-                new_rows.append(row)
-        masks.append(mask)
-    if new_rows:
-        await backend.insert_readings(new_rows)
-    return masks
+def _refused_reading(row: ReadingRow, error: BaseException) -> InvalidReading:
+    sensor_id, boot_id, seq = row[0], row[1], row[2]
+    return InvalidReading(
+        f"the database refused reading seq {seq} of sensor {sensor_id!r} "
+        f"(boot_id {boot_id!r}, payload {row[3]}, timestamp {row[4]} µs): {error}",
+        field="reading",
+        sensor_id=sensor_id,
+    )
+
+
+def _describe(operation: Operation) -> str:
+    match operation:
+        case InsertCommand(record):
+            return f"command {record.id}"
+        case Acknowledge(command_id, _):
+            return f"the acknowledgement of command {command_id}"
+        case PruneReadings(before_us, _):
+            return f"pruning the readings before {before_us} µs"

@@ -9,6 +9,7 @@ connection, in its own dialect: :mod:`controller.sqlite_writes` and
 from __future__ import annotations
 
 from collections.abc import Sequence
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -79,6 +80,17 @@ class WriteBackend(Protocol):
 
     async def stored_seqs(self, run_id: int, low: int, high: int) -> list[int]:
         """The seqs from ``low`` to ``high`` (inclusive) stored for run ``run_id``."""
+        ...
+
+    def savepoint(self) -> AbstractAsyncContextManager[None]:
+        """A savepoint for the block: released when it succeeds, rolled back to
+        (and the error raised on) when it fails, the transaction still usable."""
+        ...
+
+    def is_data_error(self, exc: BaseException) -> bool:
+        """Whether ``exc`` is the database refusing a value of the statement (so
+        that statement alone is at fault), rather than failing to write at all
+        (a lock, a full disk, a lost connection: then everything may be)."""
         ...
 
     async def commit(self) -> None: ...

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import grpc
@@ -23,7 +24,7 @@ from manipulator.server import ManipulatorServer
 from tests.controller_harness import Cell, make_reading, running_cell, stream
 from tests.databases import READINGS_WITH_RUNS, TestDatabase, holding_write_lock
 from workcell.timeconv import US_PER_SECOND, from_timestamp, now_us
-from workcell.v1 import command_pb2, history_pb2
+from workcell.v1 import command_pb2, history_pb2, telemetry_pb2
 
 PERIOD_US = US_PER_SECOND // 2
 
@@ -125,6 +126,52 @@ async def test_an_invalid_reading_fails_the_stream_but_keeps_what_came_before(
         after = await stream(cell, [make_reading(8, 8, now)])
         assert after.stored == 1
     assert [r[2] for r in stored_rows(database)] == [1, 2, 3, 4, 5, 8]
+
+
+@pytest.mark.parametrize(
+    "spoil",
+    ["timestamp.seconds", "boot_id"],
+)
+async def test_a_reading_the_database_cannot_store_fails_only_its_own_stream(
+    tmp_path: Path, database: TestDatabase, caplog: pytest.LogCaptureFixture, spoil: str
+) -> None:
+    # What the issue found: such a reading failed its whole commit group as
+    # UNAVAILABLE (every stream in it), health went NOT_SERVING, and its
+    # client resent it for ever.
+    async with running_cell(tmp_path, database_url=database.url) as cell:
+        now = now_us()
+        good_sent = asyncio.Event()
+        bad_answered = asyncio.Event()
+
+        async def good_requests() -> AsyncIterator[telemetry_pb2.StreamReadingsRequest]:
+            for seq in range(1, 21):
+                reading = make_reading(seq, seq, now, sensor_id="good", boot_id="\u00e9" * 64)
+                yield telemetry_pb2.StreamReadingsRequest(readings=[reading])
+                if seq == 10:
+                    good_sent.set()
+                    await bad_answered.wait()  # open across the bad stream's life
+
+        good = asyncio.ensure_future(cell.telemetry.StreamReadings(good_requests()))
+        await good_sent.wait()
+        bad = make_reading(3, 3, now, sensor_id="bad")
+        if spoil == "boot_id":
+            bad.boot_id = "b\x00"
+        else:
+            bad.timestamp.seconds = -(10**13)  # microseconds below -2^63
+        try:
+            with pytest.raises(grpc.aio.AioRpcError) as caught:
+                await stream(cell, [make_reading(1, 1, now, sensor_id="bad"), bad])
+        finally:
+            bad_answered.set()
+        assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert "'bad'" in (caught.value.details() or "")
+        response = await good
+        assert (response.stored, response.duplicates) == (20, 0)
+        assert await _health(cell) == health_pb2.HealthCheckResponse.SERVING
+    assert not [r for r in caplog.records if "database write failed" in r.getMessage()]
+    assert [(r[0], r[2]) for r in stored_rows(database)] == [("bad", 1)] + [
+        ("good", seq) for seq in range(1, 21)
+    ]
 
 
 async def test_readings_of_a_decided_window_are_stored_but_stale(
