@@ -105,7 +105,10 @@ class TelemetryServicer(telemetry_pb2_grpc.TelemetryServicer):
             log.warning("rejected a stream: %s", problem)
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(problem))
         return telemetry_pb2.StreamReadingsResponse(
-            stored=tally.stored, duplicates=tally.duplicates, stale=tally.stale
+            stored=tally.stored,
+            duplicates=tally.duplicates,
+            stale=tally.stale,
+            conflicts=tally.conflicts,
         )
 
 

@@ -25,9 +25,11 @@ from controller.records import ReadingRow
 from controller.writes import RunKey, StoredReading, WriteBackend
 
 __all__ = [
+    "CONFLICT",
     "DUPLICATE",
     "NEW",
     "REFUSED",
+    "Conflict",
     "Inserted",
     "insert_all",
     "insert_longest_prefix",
@@ -38,9 +40,20 @@ __all__ = [
 NEW = 0
 """Stored by this transaction."""
 DUPLICATE = 1
-"""Stored before (a resend), or earlier in the same group."""
-REFUSED = 2
+"""Stored before (a resend), or earlier in the same group, with the same payload and time."""
+CONFLICT = 2
+"""A duplicate whose stored payload or timestamp differs: the first one stays."""
+REFUSED = 3
 """Not stored: the database refused a value of it, or of an earlier reading of its stream."""
+
+
+@dataclass(frozen=True, slots=True)
+class Conflict:
+    """A reading that clashed with the one stored under its (sensor_id, boot_id, seq)."""
+
+    reading: ReadingRow
+    stored_payload: int
+    stored_timestamp_us: int
 
 
 @dataclass(slots=True)
@@ -48,10 +61,12 @@ class Inserted:
     """What became of some readings, in their order, and the sensor runs registered for them."""
 
     states: list[int] = field(default_factory=list)
+    conflicts: list[Conflict] = field(default_factory=list)
     new_runs: dict[RunKey, int] = field(default_factory=dict)
 
     def extend(self, other: Inserted) -> None:
         self.states += other.states
+        self.conflicts += other.conflicts
         self.new_runs.update(other.new_runs)
 
 
@@ -80,29 +95,37 @@ async def insert_all(
 async def insert_new(
     backend: WriteBackend, rows: Sequence[ReadingRow], known: Mapping[RunKey, int]
 ) -> Inserted:
-    """Insert the readings of ``rows`` not stored yet; say which ones they were."""
+    """Insert the readings of ``rows`` not stored yet; say which ones they were,
+    and which of the others clash with what is stored."""
     stored, new_runs = await _with_run_ids(backend, rows, known)
     # One index range per run rather than one lookup per reading.
     ranges: dict[int, tuple[int, int]] = {}
     for run_id, seq, *_ in stored:
         low, high = ranges.get(run_id, (seq, seq))
         ranges[run_id] = (min(low, seq), max(high, seq))
-    seen: set[tuple[int, int]] = set()
+    # (run_id, seq) -> (payload, timestamp) of what is stored, or comes first in ``rows``.
+    seen: dict[tuple[int, int], tuple[int, int]] = {}
     for run_id, (low, high) in ranges.items():
-        seen.update((run_id, seq) for seq in await backend.stored_seqs(run_id, low, high))
-    states: list[int] = []
+        for seq, payload, timestamp in await backend.stored_readings(run_id, low, high):
+            seen[run_id, seq] = (payload, timestamp)
+    done = Inserted(new_runs=new_runs)
+    states = done.states
     new_rows: list[StoredReading] = []
-    for row in stored:
+    for reading, row in zip(rows, stored, strict=True):
         key = (row[0], row[1])
-        if key in seen:
-            states.append(DUPLICATE)
-        else:
-            seen.add(key)
+        first = seen.get(key)
+        if first is None:
+            seen[key] = (row[2], row[3])
             states.append(NEW)
             new_rows.append(row)
+        elif first == (row[2], row[3]):
+            states.append(DUPLICATE)
+        else:
+            states.append(CONFLICT)
+            done.conflicts.append(Conflict(reading, *first))
     if new_rows:
         await backend.insert_readings(new_rows)
-    return Inserted(states, new_runs)
+    return done
 
 
 async def insert_longest_prefix(

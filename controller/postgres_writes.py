@@ -20,6 +20,7 @@ from controller.writes import (
     PruneReadings,
     RunKey,
     StoredReading,
+    StoredValues,
 )
 
 __all__ = ["PostgresWrites", "is_data_error"]
@@ -34,7 +35,7 @@ _INSERT_READINGS = (
     "SELECT * FROM unnest($1::integer[], $2::bigint[], $3::bigint[], $4::bigint[], "
     "$5::bigint[]) ON CONFLICT (run_id, seq) DO NOTHING"
 )
-_STORED_SEQS = "SELECT seq FROM readings WHERE run_id = $1 AND seq BETWEEN $2 AND $3"
+_STORED = "SELECT seq, payload, timestamp FROM readings WHERE run_id = $1 AND seq BETWEEN $2 AND $3"
 _COMMAND_COLUMNS = [c.name for c in commands.columns]
 _INSERT_COMMAND = "INSERT INTO commands ({}) VALUES ({})".format(
     ", ".join(_COMMAND_COLUMNS), ", ".join(f"${i}" for i in range(1, len(_COMMAND_COLUMNS) + 1))
@@ -99,8 +100,9 @@ class PostgresWrites:
         columns = [list(column) for column in zip(*rows, strict=True)]
         return _row_count(await self._conn.execute(_INSERT_READINGS, *columns))
 
-    async def stored_seqs(self, run_id: int, low: int, high: int) -> list[int]:
-        return [int(r["seq"]) for r in await self._conn.fetch(_STORED_SEQS, run_id, low, high)]
+    async def stored_readings(self, run_id: int, low: int, high: int) -> list[StoredValues]:
+        rows = await self._conn.fetch(_STORED, run_id, low, high)
+        return [(int(r["seq"]), int(r["payload"]), int(r["timestamp"])) for r in rows]
 
     @contextlib.asynccontextmanager
     async def savepoint(self) -> AsyncIterator[None]:

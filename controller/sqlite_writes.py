@@ -21,6 +21,7 @@ from controller.writes import (
     PruneReadings,
     RunKey,
     StoredReading,
+    StoredValues,
 )
 
 __all__ = ["SqliteWrites", "is_data_error"]
@@ -34,7 +35,7 @@ _INSERT_READINGS = (
     "INSERT INTO readings (run_id, seq, payload, timestamp, received_at) "
     "VALUES (?, ?, ?, ?, ?) ON CONFLICT (run_id, seq) DO NOTHING"
 )
-_STORED_SEQS = "SELECT seq FROM readings WHERE run_id = ? AND seq BETWEEN ? AND ?"
+_STORED = "SELECT seq, payload, timestamp FROM readings WHERE run_id = ? AND seq BETWEEN ? AND ?"
 _INSERT_COMMAND = "INSERT INTO commands ({}) VALUES ({})".format(
     ", ".join(c.name for c in commands.columns), ", ".join(f":{c.name}" for c in commands.columns)
 )
@@ -100,9 +101,9 @@ class SqliteWrites:
         cursor = await self._conn.executemany(_INSERT_READINGS, rows)
         return cursor.rowcount
 
-    async def stored_seqs(self, run_id: int, low: int, high: int) -> list[int]:
-        async with self._conn.execute(_STORED_SEQS, (run_id, low, high)) as cursor:
-            return [int(seq) for (seq,) in await cursor.fetchall()]
+    async def stored_readings(self, run_id: int, low: int, high: int) -> list[StoredValues]:
+        async with self._conn.execute(_STORED, (run_id, low, high)) as cursor:
+            return [(int(s), int(p), int(t)) for s, p, t in await cursor.fetchall()]
 
     @contextlib.asynccontextmanager
     async def savepoint(self) -> AsyncIterator[None]:

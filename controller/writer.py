@@ -31,13 +31,16 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from controller.errors import InvalidReading, RejectedWrite, StorageError
 from controller.inserts import (
+    CONFLICT,
     NEW,
     REFUSED,
+    Conflict,
     insert_all,
     insert_longest_prefix,
     insert_new,
 )
 from controller.metrics import ControllerMetrics
+from controller.notices import Notice, SensorNotices
 from controller.records import BatchResult, CommandRecord, ReadingRow
 from controller.writes import (
     Acknowledge,
@@ -48,6 +51,7 @@ from controller.writes import (
     WriteBackend,
     backend_for,
 )
+from workcell.timeconv import US_PER_SECOND, to_iso
 
 __all__ = ["StreamTally", "WindowSink", "Writer"]
 
@@ -82,12 +86,13 @@ MIN_COMMIT_INTERVAL = 0.01
 class StreamTally:
     """What became of one stream's readings, filled in as its groups commit."""
 
-    __slots__ = ("duplicates", "failure", "rejected", "stale", "stored")
+    __slots__ = ("conflicts", "duplicates", "failure", "rejected", "stale", "stored")
 
     def __init__(self) -> None:
         self.stored = 0
         self.duplicates = 0
         self.stale = 0
+        self.conflicts = 0
         # Set when a group holding some of this stream's readings failed:
         # then the stream must not be acknowledged.
         self.failure: StorageError | None = None
@@ -98,7 +103,7 @@ class StreamTally:
         self.rejected: InvalidReading | None = None
 
     def result(self) -> BatchResult:
-        return BatchResult(self.stored, self.duplicates, self.stale)
+        return BatchResult(self.stored, self.duplicates, self.stale, self.conflicts)
 
 
 @dataclass(slots=True)
@@ -119,6 +124,7 @@ class _Written:
     states: list[int] | None
     """Per reading of the group, in order (see :mod:`controller.inserts`); None: all new."""
     new_runs: dict[RunKey, int]
+    conflicts: list[Conflict] = field(default_factory=list)
     rejections: list[tuple[StreamTally, InvalidReading]] = field(default_factory=list)
 
 
@@ -158,6 +164,10 @@ class Writer:
         self._run_ids: dict[RunKey, int] = {}
         self._failing = False
         self._last_commit = 0.0
+        # Per sensor, rate-limited: how far behind its stale readings were
+        # stamped (µs), and its conflicting resends.
+        self._stale_notices: SensorNotices[int] = SensorNotices()
+        self._conflict_notices: SensorNotices[Conflict] = SensorNotices()
         self.totals = BatchResult()
         self.commits = 0
 
@@ -326,38 +336,75 @@ class Writer:
             )
             self._segments = kept
         self._settle(segments, written.states)
+        self._tell(written.conflicts)
 
     def _settle(self, segments: list[Segment], states: list[int] | None) -> None:
         """Count the committed readings into their windows and their streams' tallies."""
         if states is None:
             news = [rows for _, rows in segments]
-            refused = [0] * len(segments)
+            refused = conflicts = [0] * len(segments)
         else:
-            news, refused = [], []
+            news, refused, conflicts = [], [], []
             position = 0
             for _, rows in segments:
                 mine = states[position : position + len(rows)]
                 position += len(rows)
                 news.append([row for row, state in zip(rows, mine, strict=True) if state == NEW])
                 refused.append(mine.count(REFUSED))
+                conflicts.append(mine.count(CONFLICT))
         new_rows = [row for new in news for row in new]
         # One call for the whole group: per-stream stale counts are only
         # worked out in the rare group that has stale readings at all.
         stale = self._windows.add_batch([r[4] for r in new_rows], [r[3] for r in new_rows])
         received = 0
-        for (tally, rows), new, not_taken in zip(segments, news, refused, strict=True):
+        # sensor_id -> (stale readings, the newest of them)
+        late: dict[str, tuple[int, ReadingRow]] = {}
+        for (tally, rows), new, not_taken, clashes in zip(
+            segments, news, refused, conflicts, strict=True
+        ):
             taken = len(rows) - not_taken
             received += taken
             tally.stored += len(new)
             tally.duplicates += taken - len(new)
+            tally.conflicts += clashes
             if stale:
-                tally.stale += sum(1 for row in new if self._windows.is_stale(row[4]))
-        self.totals += BatchResult(len(new_rows), received - len(new_rows), stale)
+                stale_rows = [row for row in new if self._windows.is_stale(row[4])]
+                tally.stale += len(stale_rows)
+                for row in stale_rows:
+                    count, newest = late.get(row[0], (0, row))
+                    late[row[0]] = (count + 1, row if row[4] > newest[4] else newest)
+        conflicted = sum(conflicts)
+        self.totals += BatchResult(len(new_rows), received - len(new_rows), stale, conflicted)
         # Group totals, not per reading: this runs once per commit.
         metrics = self._metrics
         metrics.readings_stored.inc(len(new_rows))
         metrics.readings_duplicate.inc(received - len(new_rows))
         metrics.readings_stale.inc(stale)
+        metrics.readings_conflict.inc(conflicted)
+        now = time.monotonic()
+        for sensor_id, (count, newest) in late.items():
+            # How far behind its clock (or its delivery) is: the newest stale
+            # reading's time against when the controller received it.
+            notice = self._stale_notices.add(sensor_id, count, newest[5] - newest[4], now=now)
+            if notice is not None:
+                _log_stale(notice)
+
+    def _tell(self, conflicts: list[Conflict]) -> None:
+        """Log the conflicts of a group per sensor, and the counts now due (rate-limited)."""
+        now = time.monotonic()
+        if conflicts:
+            per_sensor: dict[str, tuple[int, Conflict]] = {}
+            for conflict in conflicts:
+                count, example = per_sensor.get(conflict.reading[0], (0, conflict))
+                per_sensor[conflict.reading[0]] = (count + 1, example)
+            for sensor_id, (count, example) in per_sensor.items():
+                notice = self._conflict_notices.add(sensor_id, count, example, now=now)
+                if notice is not None:
+                    _log_conflicts(notice)
+        for stale_notice in self._stale_notices.due(now=now):
+            _log_stale(stale_notice)
+        for conflict_notice in self._conflict_notices.due(now=now):
+            _log_conflicts(conflict_notice)
 
     async def _write(
         self, backend: WriteBackend, segments: list[Segment], operations: list[_Pending]
@@ -395,12 +442,13 @@ class Writer:
         if inserted == total:
             return _Written(counts, None, new_runs)
         # Some readings were resends. Which ones matters (a duplicate must
-        # not count twice in a window): redo the group knowing them.
+        # not count twice in a window, a conflicting one is told): redo the
+        # group knowing them.
         await backend.rollback()
         await backend.begin()
         counts = [await backend.apply(pending.operation) for pending in operations]
         done = await insert_new(backend, [r for _, rows in segments for r in rows], self._run_ids)
-        return _Written(counts, done.states, done.new_runs)
+        return _Written(counts, done.states, done.new_runs, done.conflicts)
 
     async def _write_apart(
         self, backend: WriteBackend, segments: list[Segment], operations: list[_Pending]
@@ -438,6 +486,7 @@ class Writer:
                 states[position] = state
             runs.update(done.new_runs)
             written.new_runs.update(done.new_runs)
+            written.conflicts += done.conflicts
             if error is None:
                 break
             culprit = todo[len(done.states)]
@@ -445,6 +494,69 @@ class Writer:
             written.rejections.append((tally, _refused_reading(row, error)))
             todo = [i for i in todo[len(done.states) + 1 :] if flat[i][0] is not tally]
         return written
+
+
+def _log_stale(notice: Notice[int]) -> None:
+    lag = notice.detail / US_PER_SECOND
+    if notice.first:
+        log.warning(
+            "sensor %r: %d readings arrived after their window was decided (stale: stored, "
+            "counted in no decision); the newest was stamped %.3f s before the controller "
+            "received it: is the sensor's clock behind, or its delivery late?",
+            notice.sensor_id,
+            notice.count,
+            lag,
+            extra={"sensor_id": notice.sensor_id, "stale": notice.count, "lag_seconds": lag},
+        )
+    else:
+        log.warning(
+            "sensor %r: %d more stale readings in the last %.0f s; the newest was stamped "
+            "%.3f s before it was received",
+            notice.sensor_id,
+            notice.count,
+            notice.seconds,
+            lag,
+            extra={"sensor_id": notice.sensor_id, "stale": notice.count, "lag_seconds": lag},
+        )
+
+
+def _log_conflicts(notice: Notice[Conflict]) -> None:
+    example = _describe_conflict(notice.detail)
+    if notice.first:
+        log.warning(
+            "sensor %r: %d conflicting readings: already stored under the same boot_id and "
+            "seq with another payload or timestamp (the first is kept, these are not "
+            "stored), e.g. %s. Do two processes send as this sensor with one boot_id?",
+            notice.sensor_id,
+            notice.count,
+            example,
+            extra={"sensor_id": notice.sensor_id, "conflicts": notice.count},
+        )
+    else:
+        log.warning(
+            "sensor %r: %d more conflicting readings in the last %.0f s, e.g. %s",
+            notice.sensor_id,
+            notice.count,
+            notice.seconds,
+            example,
+            extra={"sensor_id": notice.sensor_id, "conflicts": notice.count},
+        )
+
+
+def _describe_conflict(conflict: Conflict) -> str:
+    reading = conflict.reading
+    return (
+        f"boot_id {reading[1]!r} seq {reading[2]}: stored payload {conflict.stored_payload} "
+        f"at {_when(conflict.stored_timestamp_us)}, received payload {reading[3]} "
+        f"at {_when(reading[4])}"
+    )
+
+
+def _when(timestamp_us: int) -> str:
+    try:
+        return to_iso(timestamp_us)
+    except (ValueError, OverflowError, OSError):  # beyond what datetime can show
+        return f"{timestamp_us} µs"
 
 
 def _refused_reading(row: ReadingRow, error: BaseException) -> InvalidReading:

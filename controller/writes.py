@@ -22,6 +22,7 @@ __all__ = [
     "PruneReadings",
     "RunKey",
     "StoredReading",
+    "StoredValues",
     "WriteBackend",
     "backend_for",
 ]
@@ -30,6 +31,8 @@ __all__ = [
 RunKey = tuple[str, str]
 # A readings row as inserted: (run_id, seq, payload, timestamp_us, received_at_us).
 StoredReading = tuple[int, int, int, int, int]
+# What a resend is compared with: (seq, payload, timestamp_us) as stored.
+StoredValues = tuple[int, int, int]
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,8 +81,9 @@ class WriteBackend(Protocol):
         """Insert readings, skipping ones already stored; return how many were inserted."""
         ...
 
-    async def stored_seqs(self, run_id: int, low: int, high: int) -> list[int]:
-        """The seqs from ``low`` to ``high`` (inclusive) stored for run ``run_id``."""
+    async def stored_readings(self, run_id: int, low: int, high: int) -> list[StoredValues]:
+        """(seq, payload, timestamp) of the readings of run ``run_id`` stored with
+        seqs from ``low`` to ``high`` (inclusive)."""
         ...
 
     def savepoint(self) -> AbstractAsyncContextManager[None]:

@@ -8,6 +8,7 @@ and on PostgreSQL.
 from __future__ import annotations
 
 import asyncio
+import logging
 import socket
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -174,6 +175,34 @@ async def test_a_reading_the_database_cannot_store_fails_only_its_own_stream(
     ]
 
 
+async def test_a_resend_with_another_payload_is_a_conflict_counted_and_logged_once(
+    tmp_path: Path, database: TestDatabase, caplog: pytest.LogCaptureFixture
+) -> None:
+    async with running_cell(tmp_path, database_url=database.url) as cell:
+        now = now_us()
+        first = [make_reading(i, i, now) for i in range(1, 6)]
+        assert (await stream(cell, first)).stored == 5
+        changed = [make_reading(i, i, now) for i in range(1, 6)]
+        changed[1].payload = 99  # seq 2: another payload
+        changed[2].timestamp.seconds -= 1  # seq 3: another time
+        response = await stream(cell, changed)
+        assert (response.stored, response.duplicates, response.conflicts) == (0, 5, 2)
+        # The same conflict again, and then the honest resend: no conflict.
+        assert (await stream(cell, changed, batch=5)).conflicts == 2
+        same = await stream(cell, first)
+        assert (same.duplicates, same.conflicts) == (5, 0)
+        metrics = cell.controller.metrics.registry
+        conflicts = metrics.get_sample_value("workcell_controller_readings_conflict_total")
+    assert conflicts == 4
+    assert [r[3] for r in stored_rows(database)] == [1, 2, 3, 4, 5]  # the first is kept
+    lines = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    conflict_lines = [line for line in lines if "conflict" in line]
+    # Once per episode, naming the sensor and showing what differs.
+    assert len(conflict_lines) == 1, lines
+    assert "'s1'" in conflict_lines[0]
+    assert "seq 2" in conflict_lines[0]
+
+
 async def test_readings_of_a_decided_window_are_stored_but_stale(
     tmp_path: Path, database: TestDatabase
 ) -> None:
@@ -182,6 +211,32 @@ async def test_readings_of_a_decided_window_are_stored_but_stale(
         response = await stream(cell, [make_reading(i, i, old) for i in range(1, 21)])
         assert (response.stored, response.stale) == (20, 20)
     assert len(stored_rows(database)) == 20
+
+
+async def test_stale_readings_are_told_per_sensor_with_how_far_behind_they_were(
+    tmp_path: Path, database: TestDatabase, caplog: pytest.LogCaptureFixture
+) -> None:
+    lag_us = 3 * US_PER_SECOND  # a sensor whose clock is 3 s behind; periods of 0.5 s
+    async with running_cell(tmp_path, database_url=database.url) as cell:
+        for round_ in range(3):
+            now = now_us()
+            seqs = range(round_ * 10 + 1, round_ * 10 + 11)
+            late, fresh = await asyncio.gather(
+                stream(cell, [make_reading(i, i, now - lag_us, sensor_id="late") for i in seqs]),
+                stream(cell, [make_reading(i, i, now, sensor_id="fresh") for i in seqs]),
+            )
+            # Each stream hears about its own readings.
+            assert (late.stored, late.stale) == (10, 10)
+            assert (fresh.stored, fresh.stale) == (10, 0)
+    warnings = [
+        r for r in caplog.records if r.levelno == logging.WARNING and "stale" in r.getMessage()
+    ]
+    # Once for the episode (rate-limited), naming the sensor and its lag.
+    assert len(warnings) == 1, [r.getMessage() for r in warnings]
+    assert "'late'" in warnings[0].getMessage()
+    lag = warnings[0].__dict__["lag_seconds"]
+    assert lag_us / US_PER_SECOND <= lag < lag_us / US_PER_SECOND + 5
+    assert f"{lag:.3f} s" in warnings[0].getMessage()
 
 
 async def test_a_level_shift_turns_the_status_up_with_the_right_p_value(tmp_path: Path) -> None:

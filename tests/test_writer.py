@@ -267,3 +267,25 @@ def test_only_errors_about_a_value_count_as_data_errors(
 ) -> None:
     classify = {"sqlite": sqlite_writes.is_data_error, "postgresql": postgres_writes.is_data_error}
     assert classify[backend](error) is is_data
+
+
+async def test_conflicting_readings_in_one_group_keep_the_first(database: TestDatabase) -> None:
+    db = await Database.open(database.url)
+    try:
+        writer = Writer(db.engine, windows=CountEverything())
+        first, conflicting, resent = StreamTally(), StreamTally(), StreamTally()
+        rows = sensor_rows("s1", 1, 3)
+        other = list(rows)
+        other[1] = (*rows[1][:3], rows[1][3] + 1, *rows[1][4:])  # seq 2, another payload
+        for tally, batch in ((first, rows), (conflicting, other), (resent, rows)):
+            await writer.add_readings(tally, batch)
+        await writer.start()
+        await writer.close()
+    finally:
+        await db.close()
+    assert (first.stored, first.duplicates, first.conflicts) == (3, 0, 0)
+    assert (conflicting.stored, conflicting.duplicates, conflicting.conflicts) == (0, 3, 1)
+    assert (resent.stored, resent.duplicates, resent.conflicts) == (0, 3, 0)
+    assert writer.totals.conflicts == 1
+    payloads = database.fetch(f"SELECT payload FROM {READINGS_WITH_RUNS} ORDER BY seq")
+    assert [int(p) for (p,) in payloads] == [r[3] for r in rows]
