@@ -76,6 +76,9 @@ class PostgresWrites:
         self._conn = conn
         self._transaction: asyncpg.transaction.Transaction | None = None
 
+    async def opened(self) -> None:
+        pass
+
     async def register_runs(self, runs: Sequence[RunKey]) -> dict[RunKey, int]:
         await self._conn.executemany(_INSERT_RUN, runs)
         return {run: int(await self._conn.fetchval(_RUN_ID, *run)) for run in runs}
@@ -125,3 +128,6 @@ class PostgresWrites:
 
     def is_closed(self) -> bool:
         return bool(self._conn.is_closed())
+
+    def check_file(self) -> None:
+        pass  # a server's database: no file of ours to lose

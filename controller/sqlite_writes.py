@@ -7,11 +7,13 @@ statement compilation on the hot path.
 from __future__ import annotations
 
 import contextlib
+import os
 import sqlite3
 from collections.abc import AsyncIterator, Sequence
 
 import aiosqlite
 
+from controller.errors import DatabaseFileMoved
 from controller.schema import commands
 from controller.store import command_values
 from controller.writes import (
@@ -72,6 +74,19 @@ class SqliteWrites:
 
     def __init__(self, conn: aiosqlite.Connection) -> None:
         self._conn = conn
+        # The main database file's path, and the identity (st_dev, st_ino) of
+        # the file there when the connection was opened; None in memory.
+        self._path: str | None = None
+        self._identity: tuple[int, int] | None = None
+
+    async def opened(self) -> None:
+        async with self._conn.execute("PRAGMA database_list") as cursor:
+            files = {str(name): str(path) for _, name, path in await cursor.fetchall()}
+        path = files.get("main", "")
+        if path:  # "" for an in-memory database
+            status = os.stat(path)
+            self._path = path
+            self._identity = (status.st_dev, status.st_ino)
 
     async def register_runs(self, runs: Sequence[RunKey]) -> dict[RunKey, int]:
         await self._conn.executemany(_INSERT_RUN, runs)
@@ -129,3 +144,25 @@ class SqliteWrites:
     def is_closed(self) -> bool:
         # A file on this machine: the connection itself does not go away.
         return False
+
+    def check_file(self) -> None:
+        # SQLite goes on writing into a file that was deleted or renamed (its
+        # handle is open), and those writes vanish when the controller stops.
+        # A stat of a local file costs microseconds; the writer asks twice
+        # per commit, so it runs on the event loop rather than a thread hop.
+        if self._path is None:
+            return
+        try:
+            status = os.stat(self._path)
+        except OSError as exc:
+            raise DatabaseFileMoved(
+                f"the database file {self._path} is gone ({exc.strerror}): it was deleted "
+                "or moved while the controller wrote it; nothing more is acknowledged until "
+                "the file is back at its path (or the controller is restarted)"
+            ) from exc
+        if (status.st_dev, status.st_ino) != self._identity:
+            raise DatabaseFileMoved(
+                f"the database file {self._path} was replaced by another file while the "
+                "controller wrote it; nothing more is acknowledged until the file it opened "
+                "is back at its path (or the controller is restarted)"
+            )

@@ -268,7 +268,9 @@ class Writer:
             connection = await self._engine.connect()
             try:
                 raw = await connection.get_raw_connection()
-                self._writes = backend_for(raw.driver_connection)
+                writes = backend_for(raw.driver_connection)
+                await writes.opened()
+                self._writes = writes
             except BaseException:
                 await connection.close()
                 raise
@@ -421,7 +423,12 @@ class Writer:
                 # is and commit everything else without it.
                 await backend.rollback()
                 written = await self._write_apart(backend, segments, operations)
+            # Before the commit, so a group is not written into a deleted or
+            # replaced file at all; after it, because the file may go in
+            # between: only then is the group durable, and reported so.
+            backend.check_file()
             await backend.commit()
+            backend.check_file()
         except BaseException:
             with contextlib.suppress(Exception):
                 await backend.rollback()

@@ -65,6 +65,10 @@ class WriteBackend(Protocol):
     """One write connection; every method between ``begin`` and ``commit`` or
     ``rollback`` runs in that transaction."""
 
+    async def opened(self) -> None:
+        """Called once, right after the connection is opened (before any other method)."""
+        ...
+
     async def register_runs(self, runs: Sequence[RunKey]) -> dict[RunKey, int]:
         """The ids of these sensor runs, adding the ones not stored yet."""
         ...
@@ -105,6 +109,11 @@ class WriteBackend(Protocol):
 
     def is_closed(self) -> bool:
         """Whether the connection is gone (a new one is needed)."""
+        ...
+
+    def check_file(self) -> None:
+        """Raise DatabaseFileMoved unless the file written is still the one at
+        its path (a database without a file: never)."""
         ...
 
 

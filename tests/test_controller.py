@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import shutil
 import socket
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -23,7 +24,12 @@ from controller.windows import window_bounds, window_index
 from manipulator.journal import read_journal
 from manipulator.server import ManipulatorServer
 from tests.controller_harness import Cell, make_reading, running_cell, stream
-from tests.databases import READINGS_WITH_RUNS, TestDatabase, holding_write_lock
+from tests.databases import (
+    READINGS_WITH_RUNS,
+    TestDatabase,
+    holding_write_lock,
+    sqlite_database,
+)
 from workcell.timeconv import US_PER_SECOND, from_timestamp, now_us
 from workcell.v1 import command_pb2, history_pb2, telemetry_pb2
 
@@ -169,7 +175,7 @@ async def test_a_reading_the_database_cannot_store_fails_only_its_own_stream(
         response = await good
         assert (response.stored, response.duplicates) == (20, 0)
         assert await _health(cell) == health_pb2.HealthCheckResponse.SERVING
-    assert not [r for r in caplog.records if "database write failed" in r.getMessage()]
+    assert not [r for r in caplog.records if r.name == "controller.writer" and r.levelno >= 40]
     assert [(r[0], r[2]) for r in stored_rows(database)] == [("bad", 1)] + [
         ("good", seq) for seq in range(1, 21)
     ]
@@ -403,6 +409,48 @@ async def test_database_trouble_stops_acknowledging_then_recovers(
         if r.name == "controller.writer" and "database write failed" in r.getMessage()
     ]
     assert len(failures) == 1
+    assert [r[2] for r in stored_rows(database)] == [1, 2, 3]
+
+
+async def test_a_database_file_taken_away_stops_acknowledging_until_it_is_back(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    folder = tmp_path / "data"
+    folder.mkdir()
+    path = folder / "workcell.db"
+    away = tmp_path / "away"
+    async with running_cell(tmp_path, database_path=path) as cell:
+        now = now_us()
+        assert (await stream(cell, [make_reading(1, 1, now)])).stored == 1
+        folder.rename(away)  # gone from its path; the controller's handle still writes
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await stream(cell, [make_reading(2, 2, now)])
+        assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
+        assert await _health(cell) == health_pb2.HealthCheckResponse.NOT_SERVING
+        # Another file at the path is not the one written either.
+        folder.mkdir()
+        shutil.copy(away / "workcell.db", path)
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await stream(cell, [make_reading(2, 2, now)])
+        assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
+        # The path names the file again: writes resume, nothing was lost.
+        shutil.rmtree(folder)
+        away.rename(folder)
+        response = await stream(cell, [make_reading(i, i, now) for i in range(2, 4)])
+        assert (response.stored, response.duplicates) == (2, 0)
+        for _ in range(50):
+            if await _health(cell) == health_pb2.HealthCheckResponse.SERVING:
+                break
+            await asyncio.sleep(0.05)
+        assert await _health(cell) == health_pb2.HealthCheckResponse.SERVING
+    failures = [
+        r.getMessage()
+        for r in caplog.records
+        if r.name == "controller.writer" and "database write failed" in r.getMessage()
+    ]
+    assert len(failures) == 1, failures  # one line for the episode
+    assert str(path) in failures[0]
+    database = sqlite_database(folder)
     assert [r[2] for r in stored_rows(database)] == [1, 2, 3]
 
 
