@@ -15,6 +15,12 @@ writer.
 The buffer is bounded: when the database falls behind, ``add_readings``
 waits, the gRPC stream stops reading, and HTTP/2 flow control slows the
 senders down.
+
+A group fails as a whole (every stream in it UNAVAILABLE, health
+NOT_SERVING) only for an outage: a lock, a full disk, a lost connection, or
+a SQLite file that is no longer the one at its path. When the database
+refuses a value instead (a data error), the group is redone in savepoints
+and only the stream or operation that brought the value fails.
 """
 
 from __future__ import annotations

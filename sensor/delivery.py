@@ -14,6 +14,9 @@ before streaming resumes.
 Resends of readings the controller had already stored come back counted as
 duplicates, so nothing is stored twice and nothing is lost while the buffer
 has room; when it is full the oldest readings are dropped, counted and logged.
+Responses also count stale readings (kept in :attr:`Delivery.stale` for the
+progress line) and conflicts (another sender stored other readings under
+this sensor id and boot id: a warning, at most once a minute).
 """
 
 from __future__ import annotations
