@@ -138,10 +138,12 @@ class ProgressReporter:
                 # The same interval as the log lines, so ``rate`` means the same with a bar.
                 self.rate = meter.sample(counters.created, now)
                 sampled_at = now
-            bar.set_postfix_str(
-                f"acked={counters.acked} buffered={counters.buffered} dropped={counters.dropped}",
-                refresh=False,
+            postfix = (
+                f"acked={counters.acked} buffered={counters.buffered} dropped={counters.dropped}"
             )
+            if counters.stale:
+                postfix += f" stale={counters.stale}"
+            bar.set_postfix_str(postfix, refresh=False)
             bar.update(counters.created - shown)
             shown = counters.created
 
