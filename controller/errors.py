@@ -1,14 +1,26 @@
 """The controller's errors, translated to gRPC statuses at the servicer boundary.
 
 ControllerError
-├── InvalidReading   a reading fails validation (INVALID_ARGUMENT; names the field)
+├── InvalidReading   a reading fails validation, or the database refused one of
+│                    its values (INVALID_ARGUMENT; names the field or the value)
 ├── StorageError     the database refused a write (UNAVAILABLE; the client resends)
+│   ├── RejectedWrite the database refused a value of one operation (a data
+│   │                error): that operation failed, the rest of its group committed
+│   └── DatabaseFileMoved the SQLite file written is no longer the one at its
+│                    path (deleted or replaced): nothing written is acknowledged
 └── DatabaseOpenError the database cannot be opened or migrated at start (exit 1)
 """
 
 from __future__ import annotations
 
-__all__ = ["ControllerError", "DatabaseOpenError", "InvalidReading", "StorageError"]
+__all__ = [
+    "ControllerError",
+    "DatabaseFileMoved",
+    "DatabaseOpenError",
+    "InvalidReading",
+    "RejectedWrite",
+    "StorageError",
+]
 
 
 class ControllerError(Exception):
@@ -26,6 +38,18 @@ class InvalidReading(ControllerError, ValueError):
 
 class StorageError(ControllerError):
     """A write to the database failed; nothing of the failed batch was committed."""
+
+
+class RejectedWrite(StorageError):
+    """The database refused a value of this write: retrying it as it is cannot succeed."""
+
+
+class DatabaseFileMoved(StorageError):
+    """The SQLite file the writer writes is no longer the file at its path.
+
+    Deleted (``rm -rf`` of its folder), moved or replaced: what is committed
+    into it would be gone at the next start, so none of it is acknowledged.
+    """
 
 
 class DatabaseOpenError(ControllerError):

@@ -19,7 +19,14 @@ from controller.admission import StreamLimits, StreamRefused, StreamRegistry, pe
 from controller.errors import InvalidReading
 from controller.metrics import ControllerMetrics
 from controller.records import ReadingRow
-from controller.validation import MAX_SEQ, check_identity, reading_timestamp
+from controller.validation import (
+    MAX_SEQ,
+    MAX_TIMESTAMP_US,
+    MIN_TIMESTAMP_US,
+    NANOS_PER_SECOND,
+    check_identity,
+    reading_timestamp,
+)
 from controller.writer import StreamTally
 from workcell.timeconv import US_PER_SECOND, Clock, now_us
 from workcell.v1 import telemetry_pb2, telemetry_pb2_grpc
@@ -83,10 +90,16 @@ class TelemetryServicer(telemetry_pb2_grpc.TelemetryServicer):
                     tracked.bind(deadline)
                     async for request in request_iterator:
                         tracked.messages += 1
+                        if tally.failure is not None or tally.rejected is not None:
+                            break  # settled while this message was on its way
                         rows, problem = reader.rows(request)
                         if rows:
                             last_group = await self._sink.add_readings(tally, rows)
-                        if problem is not None or tally.failure is not None:
+                        if (
+                            problem is not None
+                            or tally.failure is not None
+                            or tally.rejected is not None
+                        ):
                             break
             except TimeoutError:
                 if tracked.ended is None:
@@ -115,12 +128,19 @@ class TelemetryServicer(telemetry_pb2_grpc.TelemetryServicer):
             # Some of this stream was not committed: the sender keeps it all
             # and resends after the database recovers (duplicates are no-ops).
             await context.abort(grpc.StatusCode.UNAVAILABLE, str(tally.failure))
+        if tally.rejected is not None:
+            # The database refused a value of an earlier reading than any
+            # problem found since: that one is what the client must fix.
+            problem = tally.rejected
         if problem is not None:
             metrics.readings_invalid.inc()
             log.warning("rejected a stream: %s", problem)
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(problem))
         return telemetry_pb2.StreamReadingsResponse(
-            stored=tally.stored, duplicates=tally.duplicates, stale=tally.stale
+            stored=tally.stored,
+            duplicates=tally.duplicates,
+            stale=tally.stale,
+            conflicts=tally.conflicts,
         )
 
 
@@ -144,16 +164,25 @@ class _StreamReader:
     ) -> tuple[list[ReadingRow], InvalidReading | None]:
         """The valid readings of one message, up to the first invalid one (if any)."""
         received = self._clock()
-        latest = received + self._max_skew_us
+        latest = min(received + self._max_skew_us, MAX_TIMESTAMP_US)
         rows: list[ReadingRow] = []
         append = rows.append
         for reading in request.readings:
             identity = (reading.sensor_id, reading.boot_id)
             seq = reading.seq
             stamp = reading.timestamp
-            timestamp = stamp.seconds * US_PER_SECOND + stamp.nanos // 1000
-            # An unset timestamp reads as 0: only then is HasField worth asking.
-            if identity != self._checked or seq > MAX_SEQ or timestamp > latest or not timestamp:
+            nanos = stamp.nanos
+            timestamp = stamp.seconds * US_PER_SECOND + nanos // 1000
+            # With nanos in range, the microseconds are in range exactly when
+            # the seconds are. An unset timestamp reads as 0: only then is
+            # HasField worth asking.
+            if (
+                identity != self._checked
+                or seq > MAX_SEQ
+                or not MIN_TIMESTAMP_US <= timestamp <= latest
+                or not 0 <= nanos < NANOS_PER_SECOND
+                or not timestamp
+            ):
                 try:
                     check_identity(*identity)
                     self._checked = identity

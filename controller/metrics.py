@@ -52,6 +52,11 @@ class ControllerMetrics:
             "Stored readings whose window was already decided (not counted in a decision)",
             registry=r,
         )
+        self.readings_conflict = Counter(
+            PREFIX + "readings_conflict",
+            "Resent readings whose stored payload or timestamp differs (the first is kept)",
+            registry=r,
+        )
         self.readings_pruned = Counter(
             PREFIX + "readings_pruned",
             "Readings deleted by retention (--retain-readings)",

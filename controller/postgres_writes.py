@@ -6,7 +6,8 @@ column arrays: one round trip and one statement, whatever the group's size.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+from collections.abc import AsyncIterator, Sequence
 
 import asyncpg
 
@@ -19,9 +20,10 @@ from controller.writes import (
     PruneReadings,
     RunKey,
     StoredReading,
+    StoredValues,
 )
 
-__all__ = ["PostgresWrites"]
+__all__ = ["PostgresWrites", "is_data_error"]
 
 _INSERT_RUN = (
     "INSERT INTO sensor_runs (sensor_id, boot_id) VALUES ($1, $2) "
@@ -33,7 +35,7 @@ _INSERT_READINGS = (
     "SELECT * FROM unnest($1::integer[], $2::bigint[], $3::bigint[], $4::bigint[], "
     "$5::bigint[]) ON CONFLICT (run_id, seq) DO NOTHING"
 )
-_STORED_SEQS = "SELECT seq FROM readings WHERE run_id = $1 AND seq BETWEEN $2 AND $3"
+_STORED = "SELECT seq, payload, timestamp FROM readings WHERE run_id = $1 AND seq BETWEEN $2 AND $3"
 _COMMAND_COLUMNS = [c.name for c in commands.columns]
 _INSERT_COMMAND = "INSERT INTO commands ({}) VALUES ({})".format(
     ", ".join(_COMMAND_COLUMNS), ", ".join(f"${i}" for i in range(1, len(_COMMAND_COLUMNS) + 1))
@@ -43,6 +45,23 @@ _PRUNE = (
     "DELETE FROM readings WHERE id IN "
     "(SELECT id FROM readings WHERE timestamp < $1 ORDER BY timestamp LIMIT $2)"
 )
+
+# SQLSTATE classes 22 (data exception: out of range, NUL in text, too long;
+# asyncpg raises DataError too when it cannot encode an argument) and 23
+# (integrity constraint violation).
+_DATA_ERRORS = (
+    asyncpg.exceptions.DataError,
+    asyncpg.exceptions.IntegrityConstraintViolationError,
+)
+
+
+def is_data_error(exc: BaseException) -> bool:
+    """Whether PostgreSQL (or asyncpg, encoding an argument) refused a value.
+
+    Everything else is an outage: lock timeouts, a full disk, a read-only
+    server, a shutdown, a lost connection, a cancelled statement.
+    """
+    return isinstance(exc, _DATA_ERRORS)
 
 
 def _row_count(status: str) -> int:
@@ -56,6 +75,9 @@ class PostgresWrites:
     def __init__(self, conn: asyncpg.Connection) -> None:
         self._conn = conn
         self._transaction: asyncpg.transaction.Transaction | None = None
+
+    async def opened(self) -> None:
+        pass
 
     async def register_runs(self, runs: Sequence[RunKey]) -> dict[RunKey, int]:
         await self._conn.executemany(_INSERT_RUN, runs)
@@ -81,8 +103,18 @@ class PostgresWrites:
         columns = [list(column) for column in zip(*rows, strict=True)]
         return _row_count(await self._conn.execute(_INSERT_READINGS, *columns))
 
-    async def stored_seqs(self, run_id: int, low: int, high: int) -> list[int]:
-        return [int(r["seq"]) for r in await self._conn.fetch(_STORED_SEQS, run_id, low, high)]
+    async def stored_readings(self, run_id: int, low: int, high: int) -> list[StoredValues]:
+        rows = await self._conn.fetch(_STORED, run_id, low, high)
+        return [(int(r["seq"]), int(r["payload"]), int(r["timestamp"])) for r in rows]
+
+    @contextlib.asynccontextmanager
+    async def savepoint(self) -> AsyncIterator[None]:
+        # Nested in the open transaction, asyncpg's transaction is a savepoint.
+        async with self._conn.transaction():
+            yield
+
+    def is_data_error(self, exc: BaseException) -> bool:
+        return is_data_error(exc)
 
     async def commit(self) -> None:
         transaction, self._transaction = self._transaction, None
@@ -96,3 +128,6 @@ class PostgresWrites:
 
     def is_closed(self) -> bool:
         return bool(self._conn.is_closed())
+
+    def check_file(self) -> None:
+        pass  # a server's database: no file of ours to lose

@@ -20,12 +20,15 @@ class BatchResult:
     stored: int = 0
     duplicates: int = 0
     stale: int = 0
+    conflicts: int = 0
+    """Duplicates whose stored payload or timestamp differs (included in duplicates)."""
 
     def __add__(self, other: BatchResult) -> BatchResult:
         return BatchResult(
             self.stored + other.stored,
             self.duplicates + other.duplicates,
             self.stale + other.stale,
+            self.conflicts + other.conflicts,
         )
 
 

@@ -6,10 +6,14 @@ statement compilation on the hot path.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+import os
+import sqlite3
+from collections.abc import AsyncIterator, Sequence
 
 import aiosqlite
 
+from controller.errors import DatabaseFileMoved
 from controller.schema import commands
 from controller.store import command_values
 from controller.writes import (
@@ -19,9 +23,10 @@ from controller.writes import (
     PruneReadings,
     RunKey,
     StoredReading,
+    StoredValues,
 )
 
-__all__ = ["SqliteWrites"]
+__all__ = ["SqliteWrites", "is_data_error"]
 
 _INSERT_RUN = (
     "INSERT INTO sensor_runs (sensor_id, boot_id) VALUES (?, ?) "
@@ -32,7 +37,7 @@ _INSERT_READINGS = (
     "INSERT INTO readings (run_id, seq, payload, timestamp, received_at) "
     "VALUES (?, ?, ?, ?, ?) ON CONFLICT (run_id, seq) DO NOTHING"
 )
-_STORED_SEQS = "SELECT seq FROM readings WHERE run_id = ? AND seq BETWEEN ? AND ?"
+_STORED = "SELECT seq, payload, timestamp FROM readings WHERE run_id = ? AND seq BETWEEN ? AND ?"
 _INSERT_COMMAND = "INSERT INTO commands ({}) VALUES ({})".format(
     ", ".join(c.name for c in commands.columns), ", ".join(f":{c.name}" for c in commands.columns)
 )
@@ -43,12 +48,45 @@ _PRUNE = (
     "(SELECT id FROM readings WHERE timestamp < ? ORDER BY timestamp LIMIT ?)"
 )
 
+_DATA_ERRORS = (
+    # Binding a Python int past 64 bits, or a str that cannot be UTF-8.
+    OverflowError,
+    UnicodeEncodeError,
+    # SQLITE_CONSTRAINT (and SQLITE_MISMATCH), SQLITE_TOOBIG.
+    sqlite3.IntegrityError,
+    sqlite3.DataError,
+)
+
+
+def is_data_error(exc: BaseException) -> bool:
+    """Whether SQLite refused a value, rather than failed to write.
+
+    Only the errors listed in ``_DATA_ERRORS``. Everything else is an outage:
+    ``OperationalError`` (locked, full, read-only, I/O), ``DatabaseError``
+    (a damaged file), ``ProgrammingError`` and aiosqlite's ``ValueError`` (a
+    closed connection), ``OSError``.
+    """
+    return isinstance(exc, _DATA_ERRORS)
+
 
 class SqliteWrites:
     """:class:`controller.writes.WriteBackend` on an aiosqlite connection."""
 
     def __init__(self, conn: aiosqlite.Connection) -> None:
         self._conn = conn
+        # The main database file's path, and the identity (st_dev, st_ino) of
+        # the file there when the connection was opened; None in memory.
+        self._path: str | None = None
+        self._identity: tuple[int, int] | None = None
+
+    async def opened(self) -> None:
+        async with self._conn.execute("PRAGMA database_list") as cursor:
+            files = {str(name): str(path) for _, name, path in await cursor.fetchall()}
+        path = files.get("main", "")
+        if path:  # "" for an in-memory database
+            status = os.stat(path)
+            self._path = path
+            self._identity = (status.st_dev, status.st_ino)
 
     async def register_runs(self, runs: Sequence[RunKey]) -> dict[RunKey, int]:
         await self._conn.executemany(_INSERT_RUN, runs)
@@ -78,9 +116,23 @@ class SqliteWrites:
         cursor = await self._conn.executemany(_INSERT_READINGS, rows)
         return cursor.rowcount
 
-    async def stored_seqs(self, run_id: int, low: int, high: int) -> list[int]:
-        async with self._conn.execute(_STORED_SEQS, (run_id, low, high)) as cursor:
-            return [int(seq) for (seq,) in await cursor.fetchall()]
+    async def stored_readings(self, run_id: int, low: int, high: int) -> list[StoredValues]:
+        async with self._conn.execute(_STORED, (run_id, low, high)) as cursor:
+            return [(int(s), int(p), int(t)) for s, p, t in await cursor.fetchall()]
+
+    @contextlib.asynccontextmanager
+    async def savepoint(self) -> AsyncIterator[None]:
+        await self._conn.execute("SAVEPOINT isolate")
+        try:
+            yield
+        except Exception:
+            await self._conn.execute("ROLLBACK TO isolate")
+            await self._conn.execute("RELEASE isolate")
+            raise
+        await self._conn.execute("RELEASE isolate")
+
+    def is_data_error(self, exc: BaseException) -> bool:
+        return is_data_error(exc)
 
     async def commit(self) -> None:
         await self._conn.commit()
@@ -92,3 +144,25 @@ class SqliteWrites:
     def is_closed(self) -> bool:
         # A file on this machine: the connection itself does not go away.
         return False
+
+    def check_file(self) -> None:
+        # SQLite goes on writing into a file that was deleted or renamed (its
+        # handle is open), and those writes vanish when the controller stops.
+        # A stat of a local file costs microseconds; the writer asks twice
+        # per commit, so it runs on the event loop rather than a thread hop.
+        if self._path is None:
+            return
+        try:
+            status = os.stat(self._path)
+        except OSError as exc:
+            raise DatabaseFileMoved(
+                f"the database file {self._path} is gone ({exc.strerror}): it was deleted "
+                "or moved while the controller wrote it; nothing more is acknowledged until "
+                "the file is back at its path (or the controller is restarted)"
+            ) from exc
+        if (status.st_dev, status.st_ino) != self._identity:
+            raise DatabaseFileMoved(
+                f"the database file {self._path} was replaced by another file while the "
+                "controller wrote it; nothing more is acknowledged until the file it opened "
+                "is back at its path (or the controller is restarted)"
+            )

@@ -15,23 +15,38 @@ writer.
 The buffer is bounded: when the database falls behind, ``add_readings``
 waits, the gRPC stream stops reading, and HTTP/2 flow control slows the
 senders down.
+
+A group fails as a whole (every stream in it UNAVAILABLE, health
+NOT_SERVING) only for an outage: a lock, a full disk, a lost connection, or
+a SQLite file that is no longer the one at its path. When the database
+refuses a value instead (a data error), the group is redone in savepoints
+and only the stream or operation that brought the value fails.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import itertools
 import logging
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from controller.errors import StorageError
+from controller.errors import InvalidReading, RejectedWrite, StorageError
+from controller.inserts import (
+    CONFLICT,
+    NEW,
+    REFUSED,
+    Conflict,
+    insert_all,
+    insert_longest_prefix,
+    insert_new,
+)
 from controller.metrics import ControllerMetrics
+from controller.notices import Notice, SensorNotices
 from controller.records import BatchResult, CommandRecord, ReadingRow
 from controller.writes import (
     Acknowledge,
@@ -39,10 +54,10 @@ from controller.writes import (
     Operation,
     PruneReadings,
     RunKey,
-    StoredReading,
     WriteBackend,
     backend_for,
 )
+from workcell.timeconv import US_PER_SECOND, to_iso
 
 __all__ = ["StreamTally", "WindowSink", "Writer"]
 
@@ -77,18 +92,24 @@ MIN_COMMIT_INTERVAL = 0.01
 class StreamTally:
     """What became of one stream's readings, filled in as its groups commit."""
 
-    __slots__ = ("duplicates", "failure", "stale", "stored")
+    __slots__ = ("conflicts", "duplicates", "failure", "rejected", "stale", "stored")
 
     def __init__(self) -> None:
         self.stored = 0
         self.duplicates = 0
         self.stale = 0
+        self.conflicts = 0
         # Set when a group holding some of this stream's readings failed:
         # then the stream must not be acknowledged.
         self.failure: StorageError | None = None
+        # Set when the database refused a value of one of this stream's
+        # readings (a data error validation let through): that reading and
+        # the rest of the stream are not stored, the stream fails with
+        # INVALID_ARGUMENT, and the other streams of the group commit.
+        self.rejected: InvalidReading | None = None
 
     def result(self) -> BatchResult:
-        return BatchResult(self.stored, self.duplicates, self.stale)
+        return BatchResult(self.stored, self.duplicates, self.stale, self.conflicts)
 
 
 @dataclass(slots=True)
@@ -98,6 +119,19 @@ class _Pending:
 
 
 Segment = tuple[StreamTally, Sequence[ReadingRow]]
+
+
+@dataclass(slots=True)
+class _Written:
+    """What one committed group did."""
+
+    counts: list[int | RejectedWrite]
+    """Per operation: the rows it touched, or why the database refused it."""
+    states: list[int] | None
+    """Per reading of the group, in order (see :mod:`controller.inserts`); None: all new."""
+    new_runs: dict[RunKey, int]
+    conflicts: list[Conflict] = field(default_factory=list)
+    rejections: list[tuple[StreamTally, InvalidReading]] = field(default_factory=list)
 
 
 class Writer:
@@ -136,6 +170,10 @@ class Writer:
         self._run_ids: dict[RunKey, int] = {}
         self._failing = False
         self._last_commit = 0.0
+        # Per sensor, rate-limited: how far behind its stale readings were
+        # stamped (µs), and its conflicting resends.
+        self._stale_notices: SensorNotices[int] = SensorNotices()
+        self._conflict_notices: SensorNotices[Conflict] = SensorNotices()
         self.totals = BatchResult()
         self.commits = 0
 
@@ -236,7 +274,9 @@ class Writer:
             connection = await self._engine.connect()
             try:
                 raw = await connection.get_raw_connection()
-                self._writes = backend_for(raw.driver_connection)
+                writes = backend_for(raw.driver_connection)
+                await writes.opened()
+                self._writes = writes
             except BaseException:
                 await connection.close()
                 raise
@@ -260,7 +300,7 @@ class Writer:
         backend: WriteBackend | None = None
         try:
             backend = await self._open_writes()
-            counts, masks = await self._write(backend, segments, operations)
+            written = await self._write(backend, segments, operations)
         except Exception as exc:
             if backend is not None:
                 with contextlib.suppress(Exception):
@@ -286,108 +326,267 @@ class Writer:
         metrics = self._metrics
         metrics.commit_latency.observe(time.perf_counter() - started)
         metrics.commit_batch_size.observe(readings)
-        for pending, count in zip(operations, counts, strict=True):
-            if not pending.future.done():
+        for pending, count in zip(operations, written.counts, strict=True):
+            if pending.future.done():
+                continue
+            if isinstance(count, RejectedWrite):
+                pending.future.set_exception(count)
+            else:
                 pending.future.set_result(count)
-        self._settle(segments, masks)
+        for tally, rejection in written.rejections:
+            tally.rejected = rejection
+        if written.rejections:
+            # Readings of a rejected stream already waiting for the next
+            # group are not stored either: nothing after the refused one is.
+            kept = [s for s in self._segments if s[0].rejected is None]
+            self._pending_rows -= sum(len(rows) for _, rows in self._segments) - sum(
+                len(rows) for _, rows in kept
+            )
+            self._segments = kept
+        self._settle(segments, written.states)
+        self._tell(written.conflicts)
 
-    def _settle(self, segments: list[Segment], masks: list[list[bool]] | None) -> None:
+    def _settle(self, segments: list[Segment], states: list[int] | None) -> None:
         """Count the committed readings into their windows and their streams' tallies."""
-        if masks is None:
+        if states is None:
             news = [rows for _, rows in segments]
+            refused = conflicts = [0] * len(segments)
         else:
-            news = [
-                [row for row, is_new in zip(rows, mask, strict=True) if is_new]
-                for (_, rows), mask in zip(segments, masks, strict=True)
-            ]
+            news, refused, conflicts = [], [], []
+            position = 0
+            for _, rows in segments:
+                mine = states[position : position + len(rows)]
+                position += len(rows)
+                news.append([row for row, state in zip(rows, mine, strict=True) if state == NEW])
+                refused.append(mine.count(REFUSED))
+                conflicts.append(mine.count(CONFLICT))
         new_rows = [row for new in news for row in new]
         # One call for the whole group: per-stream stale counts are only
         # worked out in the rare group that has stale readings at all.
         stale = self._windows.add_batch([r[4] for r in new_rows], [r[3] for r in new_rows])
         received = 0
-        for (tally, rows), new in zip(segments, news, strict=True):
-            received += len(rows)
+        # sensor_id -> (stale readings, the newest of them)
+        late: dict[str, tuple[int, ReadingRow]] = {}
+        for (tally, rows), new, not_taken, clashes in zip(
+            segments, news, refused, conflicts, strict=True
+        ):
+            taken = len(rows) - not_taken
+            received += taken
             tally.stored += len(new)
-            tally.duplicates += len(rows) - len(new)
+            tally.duplicates += taken - len(new)
+            tally.conflicts += clashes
             if stale:
-                tally.stale += sum(1 for row in new if self._windows.is_stale(row[4]))
-        self.totals += BatchResult(len(new_rows), received - len(new_rows), stale)
+                stale_rows = [row for row in new if self._windows.is_stale(row[4])]
+                tally.stale += len(stale_rows)
+                for row in stale_rows:
+                    count, newest = late.get(row[0], (0, row))
+                    late[row[0]] = (count + 1, row if row[4] > newest[4] else newest)
+        conflicted = sum(conflicts)
+        self.totals += BatchResult(len(new_rows), received - len(new_rows), stale, conflicted)
         # Group totals, not per reading: this runs once per commit.
         metrics = self._metrics
         metrics.readings_stored.inc(len(new_rows))
         metrics.readings_duplicate.inc(received - len(new_rows))
         metrics.readings_stale.inc(stale)
+        metrics.readings_conflict.inc(conflicted)
+        now = time.monotonic()
+        for sensor_id, (count, newest) in late.items():
+            # How far behind its clock (or its delivery) is: the newest stale
+            # reading's time against when the controller received it.
+            notice = self._stale_notices.add(sensor_id, count, newest[5] - newest[4], now=now)
+            if notice is not None:
+                _log_stale(notice)
+
+    def _tell(self, conflicts: list[Conflict]) -> None:
+        """Log the conflicts of a group per sensor, and the counts now due (rate-limited)."""
+        now = time.monotonic()
+        if conflicts:
+            per_sensor: dict[str, tuple[int, Conflict]] = {}
+            for conflict in conflicts:
+                count, example = per_sensor.get(conflict.reading[0], (0, conflict))
+                per_sensor[conflict.reading[0]] = (count + 1, example)
+            for sensor_id, (count, example) in per_sensor.items():
+                notice = self._conflict_notices.add(sensor_id, count, example, now=now)
+                if notice is not None:
+                    _log_conflicts(notice)
+        for stale_notice in self._stale_notices.due(now=now):
+            _log_stale(stale_notice)
+        for conflict_notice in self._conflict_notices.due(now=now):
+            _log_conflicts(conflict_notice)
 
     async def _write(
         self, backend: WriteBackend, segments: list[Segment], operations: list[_Pending]
-    ) -> tuple[list[int], list[list[bool]] | None]:
-        """Commit one group: the operations' row counts, and None if every
-        reading was new, else a mask of the new ones per segment."""
+    ) -> _Written:
+        """Commit one group; a value the database refuses fails only its own
+        stream or operation (see :meth:`_write_apart`)."""
         try:
-            await backend.begin()
-            counts = [await backend.apply(pending.operation) for pending in operations]
-            stored, new_runs = await self._stored_readings(backend, segments)
-            masks = None
-            if stored and await backend.insert_readings(stored) != len(stored):
-                # Some readings were resends. Which ones matters (a duplicate
-                # must not count twice in a window): redo the group knowing them.
+            try:
+                written = await self._write_together(backend, segments, operations)
+            except Exception as exc:
+                if not backend.is_data_error(exc):
+                    raise
+                # The whole transaction is lost to one value: find whose it
+                # is and commit everything else without it.
                 await backend.rollback()
-                await backend.begin()
-                counts = [await backend.apply(pending.operation) for pending in operations]
-                stored, new_runs = await self._stored_readings(backend, segments)
-                masks = await _insert_new(backend, segments, stored)
+                written = await self._write_apart(backend, segments, operations)
+            # Before the commit, so a group is not written into a deleted or
+            # replaced file at all; after it, because the file may go in
+            # between: only then is the group durable, and reported so.
+            backend.check_file()
             await backend.commit()
+            backend.check_file()
         except BaseException:
             with contextlib.suppress(Exception):
                 await backend.rollback()
             raise
         # Only now: a run id from a rolled-back transaction would name nothing.
-        self._run_ids.update(new_runs)
-        return counts, masks
+        self._run_ids.update(written.new_runs)
+        return written
 
-    async def _stored_readings(
-        self, backend: WriteBackend, segments: list[Segment]
-    ) -> tuple[list[StoredReading], dict[RunKey, int]]:
-        """The group's readings as rows of the readings table (run ids for
-        names), and the runs this transaction registered."""
-        runs = self._run_ids
-        try:
-            rows = [(runs[r[0], r[1]], r[2], r[3], r[4], r[5]) for _, rs in segments for r in rs]
-            return rows, {}
-        except KeyError:
-            # A sensor run seen for the first time (a sensor started): once per run.
-            keys = {(r[0], r[1]) for _, rows in segments for r in rows} - runs.keys()
-            new = await backend.register_runs(sorted(keys))
-            both = runs | new
-            rows = [(both[r[0], r[1]], r[2], r[3], r[4], r[5]) for _, rs in segments for r in rs]
-            return rows, new
+    async def _write_together(
+        self, backend: WriteBackend, segments: list[Segment], operations: list[_Pending]
+    ) -> _Written:
+        """The group in one go (the transaction is left open for the commit)."""
+        await backend.begin()
+        counts: list[int | RejectedWrite] = [
+            await backend.apply(pending.operation) for pending in operations
+        ]
+        total, inserted, new_runs = await insert_all(backend, segments, self._run_ids)
+        if inserted == total:
+            return _Written(counts, None, new_runs)
+        # Some readings were resends. Which ones matters (a duplicate must
+        # not count twice in a window, a conflicting one is told): redo the
+        # group knowing them.
+        await backend.rollback()
+        await backend.begin()
+        counts = [await backend.apply(pending.operation) for pending in operations]
+        done = await insert_new(backend, [r for _, rows in segments for r in rows], self._run_ids)
+        return _Written(counts, done.states, done.new_runs, done.conflicts)
+
+    async def _write_apart(
+        self, backend: WriteBackend, segments: list[Segment], operations: list[_Pending]
+    ) -> _Written:
+        """The group again, each part in a savepoint, without what the database refuses.
+
+        Each operation on its own; the readings as long a run as the database
+        takes (:func:`~controller.inserts.insert_longest_prefix`). The reading
+        it stops at rejects its stream: that reading and the stream's later
+        ones are left out, the rest goes on. An outage at any point fails the
+        whole group, as ever: only a data error is pinned on one stream.
+        """
+        await backend.begin()
+        counts: list[int | RejectedWrite] = []
+        for pending in operations:
+            try:
+                async with backend.savepoint():
+                    counts.append(await backend.apply(pending.operation))
+            except Exception as exc:
+                if not backend.is_data_error(exc):
+                    raise
+                log.error("the database refused %s: %s", _describe(pending.operation), exc)
+                counts.append(
+                    RejectedWrite(f"the database refused {_describe(pending.operation)}: {exc}")
+                )
+        flat = [(tally, row) for tally, rows in segments for row in rows]
+        states = [REFUSED] * len(flat)
+        written = _Written(counts, states, {})
+        runs = dict(self._run_ids)
+        # Positions in ``flat`` still to insert, in order.
+        todo = list(range(len(flat)))
+        while todo:
+            done, error = await insert_longest_prefix(backend, [flat[i][1] for i in todo], runs)
+            for position, state in zip(todo, done.states, strict=False):
+                states[position] = state
+            runs.update(done.new_runs)
+            written.new_runs.update(done.new_runs)
+            written.conflicts += done.conflicts
+            if error is None:
+                break
+            culprit = todo[len(done.states)]
+            tally, row = flat[culprit]
+            written.rejections.append((tally, _refused_reading(row, error)))
+            todo = [i for i in todo[len(done.states) + 1 :] if flat[i][0] is not tally]
+        return written
 
 
-async def _insert_new(
-    backend: WriteBackend, segments: list[Segment], stored: list[StoredReading]
-) -> list[list[bool]]:
-    """Insert the readings not stored yet; return which ones they were, per segment."""
-    # One index range per run rather than one lookup per reading.
-    ranges: dict[int, tuple[int, int]] = {}
-    for run_id, seq, *_ in stored:
-        low, high = ranges.get(run_id, (seq, seq))
-        ranges[run_id] = (min(low, seq), max(high, seq))
-    seen: set[tuple[int, int]] = set()
-    for run_id, (low, high) in ranges.items():
-        seen.update((run_id, seq) for seq in await backend.stored_seqs(run_id, low, high))
-    masks: list[list[bool]] = []
-    new_rows: list[StoredReading] = []
-    rows = iter(stored)
-    for _, segment in segments:
-        mask = []
-        for row in itertools.islice(rows, len(segment)):
-            key = (row[0], row[1])
-            is_new = key not in seen
-            seen.add(key)
-            mask.append(is_new)
-            if is_new:
-                new_rows.append(row)
-        masks.append(mask)
-    if new_rows:
-        await backend.insert_readings(new_rows)
-    return masks
+def _log_stale(notice: Notice[int]) -> None:
+    lag = notice.detail / US_PER_SECOND
+    if notice.first:
+        log.warning(
+            "sensor %r: %d readings arrived after their window was decided (stale: stored, "
+            "counted in no decision); the newest was stamped %.3f s before the controller "
+            "received it: is the sensor's clock behind, or its delivery late?",
+            notice.sensor_id,
+            notice.count,
+            lag,
+            extra={"sensor_id": notice.sensor_id, "stale": notice.count, "lag_seconds": lag},
+        )
+    else:
+        log.warning(
+            "sensor %r: %d more stale readings in the last %.0f s; the newest was stamped "
+            "%.3f s before it was received",
+            notice.sensor_id,
+            notice.count,
+            notice.seconds,
+            lag,
+            extra={"sensor_id": notice.sensor_id, "stale": notice.count, "lag_seconds": lag},
+        )
+
+
+def _log_conflicts(notice: Notice[Conflict]) -> None:
+    example = _describe_conflict(notice.detail)
+    if notice.first:
+        log.warning(
+            "sensor %r: %d conflicting readings: already stored under the same boot_id and "
+            "seq with another payload or timestamp (the first is kept, these are not "
+            "stored), e.g. %s. Do two processes send as this sensor with one boot_id?",
+            notice.sensor_id,
+            notice.count,
+            example,
+            extra={"sensor_id": notice.sensor_id, "conflicts": notice.count},
+        )
+    else:
+        log.warning(
+            "sensor %r: %d more conflicting readings in the last %.0f s, e.g. %s",
+            notice.sensor_id,
+            notice.count,
+            notice.seconds,
+            example,
+            extra={"sensor_id": notice.sensor_id, "conflicts": notice.count},
+        )
+
+
+def _describe_conflict(conflict: Conflict) -> str:
+    reading = conflict.reading
+    return (
+        f"boot_id {reading[1]!r} seq {reading[2]}: stored payload {conflict.stored_payload} "
+        f"at {_when(conflict.stored_timestamp_us)}, received payload {reading[3]} "
+        f"at {_when(reading[4])}"
+    )
+
+
+def _when(timestamp_us: int) -> str:
+    try:
+        return to_iso(timestamp_us)
+    except (ValueError, OverflowError, OSError):  # beyond what datetime can show
+        return f"{timestamp_us} µs"
+
+
+def _refused_reading(row: ReadingRow, error: BaseException) -> InvalidReading:
+    sensor_id, boot_id, seq = row[0], row[1], row[2]
+    return InvalidReading(
+        f"the database refused reading seq {seq} of sensor {sensor_id!r} "
+        f"(boot_id {boot_id!r}, payload {row[3]}, timestamp {row[4]} µs): {error}",
+        field="reading",
+        sensor_id=sensor_id,
+    )
+
+
+def _describe(operation: Operation) -> str:
+    match operation:
+        case InsertCommand(record):
+            return f"command {record.id}"
+        case Acknowledge(command_id, _):
+            return f"the acknowledgement of command {command_id}"
+        case PruneReadings(before_us, _):
+            return f"pruning the readings before {before_us} µs"

@@ -9,6 +9,7 @@ connection, in its own dialect: :mod:`controller.sqlite_writes` and
 from __future__ import annotations
 
 from collections.abc import Sequence
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -21,6 +22,7 @@ __all__ = [
     "PruneReadings",
     "RunKey",
     "StoredReading",
+    "StoredValues",
     "WriteBackend",
     "backend_for",
 ]
@@ -29,6 +31,8 @@ __all__ = [
 RunKey = tuple[str, str]
 # A readings row as inserted: (run_id, seq, payload, timestamp_us, received_at_us).
 StoredReading = tuple[int, int, int, int, int]
+# What a resend is compared with: (seq, payload, timestamp_us) as stored.
+StoredValues = tuple[int, int, int]
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,6 +65,10 @@ class WriteBackend(Protocol):
     """One write connection; every method between ``begin`` and ``commit`` or
     ``rollback`` runs in that transaction."""
 
+    async def opened(self) -> None:
+        """Called once, right after the connection is opened (before any other method)."""
+        ...
+
     async def register_runs(self, runs: Sequence[RunKey]) -> dict[RunKey, int]:
         """The ids of these sensor runs, adding the ones not stored yet."""
         ...
@@ -77,8 +85,20 @@ class WriteBackend(Protocol):
         """Insert readings, skipping ones already stored; return how many were inserted."""
         ...
 
-    async def stored_seqs(self, run_id: int, low: int, high: int) -> list[int]:
-        """The seqs from ``low`` to ``high`` (inclusive) stored for run ``run_id``."""
+    async def stored_readings(self, run_id: int, low: int, high: int) -> list[StoredValues]:
+        """(seq, payload, timestamp) of the readings of run ``run_id`` stored with
+        seqs from ``low`` to ``high`` (inclusive)."""
+        ...
+
+    def savepoint(self) -> AbstractAsyncContextManager[None]:
+        """A savepoint for the block: released when it succeeds, rolled back to
+        (and the error raised on) when it fails, the transaction still usable."""
+        ...
+
+    def is_data_error(self, exc: BaseException) -> bool:
+        """Whether ``exc`` is the database refusing a value of the statement (so
+        that statement alone is at fault), rather than failing to write at all
+        (a lock, a full disk, a lost connection: then everything may be)."""
         ...
 
     async def commit(self) -> None: ...
@@ -89,6 +109,11 @@ class WriteBackend(Protocol):
 
     def is_closed(self) -> bool:
         """Whether the connection is gone (a new one is needed)."""
+        ...
+
+    def check_file(self) -> None:
+        """Raise DatabaseFileMoved unless the file written is still the one at
+        its path (a database without a file: never)."""
         ...
 
 

@@ -149,6 +149,7 @@ async def run_sensor(config: SensorConfig) -> int:
             buffered=delivery.buffered,
             dropped=delivery.dropped,
             reconnects=delivery.reconnects,
+            stale=delivery.stale,
         )
 
     reporter = ProgressReporter(

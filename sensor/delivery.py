@@ -14,6 +14,9 @@ before streaming resumes.
 Resends of readings the controller had already stored come back counted as
 duplicates, so nothing is stored twice and nothing is lost while the buffer
 has room; when it is full the oldest readings are dropped, counted and logged.
+Responses also count stale readings (kept in :attr:`Delivery.stale` for the
+progress line) and conflicts (another sender stored other readings under
+this sensor id and boot id: a warning, at most once a minute).
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ import asyncio
 import contextlib
 import logging
 import random
+import time
 from dataclasses import dataclass
 
 import grpc
@@ -40,6 +44,9 @@ Reading = telemetry_pb2.Reading
 
 # After a failure, the first attempt sends at most this many readings in one message.
 PROBE_READINGS = 1000
+
+# Seconds between two warnings about conflicting readings.
+CONFLICT_WARNING_INTERVAL = 60.0
 
 # What grpc.aio reports when a write fails because the stream already ended.
 _WRITE_RACE_DETAILS = "Internal error from Core"
@@ -142,8 +149,14 @@ class Delivery:
         self._channel: aio.Channel | None = None
         self._sender: asyncio.Task[None] | None = None
         self._waiters: set[asyncio.Task[None]] = set()
+        self._conflicts_warned_at: float | None = None
         self.sent = 0
         """Distinct readings written to the controller at least once."""
+        self.stale = 0
+        """Readings acknowledged as stale: stored, but too late to count in any decision."""
+        self.conflicts = 0
+        """Readings the controller refused as conflicting: it holds another reading
+        under their (boot_id, seq)."""
 
     # -- counters -----------------------------------------------------------
 
@@ -408,6 +421,10 @@ class Delivery:
             response.duplicates,
             response.stale,
         )
+        self.stale += response.stale
+        if response.conflicts:
+            self.conflicts += response.conflicts
+            self._report_conflicts(response.conflicts)
         if epoch == self._failures:
             self._report_recovery()
         if self._drops_logged_at is not None:
@@ -445,6 +462,25 @@ class Delivery:
                 details,
                 len(self._buffer),
             )
+
+    def _report_conflicts(self, count: int) -> None:
+        """Warn about conflicting readings, at most once per CONFLICT_WARNING_INTERVAL."""
+        now = time.monotonic()
+        warned = self._conflicts_warned_at
+        if warned is not None and now - warned < CONFLICT_WARNING_INTERVAL:
+            log.debug("%d more conflicting readings", count)
+            return
+        self._conflicts_warned_at = now
+        # Acknowledged all the same (resending cannot change what is stored),
+        # but these readings are not the ones the controller keeps.
+        log.warning(
+            "controller %s holds other readings under %d of this sensor's (boot_id, seq) "
+            "(conflicts, %d so far): they were not stored. Does another process send with "
+            "this sensor id and boot id?",
+            self.target,
+            count,
+            self.conflicts,
+        )
 
     def _report_recovery(self) -> None:
         """A stream opened after the latest failure succeeded: the episode is over."""

@@ -4,7 +4,10 @@ The log line has a stable format that ``workcell run`` parses::
 
     sensor <id>: rate=<readings/s, 1 decimal>/s sent=<n> acked=<n> buffered=<n> dropped=<n>
 
-where rate is the readings *created* per second over the last interval.
+where rate is the readings *created* per second over the last interval. Once
+the controller has reported stale readings (stored too late to count in a
+decision: the sensor's clock is behind, or its delivery late), the line ends
+with `` stale=<n>``.
 """
 
 from __future__ import annotations
@@ -34,14 +37,18 @@ class Counters:
     buffered: int
     dropped: int
     reconnects: int = 0
+    stale: int = 0
+    """Acknowledged readings the controller stored too late to count in a decision."""
 
 
 def progress_line(sensor_id: str, rate: float, counters: Counters) -> str:
     """The progress log line (format parsed by ``workcell run``: keep it stable)."""
-    return (
+    line = (
         f"sensor {sensor_id}: rate={rate:.1f}/s sent={counters.sent} acked={counters.acked} "
         f"buffered={counters.buffered} dropped={counters.dropped}"
     )
+    # Only once there are any, so the usual line stays as it always was.
+    return f"{line} stale={counters.stale}" if counters.stale else line
 
 
 class RateMeter:
@@ -107,6 +114,7 @@ class ProgressReporter:
                     "acked": counters.acked,
                     "buffered": counters.buffered,
                     "dropped": counters.dropped,
+                    "stale": counters.stale,
                 },
             )
 
@@ -130,10 +138,12 @@ class ProgressReporter:
                 # The same interval as the log lines, so ``rate`` means the same with a bar.
                 self.rate = meter.sample(counters.created, now)
                 sampled_at = now
-            bar.set_postfix_str(
-                f"acked={counters.acked} buffered={counters.buffered} dropped={counters.dropped}",
-                refresh=False,
+            postfix = (
+                f"acked={counters.acked} buffered={counters.buffered} dropped={counters.dropped}"
             )
+            if counters.stale:
+                postfix += f" stale={counters.stale}"
+            bar.set_postfix_str(postfix, refresh=False)
             bar.update(counters.created - shown)
             shown = counters.created
 

@@ -8,7 +8,10 @@ and on PostgreSQL.
 from __future__ import annotations
 
 import asyncio
+import logging
+import shutil
 import socket
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import grpc
@@ -22,9 +25,14 @@ from controller.windows import window_bounds, window_index
 from manipulator.journal import read_journal
 from manipulator.server import ManipulatorServer
 from tests.controller_harness import Cell, make_reading, running_cell, stream
-from tests.databases import READINGS_WITH_RUNS, TestDatabase, holding_write_lock
+from tests.databases import (
+    READINGS_WITH_RUNS,
+    TestDatabase,
+    holding_write_lock,
+    sqlite_database,
+)
 from workcell.timeconv import US_PER_SECOND, from_timestamp, now_us
-from workcell.v1 import command_pb2, history_pb2
+from workcell.v1 import command_pb2, history_pb2, telemetry_pb2
 
 PERIOD_US = US_PER_SECOND // 2
 
@@ -91,6 +99,15 @@ async def test_a_window_counts_only_new_readings(tmp_path: Path, database: TestD
         ({"timestamp": None}, "timestamp"),
         ({"timestamp": "future"}, "timestamp"),
         ({"seq": 2**63}, "seq"),
+        # Past what the databases can hold: microseconds beyond 64 bits, or
+        # outside protobuf's Timestamp range (years 0001-9999).
+        ({"timestamp.seconds": -(10**13)}, "timestamp"),
+        ({"timestamp.seconds": -62_135_596_801}, "timestamp"),
+        ({"timestamp.nanos": -1}, "timestamp"),
+        ({"timestamp.nanos": 1_000_000_000}, "timestamp"),
+        # PostgreSQL text refuses NUL; varchar(64) counts characters.
+        ({"boot_id": "b\x00"}, "boot_id"),
+        ({"boot_id": "\u00e9" * 65}, "boot_id"),
     ],
 )
 async def test_an_invalid_reading_fails_the_stream_but_keeps_what_came_before(
@@ -105,6 +122,8 @@ async def test_an_invalid_reading_fails_the_stream_but_keeps_what_came_before(
                 invalid.ClearField(name)
             elif value == "future":
                 invalid.timestamp.seconds += 3600
+            elif name.startswith("timestamp."):
+                setattr(invalid.timestamp, name.removeprefix("timestamp."), value)
             else:
                 setattr(invalid, name, value)
         with pytest.raises(grpc.aio.AioRpcError) as caught:
@@ -117,6 +136,80 @@ async def test_an_invalid_reading_fails_the_stream_but_keeps_what_came_before(
     assert [r[2] for r in stored_rows(database)] == [1, 2, 3, 4, 5, 8]
 
 
+@pytest.mark.parametrize(
+    "spoil",
+    ["timestamp.seconds", "boot_id"],
+)
+async def test_a_reading_the_database_cannot_store_fails_only_its_own_stream(
+    tmp_path: Path, database: TestDatabase, caplog: pytest.LogCaptureFixture, spoil: str
+) -> None:
+    # What the issue found: such a reading failed its whole commit group as
+    # UNAVAILABLE (every stream in it), health went NOT_SERVING, and its
+    # client resent it for ever.
+    async with running_cell(tmp_path, database_url=database.url) as cell:
+        now = now_us()
+        good_sent = asyncio.Event()
+        bad_answered = asyncio.Event()
+
+        async def good_requests() -> AsyncIterator[telemetry_pb2.StreamReadingsRequest]:
+            for seq in range(1, 21):
+                reading = make_reading(seq, seq, now, sensor_id="good", boot_id="\u00e9" * 64)
+                yield telemetry_pb2.StreamReadingsRequest(readings=[reading])
+                if seq == 10:
+                    good_sent.set()
+                    await bad_answered.wait()  # open across the bad stream's life
+
+        good = asyncio.ensure_future(cell.telemetry.StreamReadings(good_requests()))
+        await good_sent.wait()
+        bad = make_reading(3, 3, now, sensor_id="bad")
+        if spoil == "boot_id":
+            bad.boot_id = "b\x00"
+        else:
+            bad.timestamp.seconds = -(10**13)  # microseconds below -2^63
+        try:
+            with pytest.raises(grpc.aio.AioRpcError) as caught:
+                await stream(cell, [make_reading(1, 1, now, sensor_id="bad"), bad])
+        finally:
+            bad_answered.set()
+        assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert "'bad'" in (caught.value.details() or "")
+        response = await good
+        assert (response.stored, response.duplicates) == (20, 0)
+        assert await _health(cell) == health_pb2.HealthCheckResponse.SERVING
+    assert not [r for r in caplog.records if r.name == "controller.writer" and r.levelno >= 40]
+    assert [(r[0], r[2]) for r in stored_rows(database)] == [("bad", 1)] + [
+        ("good", seq) for seq in range(1, 21)
+    ]
+
+
+async def test_a_resend_with_another_payload_is_a_conflict_counted_and_logged_once(
+    tmp_path: Path, database: TestDatabase, caplog: pytest.LogCaptureFixture
+) -> None:
+    async with running_cell(tmp_path, database_url=database.url) as cell:
+        now = now_us()
+        first = [make_reading(i, i, now) for i in range(1, 6)]
+        assert (await stream(cell, first)).stored == 5
+        changed = [make_reading(i, i, now) for i in range(1, 6)]
+        changed[1].payload = 99  # seq 2: another payload
+        changed[2].timestamp.seconds -= 1  # seq 3: another time
+        response = await stream(cell, changed)
+        assert (response.stored, response.duplicates, response.conflicts) == (0, 5, 2)
+        # The same conflict again, and then the honest resend: no conflict.
+        assert (await stream(cell, changed, batch=5)).conflicts == 2
+        same = await stream(cell, first)
+        assert (same.duplicates, same.conflicts) == (5, 0)
+        metrics = cell.controller.metrics.registry
+        conflicts = metrics.get_sample_value("workcell_controller_readings_conflict_total")
+    assert conflicts == 4
+    assert [r[3] for r in stored_rows(database)] == [1, 2, 3, 4, 5]  # the first is kept
+    lines = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    conflict_lines = [line for line in lines if "conflict" in line]
+    # Once per episode, naming the sensor and showing what differs.
+    assert len(conflict_lines) == 1, lines
+    assert "'s1'" in conflict_lines[0]
+    assert "seq 2" in conflict_lines[0]
+
+
 async def test_readings_of_a_decided_window_are_stored_but_stale(
     tmp_path: Path, database: TestDatabase
 ) -> None:
@@ -125,6 +218,34 @@ async def test_readings_of_a_decided_window_are_stored_but_stale(
         response = await stream(cell, [make_reading(i, i, old) for i in range(1, 21)])
         assert (response.stored, response.stale) == (20, 20)
     assert len(stored_rows(database)) == 20
+
+
+async def test_stale_readings_are_told_per_sensor_with_how_far_behind_they_were(
+    tmp_path: Path, database: TestDatabase, caplog: pytest.LogCaptureFixture
+) -> None:
+    lag_us = 3 * US_PER_SECOND  # a sensor whose clock is 3 s behind
+    # Periods of 1 s: 3 s back is always decided; a grace of 1 s keeps the
+    # punctual sensor's readings in time even on a slow machine.
+    async with running_cell(tmp_path, database_url=database.url, period=1.0, grace=1.0) as cell:
+        for round_ in range(3):
+            now = now_us()
+            seqs = range(round_ * 10 + 1, round_ * 10 + 11)
+            late, fresh = await asyncio.gather(
+                stream(cell, [make_reading(i, i, now - lag_us, sensor_id="late") for i in seqs]),
+                stream(cell, [make_reading(i, i, now, sensor_id="fresh") for i in seqs]),
+            )
+            # Each stream hears about its own readings.
+            assert (late.stored, late.stale) == (10, 10)
+            assert (fresh.stored, fresh.stale) == (10, 0)
+    warnings = [
+        r for r in caplog.records if r.levelno == logging.WARNING and "stale" in r.getMessage()
+    ]
+    # Once for the episode (rate-limited), naming the sensor and its lag.
+    assert len(warnings) == 1, [r.getMessage() for r in warnings]
+    assert "'late'" in warnings[0].getMessage()
+    lag = warnings[0].__dict__["lag_seconds"]
+    assert lag_us / US_PER_SECOND <= lag < lag_us / US_PER_SECOND + 5
+    assert f"{lag:.3f} s" in warnings[0].getMessage()
 
 
 async def test_a_level_shift_turns_the_status_up_with_the_right_p_value(tmp_path: Path) -> None:
@@ -298,6 +419,48 @@ async def test_database_trouble_stops_acknowledging_then_recovers(
         if r.name == "controller.writer" and "database write failed" in r.getMessage()
     ]
     assert len(failures) == 1
+    assert [r[2] for r in stored_rows(database)] == [1, 2, 3]
+
+
+async def test_a_database_file_taken_away_stops_acknowledging_until_it_is_back(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    folder = tmp_path / "data"
+    folder.mkdir()
+    path = folder / "workcell.db"
+    away = tmp_path / "away"
+    async with running_cell(tmp_path, database_path=path) as cell:
+        now = now_us()
+        assert (await stream(cell, [make_reading(1, 1, now)])).stored == 1
+        folder.rename(away)  # gone from its path; the controller's handle still writes
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await stream(cell, [make_reading(2, 2, now)])
+        assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
+        assert await _health(cell) == health_pb2.HealthCheckResponse.NOT_SERVING
+        # Another file at the path is not the one written either.
+        folder.mkdir()
+        shutil.copy(away / "workcell.db", path)
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await stream(cell, [make_reading(2, 2, now)])
+        assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
+        # The path names the file again: writes resume, nothing was lost.
+        shutil.rmtree(folder)
+        away.rename(folder)
+        response = await stream(cell, [make_reading(i, i, now) for i in range(2, 4)])
+        assert (response.stored, response.duplicates) == (2, 0)
+        for _ in range(50):
+            if await _health(cell) == health_pb2.HealthCheckResponse.SERVING:
+                break
+            await asyncio.sleep(0.05)
+        assert await _health(cell) == health_pb2.HealthCheckResponse.SERVING
+    failures = [
+        r.getMessage()
+        for r in caplog.records
+        if r.name == "controller.writer" and "database write failed" in r.getMessage()
+    ]
+    assert len(failures) == 1, failures  # one line for the episode
+    assert str(path) in failures[0]
+    database = sqlite_database(folder)
     assert [r[2] for r in stored_rows(database)] == [1, 2, 3]
 
 

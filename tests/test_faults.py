@@ -20,6 +20,7 @@ import contextlib
 import json
 import random
 import re
+import shutil
 import signal
 import time
 from collections.abc import Iterator
@@ -27,10 +28,11 @@ from pathlib import Path
 
 import grpc
 import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from manipulator.journal import Journal, parse_command, read_journal
 from tests.chaos_proxy import ChaosProxy
-from tests.databases import READINGS_WITH_RUNS, TestDatabase
+from tests.databases import READINGS_WITH_RUNS, TestDatabase, sqlite_database
 from tests.processes import Service, running, start_service
 from workcell.framing import FrameDecoder, encode_frame
 from workcell.timeconv import from_timestamp, now_us, to_timestamp
@@ -686,4 +688,66 @@ async def test_manipulator_sigterm_under_load_exits_0_and_leaves_no_partial_line
         commands_acked_before_stop=len(acked),
         journal_lines=len(ids),
         partial_lines=0,
+    )
+
+
+# -- 10. the database deleted under the controller -------------------------------
+
+
+def health_of(port: int) -> int:
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+        reply = health_pb2_grpc.HealthStub(channel).Check(
+            health_pb2.HealthCheckRequest(), timeout=10
+        )
+        return int(reply.status)
+
+
+def test_sqlite_folder_deleted_while_running_stops_acknowledging(tmp_path: Path) -> None:
+    # SQLite only: a PostgreSQL database has no file to take away. What the
+    # issue found: health stayed SERVING, nothing was logged, the sensor had
+    # everything acknowledged, and after a restart the database held nothing.
+    folder = tmp_path / "data"
+    database = sqlite_database(folder)
+    services: list[Service] = []
+    with cleanup(services):
+        manipulator = start_manipulator(tmp_path)
+        controller = start_controller(database, manipulator.port)  # type: ignore[arg-type]
+        services += [manipulator, controller]
+        assert controller.port is not None
+        sensor = start_sensor("orphaned", controller.port, "--duration", "60")
+        services.append(sensor)
+        wait_streaming([sensor])
+        shutil.rmtree(folder)  # rm -rf, the database file and its WAL with it
+        failed = controller.wait_for_line(r"database write failed: (.*)", 20)
+        assert str(database.sqlite_path) in failed.group(1)
+        assert health_of(controller.port) == health_pb2.HealthCheckResponse.NOT_SERVING
+        # Responses to streams committed before the deletion may still be on
+        # their way; after that, nothing more is acknowledged.
+        time.sleep(1.0)
+        acks_then = len(re.findall(r"stream \d+ acknowledged", sensor.output()))
+        time.sleep(3.0)
+        acks_now = len(re.findall(r"stream \d+ acknowledged", sensor.output()))
+        assert sensor.stop(30) == 0, sensor.output()
+        assert health_of(controller.port) == health_pb2.HealthCheckResponse.NOT_SERVING
+        controller_output = controller.output()
+    assert acks_now == acks_then, sensor.output()
+    # One error line for the episode, however many writes failed.
+    writer_errors = re.findall(
+        r"ERROR controller\.writer: database write failed", controller_output
+    )
+    assert len(writer_errors) == 1, controller_output
+    final = re.search(STOPPED_LINE, sensor.output().splitlines()[-1])
+    assert final is not None, sensor.output()
+    created, acked, dropped, undelivered = (
+        int(final[k]) for k in ("created", "acked", "dropped", "undelivered")
+    )
+    # The sensor still holds what was not acknowledged: nothing counted as delivered.
+    assert undelivered > 0
+    assert created == acked + undelivered + dropped
+    report(
+        "10 SQLite folder deleted",
+        created=created,
+        acked=acked,
+        undelivered=undelivered,
+        acks_after_detection=acks_now - acks_then,
     )

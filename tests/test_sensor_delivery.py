@@ -9,15 +9,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import grpc
 import pytest
 from grpc import aio
 
 from sensor.delivery import Backoff, Delivery
-from workcell.timeconv import now_us, to_timestamp
+from tests.controller_harness import make_reading, running_cell, stream
+from workcell.timeconv import US_PER_SECOND, now_us, to_timestamp
 from workcell.v1 import telemetry_pb2, telemetry_pb2_grpc
 
 Key = tuple[str, str, int]
@@ -268,3 +271,39 @@ async def test_readings_of_overlapping_failed_streams_are_resent_after_the_last_
     finally:
         await server.stop(None)
     assert received.seqs("s1") == list(range(1, 201))
+
+
+async def test_conflicts_and_stale_readings_the_controller_reports_are_surfaced(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The real controller: its response says which readings were stale and
+    # which clashed with readings another sender stored under the same run.
+    caplog.set_level(logging.DEBUG, logger="sensor")
+    async with running_cell(tmp_path, with_manipulator=False) as cell:
+        now = now_us()
+        late = now - 10 * US_PER_SECOND  # windows long decided
+
+        def made(seq: int, payload: int, at_us: int) -> telemetry_pb2.Reading:
+            return make_reading(seq, payload, at_us, sensor_id="s1", boot_id="shared")
+
+        await stream(cell, [made(seq, 1000, now) for seq in range(1, 6)])  # someone else's
+        async with Delivery(
+            f"127.0.0.1:{cell.controller.port}", stream_seconds=0.05, backoff=FAST_BACKOFF
+        ) as delivery:
+            for seq in range(1, 11):
+                delivery.add(made(seq, seq, now if seq <= 5 else late))
+                if seq % 2 == 0:
+                    await asyncio.sleep(0.06)  # several streams, so several responses
+            delivery.flush()
+            await asyncio.wait_for(delivery.drain(), 20)
+        assert delivery.acked == 10
+        assert delivery.conflicts == 5
+        assert delivery.stale == 5
+    warnings = [
+        r.getMessage()
+        for r in caplog.records
+        if r.name == "sensor.delivery" and r.levelno == logging.WARNING
+    ]
+    # One warning for the episode, however many responses carried conflicts.
+    assert len(warnings) == 1, warnings
+    assert "conflict" in warnings[0]

@@ -22,6 +22,14 @@ def test_progress_line_format_is_stable() -> None:
     assert LINE.fullmatch(line)
 
 
+def test_the_line_tells_stale_readings_once_there_are_any() -> None:
+    # Readings the controller stored too late to count: the sensor's own line says so.
+    line = progress_line("s-1", 300.0, Counters(10, 9, 8, 2, 1, stale=7))
+    assert line == "sensor s-1: rate=300.0/s sent=9 acked=8 buffered=2 dropped=1 stale=7"
+    # What `workcell run` parses is unchanged (its pattern is not anchored at the end).
+    assert re.match(LINE.pattern.removesuffix("$"), line)
+
+
 def test_rate_meter_measures_each_interval() -> None:
     meter = RateMeter(0, 100.0)
     assert meter.sample(1500, 105.0) == pytest.approx(300.0)

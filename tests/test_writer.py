@@ -2,19 +2,24 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import asyncio
+import sqlite3
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import pytest
 
 import controller.writer
 import controller.writes
+from controller import postgres_writes, sqlite_writes
+from controller.errors import InvalidReading, StorageError
 from controller.records import ReadingRow
 from controller.store import Database
 from controller.writer import StreamTally, Writer
 from controller.writes import StoredReading, WriteBackend
 from tests.controller_harness import CountEverything
 from tests.databases import READINGS_WITH_RUNS, TestDatabase
+from tests.test_retention import command
 
 
 class FailFirstInsert:
@@ -64,3 +69,223 @@ async def test_a_run_registered_by_a_failed_group_is_registered_again(
     rows = database.fetch(f"SELECT sensor_id, boot_id, seq FROM {READINGS_WITH_RUNS} ORDER BY seq")
     assert rows == [("s1", "b1", seq) for seq in range(1, 6)]
     assert database.fetch("SELECT count(*) FROM sensor_runs") == [(1,)]
+
+
+# -- a row the database refuses (issue 9 item 2) ---------------------------------------
+
+NOW_US = 1_800_000_000_000_000
+# What a value past validation could do to each backend: both refuse a BIGINT
+# past 2^63 - 1; only PostgreSQL refuses NUL in text.
+REFUSED: dict[str, Callable[[ReadingRow], ReadingRow]] = {
+    "timestamp": lambda r: (r[0], r[1], r[2], r[3], 2**63, r[5]),
+    "seq": lambda r: (r[0], r[1], 2**63, r[3], r[4], r[5]),
+    "boot_id": lambda r: (r[0], r[1] + "\x00", r[2], r[3], r[4], r[5]),
+}
+
+
+class RecordingWindows:
+    """A WindowSink that keeps what it was given: each new reading must arrive exactly once."""
+
+    def __init__(self) -> None:
+        self.counted: list[tuple[int, int]] = []
+
+    def add_batch(self, timestamps_us: Sequence[int], payloads: Sequence[int]) -> int:
+        self.counted.extend(zip(timestamps_us, payloads, strict=True))
+        return 0
+
+    def is_stale(self, timestamp_us: int) -> bool:
+        return False
+
+
+def sensor_rows(sensor: str, first: int, count: int, at_us: int = NOW_US) -> list[ReadingRow]:
+    return [
+        (sensor, "b1", seq, seq * 7, at_us + seq, at_us + seq)
+        for seq in range(first, first + count)
+    ]
+
+
+async def queue_operations(writer: Writer, *calls: Any) -> list[asyncio.Task[Any]]:
+    """Start the writer's operations as tasks and let each join the pending group."""
+    tasks = [asyncio.create_task(call) for call in calls]
+    await asyncio.sleep(0)  # each task runs up to its wait for the commit
+    return tasks
+
+
+@pytest.mark.parametrize("refused", sorted(REFUSED))
+async def test_a_row_the_database_refuses_fails_only_its_stream(
+    database: TestDatabase, refused: str
+) -> None:
+    if refused == "boot_id" and database.backend == "sqlite":
+        pytest.skip("SQLite stores NUL in text")
+    spoil = REFUSED[refused]
+    db = await Database.open(database.url)
+    try:
+        # Before: a command (so a duplicate id can be tried) and readings to prune.
+        before = Writer(db.engine, windows=CountEverything())
+        await before.start()
+        await before.record_command(command(1, NOW_US))
+        await (await before.add_readings(StreamTally(), sensor_rows("old", 1, 4, NOW_US - 10**9)))
+        await before.close()
+
+        windows = RecordingWindows()
+        health: list[bool] = []
+        writer = Writer(db.engine, windows=windows, on_health=health.append)
+        # Everything below joins one group: the writer starts only afterwards.
+        operations = await queue_operations(
+            writer,
+            writer.record_command(command(1, NOW_US)),  # refused: the id exists
+            writer.record_command(command(2, NOW_US)),
+            writer.mark_acknowledged(2, NOW_US),
+            writer.prune_readings(NOW_US - 10**8, 100),
+        )
+        good_a, bad_b, good_c, bad_d = (StreamTally() for _ in range(4))
+        b_rows = sensor_rows("s-b", 1, 6)
+        b_rows[3] = spoil(b_rows[3])  # seq 4 (or its spoiled seq): after three good ones
+        segments = [
+            (good_a, sensor_rows("s-a", 1, 5)),
+            (bad_b, b_rows),
+            (good_c, sensor_rows("s-c", 1, 3)),
+            (bad_d, [spoil(sensor_rows("s-d", 1, 1)[0])]),
+            (bad_b, sensor_rows("s-b", 7, 2)),  # the rest of the rejected stream
+            (good_c, sensor_rows("s-c", 4, 2)),
+        ]
+        group = {id(await writer.add_readings(tally, rows)) for tally, rows in segments}
+        assert len(group) == 1
+        await writer.start()
+        await writer.close()
+    finally:
+        await db.close()
+
+    results = await asyncio.gather(*operations, return_exceptions=True)
+    assert isinstance(results[0], StorageError)
+    assert results[1:] == [None, None, 4]
+    for tally, stored in ((good_a, 5), (good_c, 5)):
+        assert (tally.failure, tally.rejected) == (None, None)
+        assert (tally.stored, tally.duplicates) == (stored, 0)
+    for tally, sensor in ((bad_b, "s-b"), (bad_d, "s-d")):
+        assert tally.failure is None  # not UNAVAILABLE: resending would not help
+        assert isinstance(tally.rejected, InvalidReading)
+        assert tally.rejected.sensor_id == sensor
+        assert repr(sensor) in str(tally.rejected)
+    assert bad_b.stored == 3  # the readings before the refused one are kept
+    assert False not in health  # a data error is not an outage
+    rows = database.fetch(
+        f"SELECT sensor_id, seq FROM {READINGS_WITH_RUNS} ORDER BY sensor_id, seq"
+    )
+    expected = [("s-a", s) for s in range(1, 6)] + [("s-b", s) for s in range(1, 4)]
+    expected += [("s-c", s) for s in range(1, 6)]
+    assert [(str(a), int(b)) for a, b in rows] == expected
+    # Counted in their windows exactly once, in spite of the group being redone.
+    new_rows = sensor_rows("s-a", 1, 5) + sensor_rows("s-b", 1, 3) + sensor_rows("s-c", 1, 5)
+    assert sorted(windows.counted) == sorted((r[4], r[3]) for r in new_rows)
+    assert database.fetch("SELECT id, acknowledged_at FROM commands ORDER BY id") == [
+        (1, None),
+        (2, NOW_US),
+    ]
+
+
+class DataErrorThenOutage:
+    """A real backend: the first insert of readings hits a data error, the next an outage."""
+
+    def __init__(self, inner: WriteBackend) -> None:
+        self._inner = inner
+        self.inserts = 0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+    async def insert_readings(self, rows: Sequence[StoredReading]) -> int:
+        self.inserts += 1
+        if self.inserts == 1:
+            raise OverflowError("Python int too large to convert to SQLite INTEGER (injected)")
+        raise OSError("disk I/O error (injected)")
+
+
+async def test_an_outage_while_isolating_a_data_error_fails_the_whole_group_as_unavailable(
+    database: TestDatabase, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real_backend_for = controller.writes.backend_for
+    monkeypatch.setattr(
+        controller.writer, "backend_for", lambda conn: DataErrorThenOutage(real_backend_for(conn))
+    )
+    db = await Database.open(database.url)
+    health: list[bool] = []
+    writer = Writer(db.engine, windows=CountEverything(), on_health=health.append)
+    try:
+        [insert] = await queue_operations(writer, writer.record_command(command(1, NOW_US)))
+        tallies = [StreamTally(), StreamTally()]
+        for number, tally in enumerate(tallies):
+            await writer.add_readings(tally, sensor_rows(f"s-{number}", 1, 3))
+        await writer.start()
+        await writer.close()
+    finally:
+        await db.close()
+    # Never INVALID_ARGUMENT for what is not the data's fault: every stream resends.
+    for tally in tallies:
+        assert isinstance(tally.failure, StorageError)
+        assert tally.rejected is None
+    with pytest.raises(StorageError):
+        await insert
+    assert health == [False]
+    assert database.fetch("SELECT count(*) FROM commands") == [(0,)]
+
+
+def data_error_cases() -> list[tuple[str, BaseException, bool]]:
+    import asyncpg
+
+    return [
+        ("sqlite", OverflowError("Python int too large to convert to SQLite INTEGER"), True),
+        ("sqlite", sqlite3.IntegrityError("UNIQUE constraint failed: commands.id"), True),
+        ("sqlite", sqlite3.DataError("string or blob too big"), True),
+        ("sqlite", UnicodeEncodeError("utf-8", "\ud800", 0, 1, "surrogates not allowed"), True),
+        ("sqlite", sqlite3.OperationalError("database is locked"), False),
+        ("sqlite", sqlite3.OperationalError("database or disk is full"), False),
+        ("sqlite", sqlite3.DatabaseError("database disk image is malformed"), False),
+        ("sqlite", sqlite3.ProgrammingError("Cannot operate on a closed database."), False),
+        ("sqlite", ValueError("Connection closed"), False),  # aiosqlite, closed
+        ("sqlite", OSError("disk I/O error"), False),
+        ("postgresql", asyncpg.exceptions.CharacterNotInRepertoireError("0x00"), True),
+        ("postgresql", asyncpg.exceptions.DataError("value out of int64 range"), True),
+        ("postgresql", asyncpg.exceptions.StringDataRightTruncationError("too long"), True),
+        ("postgresql", asyncpg.exceptions.UniqueViolationError("duplicate key"), True),
+        ("postgresql", asyncpg.exceptions.ForeignKeyViolationError("no such run"), True),
+        ("postgresql", asyncpg.exceptions.LockNotAvailableError("lock timeout"), False),
+        ("postgresql", asyncpg.exceptions.DiskFullError("no space left"), False),
+        ("postgresql", asyncpg.exceptions.ReadOnlySQLTransactionError("read-only"), False),
+        ("postgresql", asyncpg.exceptions.AdminShutdownError("terminating"), False),
+        ("postgresql", asyncpg.exceptions.ConnectionDoesNotExistError("closed"), False),
+        ("postgresql", asyncpg.exceptions.InterfaceError("connection is closed"), False),
+        ("postgresql", asyncpg.exceptions.QueryCanceledError("statement timeout"), False),
+        ("postgresql", ConnectionResetError("reset by peer"), False),
+        ("postgresql", TimeoutError(), False),
+    ]
+
+
+@pytest.mark.parametrize(("backend", "error", "is_data"), data_error_cases())
+def test_only_errors_about_a_value_count_as_data_errors(
+    backend: str, error: BaseException, is_data: bool
+) -> None:
+    classify = {"sqlite": sqlite_writes.is_data_error, "postgresql": postgres_writes.is_data_error}
+    assert classify[backend](error) is is_data
+
+
+async def test_conflicting_readings_in_one_group_keep_the_first(database: TestDatabase) -> None:
+    db = await Database.open(database.url)
+    try:
+        writer = Writer(db.engine, windows=CountEverything())
+        first, conflicting, resent = StreamTally(), StreamTally(), StreamTally()
+        rows = sensor_rows("s1", 1, 3)
+        other = list(rows)
+        other[1] = (*rows[1][:3], rows[1][3] + 1, *rows[1][4:])  # seq 2, another payload
+        for tally, batch in ((first, rows), (conflicting, other), (resent, rows)):
+            await writer.add_readings(tally, batch)
+        await writer.start()
+        await writer.close()
+    finally:
+        await db.close()
+    assert (first.stored, first.duplicates, first.conflicts) == (3, 0, 0)
+    assert (conflicting.stored, conflicting.duplicates, conflicting.conflicts) == (0, 3, 1)
+    assert (resent.stored, resent.duplicates, resent.conflicts) == (0, 3, 0)
+    assert writer.totals.conflicts == 1
+    payloads = database.fetch(f"SELECT payload FROM {READINGS_WITH_RUNS} ORDER BY seq")
+    assert [int(p) for (p,) in payloads] == [r[3] for r in rows]

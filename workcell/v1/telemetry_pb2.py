@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1bworkcell/v1/telemetry.proto\x12\x0bworkcell.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xa5\x01\n\x07Reading\x12\x1b\n\tsensor_id\x18\x01 \x01(\tR\x08sensorId\x12\x17\n\x07\x62oot_id\x18\x02 \x01(\tR\x06\x62ootId\x12\x10\n\x03seq\x18\x03 \x01(\x04R\x03seq\x12\x18\n\x07payload\x18\x04 \x01(\x03R\x07payload\x12\x38\n\ttimestamp\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\ttimestamp\"I\n\x15StreamReadingsRequest\x12\x30\n\x08readings\x18\x01 \x03(\x0b\x32\x14.workcell.v1.ReadingR\x08readings\"f\n\x16StreamReadingsResponse\x12\x16\n\x06stored\x18\x01 \x01(\x04R\x06stored\x12\x1e\n\nduplicates\x18\x02 \x01(\x04R\nduplicates\x12\x14\n\x05stale\x18\x03 \x01(\x04R\x05stale2h\n\tTelemetry\x12[\n\x0eStreamReadings\x12\".workcell.v1.StreamReadingsRequest\x1a#.workcell.v1.StreamReadingsResponse(\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1bworkcell/v1/telemetry.proto\x12\x0bworkcell.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xa5\x01\n\x07Reading\x12\x1b\n\tsensor_id\x18\x01 \x01(\tR\x08sensorId\x12\x17\n\x07\x62oot_id\x18\x02 \x01(\tR\x06\x62ootId\x12\x10\n\x03seq\x18\x03 \x01(\x04R\x03seq\x12\x18\n\x07payload\x18\x04 \x01(\x03R\x07payload\x12\x38\n\ttimestamp\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\ttimestamp\"I\n\x15StreamReadingsRequest\x12\x30\n\x08readings\x18\x01 \x03(\x0b\x32\x14.workcell.v1.ReadingR\x08readings\"\x84\x01\n\x16StreamReadingsResponse\x12\x16\n\x06stored\x18\x01 \x01(\x04R\x06stored\x12\x1e\n\nduplicates\x18\x02 \x01(\x04R\nduplicates\x12\x14\n\x05stale\x18\x03 \x01(\x04R\x05stale\x12\x1c\n\tconflicts\x18\x04 \x01(\x04R\tconflicts2h\n\tTelemetry\x12[\n\x0eStreamReadings\x12\".workcell.v1.StreamReadingsRequest\x1a#.workcell.v1.StreamReadingsResponse(\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -36,8 +36,8 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_READING']._serialized_end=243
   _globals['_STREAMREADINGSREQUEST']._serialized_start=245
   _globals['_STREAMREADINGSREQUEST']._serialized_end=318
-  _globals['_STREAMREADINGSRESPONSE']._serialized_start=320
-  _globals['_STREAMREADINGSRESPONSE']._serialized_end=422
-  _globals['_TELEMETRY']._serialized_start=424
-  _globals['_TELEMETRY']._serialized_end=528
+  _globals['_STREAMREADINGSRESPONSE']._serialized_start=321
+  _globals['_STREAMREADINGSRESPONSE']._serialized_end=453
+  _globals['_TELEMETRY']._serialized_start=455
+  _globals['_TELEMETRY']._serialized_end=559
 # @@protoc_insertion_point(module_scope)

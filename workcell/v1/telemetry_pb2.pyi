@@ -30,11 +30,13 @@ class StreamReadingsRequest(_message.Message):
     def __init__(self, readings: _Optional[_Iterable[_Union[Reading, _Mapping]]] = ...) -> None: ...
 
 class StreamReadingsResponse(_message.Message):
-    __slots__ = ("stored", "duplicates", "stale")
+    __slots__ = ("stored", "duplicates", "stale", "conflicts")
     STORED_FIELD_NUMBER: _ClassVar[int]
     DUPLICATES_FIELD_NUMBER: _ClassVar[int]
     STALE_FIELD_NUMBER: _ClassVar[int]
+    CONFLICTS_FIELD_NUMBER: _ClassVar[int]
     stored: int
     duplicates: int
     stale: int
-    def __init__(self, stored: _Optional[int] = ..., duplicates: _Optional[int] = ..., stale: _Optional[int] = ...) -> None: ...
+    conflicts: int
+    def __init__(self, stored: _Optional[int] = ..., duplicates: _Optional[int] = ..., stale: _Optional[int] = ..., conflicts: _Optional[int] = ...) -> None: ...
