@@ -3,12 +3,19 @@
 ControllerError
 ├── InvalidReading   a reading fails validation (INVALID_ARGUMENT; names the field)
 ├── StorageError     the database refused a write (UNAVAILABLE; the client resends)
-└── DatabaseOpenError the database cannot be opened or migrated at start (exit 1)
+├── DatabaseOpenError the database cannot be opened or migrated at start (exit 1)
+└── CommandRefused   the manipulator refused a command (its ack carries an error); it stays pending
 """
 
 from __future__ import annotations
 
-__all__ = ["ControllerError", "DatabaseOpenError", "InvalidReading", "StorageError"]
+__all__ = [
+    "CommandRefused",
+    "ControllerError",
+    "DatabaseOpenError",
+    "InvalidReading",
+    "StorageError",
+]
 
 
 class ControllerError(Exception):
@@ -30,3 +37,15 @@ class StorageError(ControllerError):
 
 class DatabaseOpenError(ControllerError):
     """The database is unreachable, refuses us, or has a schema this version does not know."""
+
+
+class CommandRefused(ControllerError):
+    """The manipulator answered a command with an error: it is not journaled.
+
+    ``reason`` is the manipulator's own words (the ack's ``error``).
+    """
+
+    def __init__(self, command_id: int, reason: str) -> None:
+        super().__init__(f"the manipulator refused command {command_id}: {reason}")
+        self.command_id = command_id
+        self.reason = reason
