@@ -799,3 +799,17 @@ def test_process_refuses_a_damaged_journal(tmp_path: Path) -> None:
     result = _run_manipulator("--listen", "127.0.0.1:0", "--journal", str(journal))
     assert result.returncode == 1
     assert "not JSON" in result.stderr
+
+
+def test_the_journal_open_time_script_runs() -> None:
+    done = subprocess.run(
+        [sys.executable, "scripts/journal_open_time.py", "--lines", "30"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=ROOT,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("30 lines (")
+    assert "opened in" in done.stdout
