@@ -100,6 +100,8 @@ class Controller:
         self.link = link = ManipulatorLink(
             config.manipulator,
             on_ack=self._acknowledged,
+            origin=database.origin,
+            clock=self._clock,
             ssl=client_ssl_context(config.manipulator_tls),
             server_hostname=config.manipulator_tls.server_name,
             metrics=self.metrics,
@@ -216,9 +218,9 @@ class Controller:
         for name in ("", *SERVICE_NAMES):
             await self._health.set(name, status)
 
-    async def _acknowledged(self, command_id: int) -> None:
+    async def _acknowledged(self, command_id: int, at_us: int) -> None:
         assert self.writer is not None
-        await self.writer.mark_acknowledged(command_id, self._clock())
+        await self.writer.mark_acknowledged(command_id, at_us)
 
     async def _decide(self, loop: DecisionLoop) -> None:
         while True:

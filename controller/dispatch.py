@@ -4,6 +4,21 @@ Every command stays pending until its CommandAck arrives. On a lost
 connection the link reconnects with capped exponential backoff (with jitter)
 and resends every pending command in order; the manipulator acknowledges a
 resend without journaling it twice, so delivery is exactly once in effect.
+
+Each command carries the database's origin (:mod:`controller.origin`): the
+manipulator identifies a command by (origin, id). An ack carrying an error is
+a refusal, not an acknowledgement: the journal holds a different command
+under that origin and id (a database restored from a backup). The command
+stays pending and, as commands go in order, so does everything after it; the
+link says once what the operator must do, drops the connection and tries
+again later, backing off up to ``max_refused_backoff``.
+
+An acknowledgement is recorded (``on_ack``, the writer) by a task of its
+own; one the database refuses to record is kept and retried with backoff
+until it is, so History does not show a journaled command as pending. One
+that is still unrecorded when the controller stops is not lost either: the
+command is still pending in the database, so the next start resends it and
+the manipulator acknowledges it again.
 """
 
 from __future__ import annotations
@@ -13,33 +28,37 @@ import contextlib
 import logging
 import random
 import ssl as ssl_module
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 
 from google.protobuf.message import DecodeError
 
+from controller.errors import CommandRefused
 from controller.metrics import ControllerMetrics
+from controller.origin import Origin
 from controller.records import CommandRecord
 from workcell.flags import Address
 from workcell.framing import FrameDecoder, FrameError, encode_frame
 from workcell.status import status_from_name
-from workcell.timeconv import to_timestamp
+from workcell.timeconv import Clock, now_us, to_timestamp
 from workcell.v1 import command_pb2
 
 __all__ = ["ManipulatorLink", "command_message"]
 
 log = logging.getLogger(__name__)
 
-AckCallback = Callable[[int], Awaitable[None]]
+AckCallback = Callable[[int, int], Awaitable[None]]
+"""Records that command ``id`` was acknowledged at ``at_us`` (µs since the epoch)."""
 
 
-def command_message(record: CommandRecord) -> command_pb2.Command:
-    """The wire message for a recorded command."""
+def command_message(record: CommandRecord, origin: str = "") -> command_pb2.Command:
+    """The wire message for a recorded command, sent with ``origin``."""
     return command_pb2.Command(
         id=record.id,
         status=status_from_name(record.status),  # type: ignore[arg-type]
         window_start=to_timestamp(record.window_start),
         window_end=to_timestamp(record.window_end),
         issued_at=to_timestamp(record.issued_at),
+        origin=origin,
     )
 
 
@@ -51,12 +70,16 @@ class ManipulatorLink:
         address: Address,
         *,
         on_ack: AckCallback,
+        origin: Origin | None = None,
         initial_backoff: float = 0.1,
         max_backoff: float = 5.0,
+        refused_backoff: float = 1.0,
+        max_refused_backoff: float = 60.0,
         connect_timeout: float = 5.0,
         ssl: ssl_module.SSLContext | None = None,
         server_hostname: str | None = None,
         metrics: ControllerMetrics | None = None,
+        clock: Clock = now_us,
     ) -> None:
         self._address = address
         self._ssl = ssl
@@ -64,9 +87,13 @@ class ManipulatorLink:
         # host dialled (an IP address is matched against the IP SANs).
         self._server_hostname = (server_hostname or address.host) if ssl is not None else None
         self._on_ack = on_ack
+        self._origin = origin
         self._metrics = metrics if metrics is not None else ControllerMetrics()
+        self._clock = clock
         self._initial_backoff = initial_backoff
         self._max_backoff = max_backoff
+        self._refused_backoff = refused_backoff
+        self._max_refused_backoff = max_refused_backoff
         self._connect_timeout = connect_timeout
         # Insertion order is id order: commands are enqueued as they are issued.
         self._pending: dict[int, bytes] = {}
@@ -74,17 +101,30 @@ class ManipulatorLink:
         self._task: asyncio.Task[None] | None = None
         self.connected = False
         self._closing = False
+        # Refusals in the current episode (0: none), and the wait before the next try.
+        self._refusals = 0
+        self._refused_delay = refused_backoff
+        # Acknowledged, not recorded yet: command id -> when the ack arrived.
+        self._unrecorded: dict[int, int] = {}
+        self._ack_arrived = asyncio.Event()
+        self._recorder: asyncio.Task[None] | None = None
 
     @property
     def pending(self) -> list[int]:
         """Ids of the commands not yet acknowledged, in order."""
         return list(self._pending)
 
+    @property
+    def unrecorded(self) -> list[int]:
+        """Ids of the commands acknowledged whose acknowledgement is not recorded yet."""
+        return list(self._unrecorded)
+
     def enqueue(self, record: CommandRecord) -> None:
         """Queue a recorded command for delivery."""
         if self._pending and record.id <= next(reversed(self._pending)):
             raise ValueError(f"command {record.id} enqueued out of order")
-        self._pending[record.id] = encode_frame(command_message(record))
+        origin = self._origin.of_command(record.id) if self._origin is not None else ""
+        self._pending[record.id] = encode_frame(command_message(record, origin))
         self._metrics.commands_pending.set(len(self._pending))
         self._wake.set()
 
@@ -92,9 +132,15 @@ class ManipulatorLink:
         """Start connecting and delivering in the background."""
         if self._task is None:
             self._task = asyncio.create_task(self._run(), name="manipulator-link")
+        if self._recorder is None:
+            self._recorder = asyncio.create_task(self._record_acks(), name="ack-recorder")
 
     async def close(self) -> None:
-        """Stop delivering (pending commands stay in the database); idempotent."""
+        """Stop delivering (pending commands stay in the database); idempotent.
+
+        Acknowledgements not recorded yet are dropped: their commands are
+        still pending in the database, so the next start resends them.
+        """
         if self._task is not None:
             # The flag as well as the cancel: on Python 3.11 wait_for can
             # swallow a cancel that lands as a connect fails, and the retry
@@ -105,6 +151,17 @@ class ManipulatorLink:
                 with contextlib.suppress(asyncio.CancelledError):
                     await asyncio.wait({self._task}, timeout=1.0)
             self._task = None
+        if self._recorder is not None:
+            self._recorder.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._recorder
+            self._recorder = None
+            if self._unrecorded:
+                log.warning(
+                    "stopping with the acks of commands %s not recorded: they are resent "
+                    "at the next start and acknowledged again",
+                    _ids(self._unrecorded),
+                )
         self.connected = False
         self._metrics.manipulator_link_up.set(0)
 
@@ -136,8 +193,11 @@ class ManipulatorLink:
             log.info(
                 "connected to the manipulator at %s (%d pending)", self._address, len(self._pending)
             )
+            refused: CommandRefused | None = None
             try:
                 await self._serve(reader, writer)
+            except CommandRefused as exc:
+                refused = exc
             except (OSError, FrameError, DecodeError, ConnectionError) as exc:
                 log.warning("lost the manipulator connection: %s", exc)
             finally:
@@ -147,6 +207,8 @@ class ManipulatorLink:
                 writer.close()
                 with contextlib.suppress(Exception):
                     await writer.wait_closed()
+            if refused is not None:
+                await self._back_off_refused(refused)
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         acks = asyncio.create_task(self._read_acks(reader), name="manipulator-acks")
@@ -172,19 +234,105 @@ class ManipulatorLink:
                 await acks
 
     async def _read_acks(self, reader: asyncio.StreamReader) -> None:
+        """Take acks until EOF; CommandRefused at the first refusal."""
         decoder = FrameDecoder()
         while data := await reader.read(65536):
             for payload in decoder.feed(data):
-                command_id = command_pb2.CommandAck.FromString(payload).command_id
-                if self._pending.pop(command_id, None) is None:
-                    log.debug("ack for command %d that is not pending", command_id)
+                ack = command_pb2.CommandAck.FromString(payload)
+                if ack.error:
+                    # The commands after it were sent too; the manipulator
+                    # refuses them on this connection, which is dropped.
+                    raise CommandRefused(ack.command_id, ack.error)
+                self._acknowledged(ack.command_id)
+
+    def _acknowledged(self, command_id: int) -> None:
+        if self._pending.pop(command_id, None) is None:
+            log.debug("ack for command %d that is not pending", command_id)
+            return
+        self._metrics.commands_acknowledged.inc()
+        self._metrics.commands_pending.set(len(self._pending))
+        log.info("command %d acknowledged", command_id, extra={"command_id": command_id})
+        if self._refusals:
+            log.info(
+                "command %d accepted by the manipulator after %d refusals",
+                command_id,
+                self._refusals,
+            )
+            self._refusals = 0
+            self._refused_delay = self._refused_backoff
+        self._unrecorded[command_id] = self._clock()
+        self._ack_arrived.set()
+
+    async def _back_off_refused(self, refused: CommandRefused) -> None:
+        self._metrics.commands_refused.inc()
+        self._refusals += 1
+        if self._refusals == 1:
+            log.error(
+                "the manipulator refused command %d: %s. It is not journaled: it stays pending "
+                "and the commands after it wait (tried again every %gs at most). If this "
+                "database was restored from a backup, stop the controller and give the "
+                "database a new origin: python -m controller.migrate --database <this "
+                "controller's --database> --new-origin (README: When a cell's database is "
+                "replaced)",
+                refused.command_id,
+                refused.reason,
+                self._max_refused_backoff,
+                extra={"command_id": refused.command_id, "refused": True},
+            )
+        else:
+            log.debug("command %d refused again (%d refusals)", refused.command_id, self._refusals)
+        await asyncio.sleep(self._refused_delay * random.uniform(0.5, 1.0))
+        self._refused_delay = min(self._refused_delay * 2, self._max_refused_backoff)
+
+    async def _record_acks(self) -> None:
+        """Record acknowledgements as they arrive; keep and retry the ones that fail."""
+        backoff = self._initial_backoff
+        failed: set[int] = set()  # in the current failure episode
+        while True:
+            await self._ack_arrived.wait()
+            self._ack_arrived.clear()
+            while self._unrecorded:
+                # All at once: they go into one commit of the writer.
+                batch = dict(self._unrecorded)
+                results = await asyncio.gather(
+                    *(self._on_ack(command_id, at_us) for command_id, at_us in batch.items()),
+                    return_exceptions=True,
+                )
+                errors: list[tuple[int, BaseException]] = []
+                for command_id, result in zip(batch, results, strict=True):
+                    if isinstance(result, BaseException):
+                        if not isinstance(result, Exception):
+                            raise result
+                        errors.append((command_id, result))
+                    else:
+                        del self._unrecorded[command_id]
+                if not errors:
+                    if failed:
+                        log.info(
+                            "recorded the acks of commands %s after the database refused them",
+                            _ids(failed),
+                        )
+                        failed.clear()
+                    backoff = self._initial_backoff
                     continue
-                self._metrics.commands_acknowledged.inc()
-                self._metrics.commands_pending.set(len(self._pending))
-                log.info("command %d acknowledged", command_id, extra={"command_id": command_id})
-                try:
-                    await self._on_ack(command_id)
-                except Exception as exc:
-                    # The manipulator has the command; only our record of the
-                    # ack is missing. Keep the link up rather than resend.
-                    log.error("could not record the ack of command %d: %s", command_id, exc)
+                if not failed:
+                    command_id, error = errors[0]
+                    log.error(
+                        "could not record the ack of command %d: %s; retrying until the "
+                        "database takes it (the manipulator has the command; History shows "
+                        "it pending until then)",
+                        command_id,
+                        error,
+                        extra={"command_id": command_id},
+                    )
+                failed.update(command_id for command_id, _ in errors)
+                await asyncio.sleep(backoff * random.uniform(0.5, 1.0))
+                backoff = min(backoff * 2, self._max_backoff)
+
+
+def _ids(ids: Iterable[int]) -> str:
+    """Command ids for a log line: the first ten, and how many in all."""
+    shown = sorted(ids)
+    if len(shown) > 10:
+        return f"{', '.join(map(str, shown[:10]))} … ({len(shown)} in all)"
+    return ", ".join(map(str, shown))

@@ -8,12 +8,14 @@ ControllerError
 │   │                error): that operation failed, the rest of its group committed
 │   └── DatabaseFileMoved the SQLite file written is no longer the one at its
 │                    path (deleted or replaced): nothing written is acknowledged
-└── DatabaseOpenError the database cannot be opened or migrated at start (exit 1)
+├── DatabaseOpenError the database cannot be opened or migrated at start (exit 1)
+└── CommandRefused   the manipulator refused a command (its ack carries an error); it stays pending
 """
 
 from __future__ import annotations
 
 __all__ = [
+    "CommandRefused",
     "ControllerError",
     "DatabaseFileMoved",
     "DatabaseOpenError",
@@ -54,3 +56,15 @@ class DatabaseFileMoved(StorageError):
 
 class DatabaseOpenError(ControllerError):
     """The database is unreachable, refuses us, or has a schema this version does not know."""
+
+
+class CommandRefused(ControllerError):
+    """The manipulator answered a command with an error: it is not journaled.
+
+    ``reason`` is the manipulator's own words (the ack's ``error``).
+    """
+
+    def __init__(self, command_id: int, reason: str) -> None:
+        super().__init__(f"the manipulator refused command {command_id}: {reason}")
+        self.command_id = command_id
+        self.reason = reason

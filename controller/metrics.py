@@ -122,6 +122,11 @@ class ControllerMetrics:
             "Commands the manipulator acknowledged",
             registry=r,
         )
+        self.commands_refused = Counter(
+            PREFIX + "commands_refused",
+            "Times the manipulator refused a command (not journaled; it stays pending)",
+            registry=r,
+        )
         self.commands_pending = Gauge(
             PREFIX + "commands_pending",
             "Commands not yet acknowledged by the manipulator",

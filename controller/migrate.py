@@ -2,7 +2,9 @@
 
 The controller runs :func:`upgrade` at every start. ``python -m
 controller.migrate --database URL`` does the same without starting the
-controller (for upgrading ahead of a roll-out) and prints the revision.
+controller (for upgrading ahead of a roll-out) and prints the revision; with
+``--new-origin`` it also gives the database a new origin
+(:mod:`controller.origin`).
 """
 
 from __future__ import annotations
@@ -119,17 +121,17 @@ def _quiet_alembic() -> Iterator[None]:
         logger.setLevel(level)
 
 
-async def _main(url: str) -> str:
+async def _main(url: str, *, new_origin: bool) -> str:
     # Imported here: the store imports this module for its upgrade at start.
     from controller.store import Database
 
-    database = await Database.open(url)
+    database = await Database.open(url, new_origin=new_origin)
     await database.close()
     return database.revision
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m controller.migrate --database URL``: upgrade, print the revision."""
+    """``python -m controller.migrate --database URL [--new-origin]``; prints the revision."""
     from controller.config import DEFAULT_DATABASE
     from workcell.flags import FlagParser, database_url
     from workcell.logs import configure_logging
@@ -147,12 +149,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         metavar="URL",
         help="the controller's --database",
     )
+    # No environment variable: a variable left set would give the database a
+    # new origin at every run.
+    parser.flag(
+        "--new-origin",
+        env=None,
+        action="store_true",
+        help="give the database a new origin (after restoring it from a backup, when the "
+        "manipulator refuses its commands; stop the controller first): its pending and later "
+        "commands are journaled as a new sequence",
+    )
     ns = parser.parse_args(argv)
     configure_logging("INFO")
     from controller.errors import DatabaseOpenError
 
     try:
-        print(asyncio.run(_main(ns.database)))
+        print(asyncio.run(_main(ns.database, new_origin=ns.new_origin)))
     except DatabaseOpenError as exc:
         print(f"python -m controller.migrate: error: {exc}", file=sys.stderr)
         return 1

@@ -27,7 +27,7 @@ from sqlalchemy import (
     text,
 )
 
-__all__ = ["commands", "metadata", "readings", "sensor_runs"]
+__all__ = ["commands", "database_origin", "metadata", "readings", "sensor_runs"]
 
 metadata = MetaData()
 
@@ -104,4 +104,18 @@ commands = Table(
         sqlite_where=text("acknowledged_at IS NULL"),
         postgresql_where=text("acknowledged_at IS NULL"),
     ),
+)
+
+# One row: the database's identity, made with it (revision 0004) and sent with
+# every command, so the manipulator tells this database's command 12 from
+# another one's. Replaced by ``python -m controller.migrate --new-origin``.
+database_origin = Table(
+    "database_origin",
+    metadata,
+    Column("origin", String(36), primary_key=True),
+    Column("created_at", BigInteger, nullable=False),
+    # Commands with a lower id were issued before the database had an origin
+    # (an upgrade from revision 0002) and keep the empty origin they were
+    # journaled under.
+    Column("first_command_id", BigInteger, nullable=False),
 )

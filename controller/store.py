@@ -21,8 +21,10 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from controller.decision import WindowSummary
 from controller.errors import DatabaseOpenError
 from controller.migrate import UnknownRevision, upgrade
+from controller.origin import NoOrigin, Origin, read_origin, replace_origin
 from controller.records import CommandRecord
 from controller.schema import commands, readings
+from workcell.timeconv import now_us
 
 __all__ = ["Database"]
 
@@ -46,17 +48,23 @@ def _sqlite_pragmas(busy_timeout_ms: int) -> Callable[[Any, Any], None]:
 class Database:
     """An async engine on the configured URL, with the schema created."""
 
-    def __init__(self, engine: AsyncEngine, revision: str) -> None:
+    def __init__(self, engine: AsyncEngine, revision: str, origin: Origin) -> None:
         self.engine = engine
         self.revision = revision
         """The schema revision the migrations brought the database to."""
+        self.origin = origin
+        """The database's identity, sent with every command (see :mod:`controller.origin`)."""
 
     @classmethod
-    async def open(cls, url: str, *, busy_timeout: float = 10.0) -> Database:
+    async def open(
+        cls, url: str, *, busy_timeout: float = 10.0, new_origin: bool = False
+    ) -> Database:
         """Create the engine (and the SQLite file's folder) and migrate the schema.
 
         ``busy_timeout`` is how long (seconds) a write waits for a lock held
-        by another process before it fails.
+        by another process before it fails. ``new_origin`` gives the database
+        a fresh origin (the operator's remedy for a database restored from a
+        backup; see :mod:`controller.origin`).
         """
         parsed = make_url(url)
         timeout_ms = round(busy_timeout * 1000)
@@ -76,18 +84,30 @@ class Database:
                 connect_args={"server_settings": {"lock_timeout": str(timeout_ms)}},
             )
         shown = parsed.render_as_string(hide_password=True)
+        old: Origin | None = None
         try:
             async with engine.begin() as conn:
                 revision = await conn.run_sync(upgrade)
+                if new_origin:
+                    old, _ = await replace_origin(conn, now_us=now_us())
+                origin = await read_origin(conn)
         except BaseException as exc:
             await engine.dispose()
-            if isinstance(exc, SQLAlchemyError | OSError | UnknownRevision):
+            if isinstance(exc, SQLAlchemyError | OSError | UnknownRevision | NoOrigin):
                 # DBAPIError wraps the driver's own message, which says it best.
                 reason = getattr(exc, "orig", None) or exc
                 raise DatabaseOpenError(f"cannot open the database {shown}: {reason}") from exc
             raise
-        log.info("database ready at %s (schema revision %s)", shown, revision)
-        return cls(engine, revision)
+        if new_origin:
+            log.warning(
+                "database %s: origin %s -> %s: its pending and later commands will be "
+                "journaled by the manipulator as a new sequence",
+                shown,
+                old.id if old is not None else "none",
+                origin.id,
+            )
+        log.info("database ready at %s (schema revision %s, origin %s)", shown, revision, origin.id)
+        return cls(engine, revision, origin)
 
     async def close(self) -> None:
         """Dispose of the engine's connections."""

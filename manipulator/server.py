@@ -2,7 +2,11 @@
 
 Each connection is read with a :class:`~workcell.framing.FrameDecoder`; every
 command is journaled (durably, off the event loop, one at a time) before its
-``CommandAck`` is written. A bad frame closes only its own connection.
+``CommandAck`` is written. A bad frame closes only its own connection. A
+command the journal refuses (a different command under a journaled origin
+and id) gets a ``CommandAck`` carrying the error, and the connection goes on;
+the commands after it on that connection are refused too until it is
+accepted, so a pipelining controller's later commands never overtake it.
 """
 
 from __future__ import annotations
@@ -13,8 +17,9 @@ import os
 import ssl as ssl_module
 from types import TracebackType
 
-from manipulator.errors import BadCommand, JournalError
+from manipulator.errors import BadCommand, CommandRefused, JournalError
 from manipulator.journal import Journal, JournalRecord, parse_command
+from manipulator.records import shown_origin
 from workcell.flags import Address
 from workcell.framing import MAX_FRAME_BYTES, FrameDecoder, FrameError, encode_frame
 from workcell.timeconv import Clock, now_us
@@ -56,6 +61,9 @@ class _Connection:
         self._reading = False
         self._stopping = False
         self.task: asyncio.Task[None] | None = None
+        # Per origin, the lowest id refused on this connection: later ids of
+        # that origin wait behind it (commands are journaled in order).
+        self._refused: dict[str, int] = {}
 
     def stop(self) -> None:
         """Ask the connection to end; a command being handled is finished first."""
@@ -133,14 +141,27 @@ class _Connection:
                 return
 
     async def _handle(self, payload: bytes) -> bool:
-        """Journal and acknowledge one command; False when the connection must close."""
+        """Journal and acknowledge (or refuse) one command; False when the connection must close."""
         try:
             record = parse_command(payload, received_at=self._server.clock())
         except BadCommand as exc:
             log.error("bad frame from %s: %s; closing the connection", self.peer, exc)
             return False
+        blocked = self._refused.get(record.origin)
+        if blocked is not None and record.command_id > blocked:
+            return await self._refuse_behind(record, blocked)
         try:
             journaled = await self._server.journal_record(record)
+        except CommandRefused as exc:
+            log.error(
+                "%s: %s; not journaled",
+                self.peer,
+                exc,
+                extra={"command_id": record.command_id, "origin": record.origin, "refused": True},
+            )
+            # At or below any id refused before (the others were refused above).
+            self._refused[record.origin] = record.command_id
+            return await self._reply(record.command_id, str(exc))
         except JournalError as exc:
             log.error(
                 "%s: command %d not journaled, not acknowledged: %s; closing the connection",
@@ -149,6 +170,8 @@ class _Connection:
                 exc,
             )
             return False
+        if blocked == record.command_id:
+            del self._refused[record.origin]
         if journaled:
             log.info(
                 "command %d: status=%s window=[%s, %s) issued=%s",
@@ -157,7 +180,11 @@ class _Connection:
                 record.window_start,
                 record.window_end,
                 record.issued_at,
-                extra={"command_id": record.command_id, "status": record.status},
+                extra={
+                    "command_id": record.command_id,
+                    "status": record.status,
+                    "origin": record.origin,
+                },
             )
         else:
             log.info(
@@ -165,7 +192,20 @@ class _Connection:
                 record.command_id,
                 extra={"command_id": record.command_id, "duplicate": True},
             )
-        ack = command_pb2.CommandAck(command_id=record.command_id)
+        return await self._reply(record.command_id)
+
+    async def _refuse_behind(self, record: JournalRecord, blocked: int) -> bool:
+        reason = (
+            f"command {record.command_id} of origin {shown_origin(record.origin)} refused: "
+            f"command {blocked} of that origin was refused on this connection, and commands "
+            "are journaled in order"
+        )
+        # The refusal of `blocked` was logged as an error; these follow from it.
+        log.info("%s: %s", self.peer, reason, extra={"command_id": record.command_id})
+        return await self._reply(record.command_id, reason)
+
+    async def _reply(self, command_id: int, error: str = "") -> bool:
+        ack = command_pb2.CommandAck(command_id=command_id, error=error)
         self._writer.write(encode_frame(ack))
         await self._writer.drain()
         return True
@@ -236,7 +276,14 @@ class ManipulatorServer:
             assert not isinstance(self._journal_arg, Journal)
             self._journal = await asyncio.to_thread(Journal, self._journal_arg)
             self._owns_journal = True
-        log.info("journal %s: last command id %d", self._journal.path, self._journal.last_id)
+        journal = self._journal
+        log.info(
+            "journal %s: last command id %d (origin %s; %d origins)",
+            journal.path,
+            journal.last_id,
+            shown_origin(journal.last_origin) if journal.last_origin is not None else "none",
+            len(journal.origins),
+        )
         try:
             self._server = await asyncio.start_server(
                 self._on_connect,
@@ -258,16 +305,31 @@ class ManipulatorServer:
         log.info("listening on %s", Address(str(host), self._port))
 
     async def journal_record(self, record: JournalRecord) -> bool:
-        """Journal ``record`` durably; False when its id is already journaled.
+        """Journal ``record`` durably; False when it is a resend of a journaled command.
 
-        One write at a time, in arrival order (the lock is FIFO); the write
-        runs in a thread so the event loop never waits on the disk.
+        Raises :class:`CommandRefused` for a different command under a
+        journaled (origin, id). One write at a time, in arrival order (the
+        lock is FIFO); the write runs in a thread so the event loop never
+        waits on the disk. A change of origin is logged as a warning: a
+        controller on another database than the last one.
         """
         journal = self.journal
         async with self._journal_lock:
-            if journal.is_duplicate(record.command_id):
-                return False
-            return await asyncio.to_thread(journal.append, record)
+            previous = journal.last_origin
+            known = journal.knows_origin(record.origin)
+            journaled = await asyncio.to_thread(journal.append, record)
+        if journaled and previous is not None and record.origin != previous:
+            log.warning(
+                "commands now come from origin %s%s (last journaled origin %s): %s",
+                shown_origin(record.origin),
+                " again" if known else "",
+                shown_origin(previous),
+                "two controllers, or an older database back in service?"
+                if known
+                else "a new controller database",
+                extra={"origin": record.origin, "previous_origin": previous},
+            )
+        return journaled
 
     async def _on_connect(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         if self._closing:

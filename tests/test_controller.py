@@ -507,3 +507,92 @@ async def test_a_message_over_the_receive_limit_is_refused_and_nothing_of_it_sto
         assert caught.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
         assert (await stream(cell, [make_reading(1, 1, now)])).stored == 1
     assert len(stored_rows(database)) == 1
+
+
+async def _journaled_ids(journal: Path, at_least: int, within: float = 15.0) -> list[int]:
+    """Poll the journal until it holds ``at_least`` commands; their ids."""
+    deadline = asyncio.get_running_loop().time() + within
+    while True:
+        entries = await asyncio.to_thread(read_journal, journal) if journal.exists() else []  # noqa: ASYNC240
+        ids = [int(r["command_id"]) for r in entries]
+        if len(ids) >= at_least:
+            return ids
+        assert asyncio.get_running_loop().time() < deadline, f"journal holds only {ids}"
+        await asyncio.sleep(0.05)
+
+
+def _ack_record_errors(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [
+        r.getMessage()
+        for r in caplog.records
+        if r.name == "controller.dispatch"
+        and r.levelno >= logging.ERROR
+        and "could not record" in r.getMessage()
+    ]
+
+
+async def test_an_ack_that_could_not_be_recorded_is_recorded_once_the_database_recovers(
+    tmp_path: Path, database: TestDatabase, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Commands recorded while no manipulator listens; the manipulator comes
+    # up (and acknowledges them) while another client holds the database's
+    # write lock, so recording the acks fails; then the lock is released.
+    port = _free_port()
+    async with running_cell(
+        tmp_path,
+        with_manipulator=False,
+        manipulator_port=port,
+        busy_timeout=0.2,
+        database_url=database.url,
+    ) as cell:
+        pending = [e.command_id for e in await wait_for_entries(cell, 2, acknowledged=False)]
+        manipulator = ManipulatorServer(journal=cell.journal, port=port)
+        try:
+            async with holding_write_lock(database):
+                await manipulator.start()
+                await _journaled_ids(cell.journal, len(pending))
+                deadline = asyncio.get_running_loop().time() + 15
+                while not _ack_record_errors(caplog):
+                    assert asyncio.get_running_loop().time() < deadline, "no ack failed"
+                    await asyncio.sleep(0.05)
+                # Long enough for retries to fail too.
+                await asyncio.sleep(1.0)
+            entries = await wait_for_entries(cell, len(pending))
+        finally:
+            await manipulator.close()
+    assert [e.command_id for e in entries[: len(pending)]] == pending
+    # One error line for the episode, however many acks and retries failed.
+    assert len(_ack_record_errors(caplog)) == 1, _ack_record_errors(caplog)
+
+
+async def test_an_ack_unrecorded_at_a_stop_is_recorded_after_the_restart(
+    tmp_path: Path, database: TestDatabase, caplog: pytest.LogCaptureFixture
+) -> None:
+    port = _free_port()
+    async with running_cell(
+        tmp_path,
+        with_manipulator=False,
+        manipulator_port=port,
+        busy_timeout=0.2,
+        database_url=database.url,
+    ) as cell:
+        pending = [e.command_id for e in await wait_for_entries(cell, 2, acknowledged=False)]
+        async with holding_write_lock(database):
+            async with ManipulatorServer(journal=cell.journal, port=port):
+                await _journaled_ids(cell.journal, len(pending))
+                deadline = asyncio.get_running_loop().time() + 15
+                while not _ack_record_errors(caplog):
+                    assert asyncio.get_running_loop().time() < deadline, "no ack failed"
+                    await asyncio.sleep(0.05)
+            # The controller stops with the acks unrecorded (the journal has them).
+            await cell.controller.stop()
+    caplog.clear()
+    caplog.set_level(logging.INFO, logger="manipulator")
+    async with running_cell(tmp_path, database_url=database.url) as cell:
+        entries = await wait_for_entries(cell, len(pending))
+    assert [e.command_id for e in entries[: len(pending)]] == pending
+    ids = [int(r["command_id"]) for r in read_journal(cell.journal)]
+    assert ids == sorted(set(ids))
+    assert set(pending) <= set(ids)
+    resends = [r.getMessage() for r in caplog.records if "acknowledged again" in r.getMessage()]
+    assert len(resends) >= 1, resends

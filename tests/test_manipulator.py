@@ -13,6 +13,7 @@ import sys
 import threading
 import time
 from collections.abc import AsyncIterator
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any, cast
 
@@ -20,8 +21,9 @@ import pytest
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from manipulator.config import parse_config
-from manipulator.errors import BadCommand, JournalCorrupt, JournalError
+from manipulator.errors import BadCommand, CommandRefused, JournalCorrupt, JournalError
 from manipulator.journal import RECORD_KEYS, Journal, JournalRecord, parse_command, read_journal
+from manipulator.journal_index import JournalIndex, Verdict
 from manipulator.server import ManipulatorServer
 from tests.processes import ROOT, running, start_service
 from workcell.framing import MAX_FRAME_BYTES, FrameDecoder, encode_frame
@@ -33,13 +35,18 @@ BASE_US = 1_700_000_000 * US_PER_SECOND
 RECEIVED_US = BASE_US + 123_456_789
 SMALL_LIMIT = 1024
 TIMEOUT = 5.0
+ORIGIN_A = "0b8e6c1e-4c55-4f7e-9d0c-3a1f2b7c9e01"
+ORIGIN_B = "7d2f0a94-1b3e-4c8a-a6f5-5e9b0c4d2f13"
 
 
-def make_command(command_id: int, status: int = command_pb2.STATUS_UP) -> command_pb2.Command:
-    """A valid command: window k = id, issued 250 ms after the window ends."""
-    start = BASE_US + command_id * WINDOW_US
+def make_command(
+    command_id: int, status: int = command_pb2.STATUS_UP, *, origin: str = "", shift_us: int = 0
+) -> command_pb2.Command:
+    """A valid command: window k = id, issued 250 ms after the window ends (plus ``shift_us``)."""
+    start = BASE_US + command_id * WINDOW_US + shift_us
     return command_pb2.Command(
         id=command_id,
+        origin=origin,
         # Any int, so tests can send statuses the enum does not define.
         status=cast(command_pb2.Status, status),
         window_start=to_timestamp(start),
@@ -48,10 +55,11 @@ def make_command(command_id: int, status: int = command_pb2.STATUS_UP) -> comman
     )
 
 
-def expected_entry(command_id: int, status: str = "up") -> dict[str, Any]:
+def expected_entry(command_id: int, status: str = "up", origin: str = "") -> dict[str, Any]:
     start = BASE_US + command_id * WINDOW_US
     return {
         "command_id": command_id,
+        "origin": origin,
         "status": status,
         "window_start": to_iso(start),
         "window_end": to_iso(start + WINDOW_US),
@@ -67,7 +75,7 @@ class Client:
         self.reader = reader
         self.writer = writer
         self.decoder = FrameDecoder()
-        self.acks: list[int] = []
+        self.acks: list[command_pb2.CommandAck] = []
         host, port = writer.get_extra_info("sockname")[:2]
         self.name = f"{host}:{port}"
 
@@ -81,15 +89,19 @@ class Client:
         self.writer.write(b"".join(f if isinstance(f, bytes) else encode_frame(f) for f in frames))
         await self.writer.drain()
 
-    async def ack(self) -> int:
-        """The next acknowledged command id."""
+    async def reply(self) -> command_pb2.CommandAck:
+        """The next CommandAck, an acknowledgement or a refusal."""
         while not self.acks:
             data = await asyncio.wait_for(self.reader.read(4096), TIMEOUT)
             assert data, "connection closed while waiting for an ack"
-            self.acks += [
-                command_pb2.CommandAck.FromString(p).command_id for p in self.decoder.feed(data)
-            ]
+            self.acks += [command_pb2.CommandAck.FromString(p) for p in self.decoder.feed(data)]
         return self.acks.pop(0)
+
+    async def ack(self) -> int:
+        """The next acknowledged command id (a refusal fails the test)."""
+        reply = await self.reply()
+        assert reply.error == "", reply
+        return reply.command_id
 
     async def acks_for(self, count: int) -> list[int]:
         return [await self.ack() for _ in range(count)]
@@ -188,6 +200,117 @@ def test_parse_command_names_the_problem(kind: str) -> None:
         parse_command(payload, received_at=RECEIVED_US)
 
 
+def record(
+    command_id: int, origin: str = "", *, status: int = command_pb2.STATUS_UP, shift_us: int = 0
+) -> JournalRecord:
+    payload = make_command(command_id, status, origin=origin, shift_us=shift_us)
+    return parse_command(payload.SerializeToString(), received_at=RECEIVED_US)
+
+
+def test_parse_command_takes_the_origin_and_refuses_a_bad_one() -> None:
+    assert record(4, ORIGIN_A).origin == ORIGIN_A
+    assert json.loads(record(4, ORIGIN_A).to_line())["origin"] == ORIGIN_A
+    for bad in ("x" * 65, "a b", "é", "{}"):
+        with pytest.raises(BadCommand, match="origin"):
+            parse_command(make_command(4, origin=bad).SerializeToString(), received_at=RECEIVED_US)
+
+
+def test_index_judges_new_resend_and_refused_commands() -> None:
+    index = JournalIndex()
+    for offset, command_id in enumerate((1, 2, 5)):
+        index.add(record(command_id, ORIGIN_A), offset)
+    assert index.judge(record(6, ORIGIN_A)).verdict is Verdict.NEW
+    assert index.judge(record(2, ORIGIN_A)).verdict is Verdict.RESEND
+    # A resend is the same content, whenever it was received.
+    later = JournalRecord(**{**asdict(record(2, ORIGIN_A)), "received_at": to_iso(BASE_US)})
+    assert index.judge(later).verdict is Verdict.RESEND
+    different = index.judge(record(2, ORIGIN_A, status=command_pb2.STATUS_DOWN))
+    assert different.verdict is Verdict.REFUSED
+    assert "status=up" in different.reason
+    assert "status=down" in different.reason
+    skipped = index.judge(record(3, ORIGIN_A))
+    assert skipped.verdict is Verdict.REFUSED
+    assert "not journaled" in skipped.reason
+    # Another origin is its own sequence; so is the empty one of older controllers.
+    assert index.judge(record(1, ORIGIN_B)).verdict is Verdict.NEW
+    assert index.judge(record(1)).verdict is Verdict.NEW
+    assert index.origins == {ORIGIN_A: 5}
+    assert index.last == (ORIGIN_A, 5)
+
+
+def test_index_keeps_a_bounded_number_of_records_and_says_when_to_look() -> None:
+    index = JournalIndex(recent=3)
+    for command_id in range(1, 11):
+        index.add(record(command_id, ORIGIN_A), command_id * 100)
+    index.add(record(4, ORIGIN_B), 1100)
+    # Records 9, 10 of A and 4 of B are in memory; older ones of A only in the file.
+    assert index.judge(record(10, ORIGIN_A)).verdict is Verdict.RESEND
+    assert index.judge(record(9, ORIGIN_A)).verdict is Verdict.RESEND
+    assert index.judge(record(8, ORIGIN_A)).verdict is Verdict.LOOK_UP
+    assert index.judge(record(1, ORIGIN_A)).verdict is Verdict.LOOK_UP
+    # Below B's first id nothing was ever journaled: no need to look.
+    assert index.judge(record(2, ORIGIN_B)).verdict is Verdict.REFUSED
+    assert index.first_offset_of(ORIGIN_A) == 100
+    with pytest.raises(ValueError, match="ids only increase"):
+        index.add(record(10, ORIGIN_A), 1200)
+
+
+def test_journal_refuses_a_different_command_and_writes_nothing(journal_path: Path) -> None:
+    with Journal(journal_path) as journal:
+        assert journal.append(record(1, ORIGIN_A))
+        assert journal.append(record(2, ORIGIN_A))
+        assert not journal.append(record(2, ORIGIN_A))
+        with pytest.raises(CommandRefused, match="different command 2") as refused:
+            journal.append(record(2, ORIGIN_A, shift_us=1))
+        assert refused.value.command_id == 2
+        assert journal.append(record(1, ORIGIN_B))
+        assert journal.last_origin == ORIGIN_B
+        assert journal.origins == {ORIGIN_A: 2, ORIGIN_B: 1}
+    assert [(e["origin"], e["command_id"]) for e in read_journal(journal_path)] == [
+        (ORIGIN_A, 1),
+        (ORIGIN_A, 2),
+        (ORIGIN_B, 1),
+    ]
+
+
+def test_reopened_journal_knows_every_origin_and_old_resends(journal_path: Path) -> None:
+    # Lines older than origins (no "origin" key) read as origin "".
+    old = [
+        json.dumps({k: v for k, v in expected_entry(i).items() if k != "origin"}).encode() + b"\n"
+        for i in (1, 2, 3)
+    ]
+    _write_journal(journal_path, b"".join(old))
+    with Journal(journal_path, recent=2) as journal:
+        assert journal.origins == {"": 3}
+        for command_id in range(1, 8):
+            assert journal.append(record(command_id, ORIGIN_A))
+        assert journal.append(record(4))
+    before = journal_path.read_bytes()
+
+    with Journal(journal_path, recent=2) as journal:
+        assert journal.origins == {"": 4, ORIGIN_A: 7}
+        assert (journal.last_origin, journal.last_id) == ("", 4)
+        # Older than what is kept in memory: looked up in the file.
+        assert not journal.append(record(2, ORIGIN_A))
+        assert not journal.append(record(1))
+        with pytest.raises(CommandRefused, match="different command 3"):
+            journal.append(record(3, ORIGIN_A, status=command_pb2.STATUS_DOWN))
+        with pytest.raises(CommandRefused, match="different command 2"):
+            journal.append(record(2, shift_us=5))
+        assert not journal.append(record(7, ORIGIN_A))
+    assert journal_path.read_bytes() == before
+
+
+def test_journal_with_ids_going_back_within_an_origin_is_refused(journal_path: Path) -> None:
+    lines = [json.dumps(expected_entry(i, origin=ORIGIN_A)).encode() + b"\n" for i in (1, 3, 2)]
+    _write_journal(journal_path, b"".join(lines))
+    with pytest.raises(JournalCorrupt, match=r"line 3: command 2 .* follows command 3"):
+        Journal(journal_path)
+    # Whether the line is among the ones kept in memory or not.
+    with pytest.raises(JournalCorrupt, match="line 3: command 2"):
+        Journal(journal_path, recent=1)
+
+
 # --- journaling and acks ----------------------------------------------------------------------
 
 
@@ -231,6 +354,85 @@ async def test_resend_is_acked_but_not_journaled_twice(
     duplicates = [r for r in caplog.records if "duplicate" in r.getMessage()]
     assert len(duplicates) == 3
     assert all(r.levelno == logging.INFO for r in duplicates)
+
+
+async def test_a_different_command_with_a_journaled_id_is_refused(
+    server: ManipulatorServer, journal_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="manipulator")
+    client = await Client.connect(server.port)
+    down = make_command(11, command_pb2.STATUS_DOWN, origin=ORIGIN_A)
+    await client.send(down)
+    assert await client.ack() == 11
+
+    # Another command 11 of the same origin, and the one after it in the same
+    # write: both refused (12 waits behind 11), neither journaled.
+    up = make_command(11, command_pb2.STATUS_UP, origin=ORIGIN_A, shift_us=WINDOW_US)
+    await client.send(up, make_command(12, origin=ORIGIN_A))
+    refused, behind = await client.reply(), await client.reply()
+    assert refused.command_id == 11
+    assert "refused" in refused.error
+    assert behind.command_id == 12
+    assert "11" in behind.error
+    assert [e["status"] for e in read_journal(journal_path)] == ["down"]
+    errors = manipulator_errors(caplog)
+    assert len(errors) == 1, errors
+    # Both versions named: the one journaled and the one refused.
+    assert "status=down" in errors[0]
+    assert "status=up" in errors[0]
+    assert down.window_start.ToJsonString().replace("Z", "") in errors[0]
+    assert up.window_start.ToJsonString().replace("Z", "") in errors[0]
+
+    # The connection is still served: the same command 11 again is a resend,
+    # after which 12 goes in.
+    await client.send(down, make_command(12, origin=ORIGIN_A))
+    assert await client.acks_for(2) == [11, 12]
+    await client.close()
+    assert [(e["command_id"], e["status"]) for e in read_journal(journal_path)] == [
+        (11, "down"),
+        (12, "up"),
+    ]
+
+
+async def test_an_id_below_the_last_that_is_not_journaled_is_refused(
+    server: ManipulatorServer, journal_path: Path
+) -> None:
+    client = await Client.connect(server.port)
+    await client.send(*(make_command(i, origin=ORIGIN_A) for i in (1, 2, 5)))
+    assert await client.acks_for(3) == [1, 2, 5]
+    await client.send(make_command(3, origin=ORIGIN_A))
+    reply = await client.reply()
+    assert reply.command_id == 3
+    assert "not journaled" in reply.error
+    await client.close()
+    assert [e["command_id"] for e in read_journal(journal_path)] == [1, 2, 5]
+
+
+async def test_a_new_origin_starts_its_own_sequence(
+    server: ManipulatorServer, journal_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="manipulator")
+    client = await Client.connect(server.port)
+    await client.send(*(make_command(i, origin=ORIGIN_A) for i in (1, 2, 3)))
+    assert await client.acks_for(3) == [1, 2, 3]
+    # A controller on a fresh database: ids from 1 again, a different origin.
+    await client.send(*(make_command(i, origin=ORIGIN_B, shift_us=7) for i in (1, 2)))
+    assert await client.acks_for(2) == [1, 2]
+    await client.close()
+    entries = read_journal(journal_path)
+    assert [(e["origin"], e["command_id"]) for e in entries] == [
+        (ORIGIN_A, 1),
+        (ORIGIN_A, 2),
+        (ORIGIN_A, 3),
+        (ORIGIN_B, 1),
+        (ORIGIN_B, 2),
+    ]
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert warnings == [
+        f"commands now come from origin {ORIGIN_B} (last journaled origin {ORIGIN_A}): "
+        "a new controller database"
+    ]
+    assert not any("acknowledged again" in r.getMessage() for r in caplog.records)
 
 
 async def test_restart_recovers_the_last_id(journal_path: Path) -> None:
@@ -599,3 +801,17 @@ def test_process_refuses_a_damaged_journal(tmp_path: Path) -> None:
     result = _run_manipulator("--listen", "127.0.0.1:0", "--journal", str(journal))
     assert result.returncode == 1
     assert "not JSON" in result.stderr
+
+
+def test_the_journal_open_time_script_runs() -> None:
+    done = subprocess.run(
+        [sys.executable, "scripts/journal_open_time.py", "--lines", "30"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=ROOT,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("30 lines (")
+    assert "opened in" in done.stdout

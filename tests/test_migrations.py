@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import logging
 import sqlite3
 import subprocess
 import sys
+import uuid
 from pathlib import Path
 
 import pytest
@@ -14,10 +16,13 @@ from alembic.runtime.migration import MigrationContext
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import create_async_engine
 
+from controller.decision import WindowSummary
 from controller.errors import DatabaseOpenError
 from controller.migrate import alembic_config, head_revision, upgrade
+from controller.origin import Origin
+from controller.records import CommandRecord
 from controller.schema import metadata
-from controller.store import Database
+from controller.store import Database, command_values
 from tests.databases import READINGS_WITH_RUNS, TestDatabase, sqlite_database
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -231,3 +236,93 @@ def test_the_migration_time_script_runs() -> None:
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith("2,000 readings: migrated 0001 -> head in ")
+
+
+# -- revision 0004: the database's origin ---------------------------------------
+
+
+def insert_command(database: TestDatabase, command_id: int) -> None:
+    record = CommandRecord(
+        id=command_id,
+        status="up",
+        window_start=1_000,
+        window_end=2_000,
+        issued_at=2_500,
+        outcome="too_few_readings",
+        changed=False,
+        p_value=None,
+        alpha=0.05,
+        window=WindowSummary(0, 0.0, 0.0),
+        previous=WindowSummary(0, 0.0, 0.0),
+    )
+    values = command_values(record)
+    database.execute(
+        f"INSERT INTO commands ({', '.join(values)}) VALUES ({', '.join(':' + k for k in values)})",
+        **values,
+    )
+
+
+async def test_a_new_database_gets_an_origin_of_its_own(
+    database: TestDatabase, tmp_path: Path
+) -> None:
+    db = await Database.open(database.url)
+    await db.close()
+    rows = database.fetch("SELECT origin, created_at, first_command_id FROM database_origin")
+    assert len(rows) == 1
+    origin, created_at, first_command_id = rows[0]
+    assert uuid.UUID(origin).version == 4
+    assert created_at > 0
+    assert first_command_id == 1
+    assert db.origin == Origin(origin, created_at, 1)
+    # Opening again keeps it; another database has another one.
+    again = await Database.open(database.url)
+    await again.close()
+    assert again.origin == db.origin
+    other = await Database.open(sqlite_database(tmp_path / "other").url)
+    await other.close()
+    assert other.origin.id != db.origin.id
+
+
+async def test_upgrading_from_0002_keeps_the_earlier_commands_without_an_origin(
+    database: TestDatabase,
+) -> None:
+    await database_at(database, "0002")
+    for command_id in (1, 2, 3):
+        insert_command(database, command_id)
+    db = await Database.open(database.url)
+    await db.close()
+    assert db.origin.first_command_id == 4
+    # Commands 1..3 were journaled without an origin: resends carry none.
+    assert [db.origin.of_command(i) for i in (1, 3, 4, 9)] == ["", "", db.origin.id, db.origin.id]
+
+
+async def test_a_new_origin_replaces_the_old_one_for_every_command(
+    database: TestDatabase, caplog: pytest.LogCaptureFixture
+) -> None:
+    await database_at(database, "0002")
+    insert_command(database, 1)
+    first = await Database.open(database.url)
+    await first.close()
+    caplog.set_level(logging.INFO, logger="controller")
+    renewed = await Database.open(database.url, new_origin=True)
+    await renewed.close()
+    assert renewed.origin.id != first.origin.id
+    assert renewed.origin.first_command_id == 1
+    assert renewed.origin.of_command(1) == renewed.origin.id
+    assert database.fetch("SELECT origin FROM database_origin") == [(renewed.origin.id,)]
+    assert any(
+        f"origin {first.origin.id} -> {renewed.origin.id}" in r.getMessage() for r in caplog.records
+    )
+
+
+async def test_a_database_without_its_origin_row_is_refused_until_given_one(
+    database: TestDatabase,
+) -> None:
+    db = await Database.open(database.url)
+    await db.close()
+    database.execute("DELETE FROM database_origin")
+    with pytest.raises(DatabaseOpenError, match="--new-origin"):
+        await Database.open(database.url)
+    renewed = await Database.open(database.url, new_origin=True)
+    await renewed.close()
+    assert database.fetch("SELECT origin FROM database_origin") == [(renewed.origin.id,)]
