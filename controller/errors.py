@@ -5,7 +5,10 @@ ControllerError
 │                    its values (INVALID_ARGUMENT; names the field or the value)
 ├── StorageError     the database refused a write (UNAVAILABLE; the client resends)
 │   ├── RejectedWrite the database refused a value of one operation (a data
-│   │                error): that operation failed, the rest of its group committed
+│   │   │            error): that operation failed, the rest of its group committed
+│   │   └── CommandConflict the command's id holds another command already
+│   ├── CommitOutcomeUnknown the connection was lost during COMMIT: whether the
+│   │                transaction committed is to be asked of the database
 │   └── DatabaseFileMoved the SQLite file written is no longer the one at its
 │                    path (deleted or replaced): nothing written is acknowledged
 ├── DatabaseOpenError the database cannot be opened or migrated at start (exit 1)
@@ -15,7 +18,9 @@ ControllerError
 from __future__ import annotations
 
 __all__ = [
+    "CommandConflict",
     "CommandRefused",
+    "CommitOutcomeUnknown",
     "ControllerError",
     "DatabaseFileMoved",
     "DatabaseOpenError",
@@ -44,6 +49,26 @@ class StorageError(ControllerError):
 
 class RejectedWrite(StorageError):
     """The database refused a value of this write: retrying it as it is cannot succeed."""
+
+
+class CommandConflict(RejectedWrite):
+    """A command's id already holds a different command: it is not recorded.
+
+    The same command again (a retry after a commit whose outcome was unknown)
+    is not a conflict: it is read back and taken as recorded.
+    """
+
+
+class CommitOutcomeUnknown(StorageError):
+    """The connection was lost while the COMMIT was on its way: it may or may not have committed.
+
+    ``transaction`` is the server's id of the transaction, to ask it about on
+    another connection; never retried blindly.
+    """
+
+    def __init__(self, transaction: int, cause: BaseException) -> None:
+        super().__init__(f"the connection was lost during COMMIT ({cause})")
+        self.transaction = transaction
 
 
 class DatabaseFileMoved(StorageError):

@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator, Sequence
 
 import asyncpg
 
+from controller.errors import CommandConflict, CommitOutcomeUnknown
 from controller.schema import commands
 from controller.store import command_values
 from controller.writes import (
@@ -21,6 +22,7 @@ from controller.writes import (
     RunKey,
     StoredReading,
     StoredValues,
+    command_conflict,
 )
 
 __all__ = ["PostgresWrites", "is_data_error"]
@@ -37,9 +39,18 @@ _INSERT_READINGS = (
 )
 _STORED = "SELECT seq, payload, timestamp FROM readings WHERE run_id = $1 AND seq BETWEEN $2 AND $3"
 _COMMAND_COLUMNS = [c.name for c in commands.columns]
-_INSERT_COMMAND = "INSERT INTO commands ({}) VALUES ({})".format(
+# A command already stored under its id is read back rather than refused:
+# a retry after a commit whose outcome was unknown finds it there.
+_INSERT_COMMAND = "INSERT INTO commands ({}) VALUES ({}) ON CONFLICT (id) DO NOTHING".format(
     ", ".join(_COMMAND_COLUMNS), ", ".join(f"${i}" for i in range(1, len(_COMMAND_COLUMNS) + 1))
 )
+_COMMAND = "SELECT * FROM commands WHERE id = $1"
+# The server's id of the open transaction, to ask about it if the COMMIT's
+# reply is lost, and the question: 'committed', 'aborted', 'in progress'.
+_TRANSACTION_ID = "SELECT txid_current()"
+_TRANSACTION_STATUS = "SELECT txid_status($1)"
+# What a connection lost under a statement raises.
+_CONNECTION_LOST = (asyncpg.PostgresConnectionError, asyncpg.InterfaceError, OSError)
 _ACKNOWLEDGE = "UPDATE commands SET acknowledged_at = $1 WHERE id = $2 AND acknowledged_at IS NULL"
 _PRUNE = (
     "DELETE FROM readings WHERE id IN "
@@ -61,7 +72,7 @@ def is_data_error(exc: BaseException) -> bool:
     Everything else is an outage: lock timeouts, a full disk, a read-only
     server, a shutdown, a lost connection, a cancelled statement.
     """
-    return isinstance(exc, _DATA_ERRORS)
+    return isinstance(exc, (*_DATA_ERRORS, CommandConflict))
 
 
 def _row_count(status: str) -> int:
@@ -93,6 +104,9 @@ class PostgresWrites:
                 values = command_values(record)
                 args = [values[name] for name in _COMMAND_COLUMNS]
                 status = await self._conn.execute(_INSERT_COMMAND, *args)
+                if _row_count(status) == 0:
+                    stored = await self._conn.fetchrow(_COMMAND, record.id)
+                    return command_conflict(record, None if stored is None else dict(stored))
             case Acknowledge(command_id, at_us):
                 status = await self._conn.execute(_ACKNOWLEDGE, at_us, command_id)
             case PruneReadings(before_us, limit):
@@ -119,7 +133,21 @@ class PostgresWrites:
     async def commit(self) -> None:
         transaction, self._transaction = self._transaction, None
         assert transaction is not None, "commit without begin"
-        await transaction.commit()
+        # One round trip more per group: what makes a lost reply answerable.
+        xid = int(await self._conn.fetchval(_TRANSACTION_ID))
+        try:
+            await transaction.commit()
+        except _CONNECTION_LOST as exc:
+            # The COMMIT may have reached the server and committed: only the
+            # server can say, on another connection (Writer._resolve).
+            raise CommitOutcomeUnknown(xid, exc) from exc
+
+    async def committed(self, transaction: int) -> bool | None:
+        status = await self._conn.fetchval(_TRANSACTION_STATUS, transaction)
+        if status == "in progress":
+            return None  # the server is still finishing the lost connection's COMMIT
+        # NULL only for a transaction too old to be remembered, never a moment-old one.
+        return bool(status == "committed")
 
     async def rollback(self) -> None:
         transaction, self._transaction = self._transaction, None

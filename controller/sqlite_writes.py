@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator, Sequence
 
 import aiosqlite
 
-from controller.errors import DatabaseFileMoved
+from controller.errors import CommandConflict, DatabaseFileMoved
 from controller.schema import commands
 from controller.store import command_values
 from controller.writes import (
@@ -24,6 +24,7 @@ from controller.writes import (
     RunKey,
     StoredReading,
     StoredValues,
+    command_conflict,
 )
 
 __all__ = ["SqliteWrites", "is_data_error"]
@@ -38,9 +39,12 @@ _INSERT_READINGS = (
     "VALUES (?, ?, ?, ?, ?) ON CONFLICT (run_id, seq) DO NOTHING"
 )
 _STORED = "SELECT seq, payload, timestamp FROM readings WHERE run_id = ? AND seq BETWEEN ? AND ?"
-_INSERT_COMMAND = "INSERT INTO commands ({}) VALUES ({})".format(
+# A command already stored under its id is read back rather than refused:
+# a retry after a commit whose outcome was unknown finds it there.
+_INSERT_COMMAND = "INSERT INTO commands ({}) VALUES ({}) ON CONFLICT (id) DO NOTHING".format(
     ", ".join(c.name for c in commands.columns), ", ".join(f":{c.name}" for c in commands.columns)
 )
+_COMMAND = "SELECT * FROM commands WHERE id = ?"
 _ACKNOWLEDGE = "UPDATE commands SET acknowledged_at = ? WHERE id = ? AND acknowledged_at IS NULL"
 # Oldest first by the timestamp index, a bounded number per transaction.
 _PRUNE = (
@@ -66,7 +70,7 @@ def is_data_error(exc: BaseException) -> bool:
     (a damaged file), ``ProgrammingError`` and aiosqlite's ``ValueError`` (a
     closed connection), ``OSError``.
     """
-    return isinstance(exc, _DATA_ERRORS)
+    return isinstance(exc, (*_DATA_ERRORS, CommandConflict))
 
 
 class SqliteWrites:
@@ -106,6 +110,8 @@ class SqliteWrites:
         match operation:
             case InsertCommand(record):
                 cursor = await self._conn.execute(_INSERT_COMMAND, command_values(record))
+                if cursor.rowcount == 0:
+                    return command_conflict(record, await self._stored_command(record.id))
             case Acknowledge(command_id, at_us):
                 cursor = await self._conn.execute(_ACKNOWLEDGE, (at_us, command_id))
             case PruneReadings(before_us, limit):
@@ -134,8 +140,18 @@ class SqliteWrites:
     def is_data_error(self, exc: BaseException) -> bool:
         return is_data_error(exc)
 
+    async def _stored_command(self, command_id: int) -> dict[str, object] | None:
+        async with self._conn.execute(_COMMAND, (command_id,)) as cursor:
+            row = await cursor.fetchone()
+            names = [column[0] for column in cursor.description]
+        return None if row is None else dict(zip(names, row, strict=True))
+
     async def commit(self) -> None:
+        # A local file: a failed COMMIT did not commit, its outcome is never unknown.
         await self._conn.commit()
+
+    async def committed(self, transaction: int) -> bool | None:
+        raise NotImplementedError("SQLite commits are never of unknown outcome")
 
     async def rollback(self) -> None:
         if self._conn.in_transaction:

@@ -35,7 +35,7 @@ from typing import Protocol
 
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from controller.errors import InvalidReading, RejectedWrite, StorageError
+from controller.errors import CommitOutcomeUnknown, InvalidReading, RejectedWrite, StorageError
 from controller.inserts import (
     CONFLICT,
     NEW,
@@ -87,6 +87,9 @@ DEFAULT_MAX_PENDING = 50_000
 # than this anyway. A response waits for its commit, so this is also the
 # most latency the writer adds.
 MIN_COMMIT_INTERVAL = 0.01
+# Asking the database whether a transaction whose COMMIT reply was lost committed.
+RESOLVE_INITIAL = 0.05
+RESOLVE_MAX = 2.0
 
 
 class StreamTally:
@@ -292,6 +295,10 @@ class Writer:
                     await connection.invalidate()
                 await connection.close()
 
+    def _set_failing(self) -> None:
+        self._failing = True
+        self._on_health(False)
+
     async def _commit(self, segments: list[Segment], operations: list[_Pending]) -> None:
         started = time.perf_counter()
         readings = sum(len(rows) for _, rows in segments)
@@ -309,8 +316,7 @@ class Writer:
                     await self._disconnect(broken=True)
             if not self._failing:
                 log.error("database write failed: %s", exc)
-                self._failing = True
-                self._on_health(False)
+                self._set_failing()
             error = StorageError(f"database write failed: {exc}")
             for tally, _ in segments:
                 tally.failure = error
@@ -433,8 +439,16 @@ class Writer:
             # replaced file at all; after it, because the file may go in
             # between: only then is the group durable, and reported so.
             backend.check_file()
-            await backend.commit()
-            backend.check_file()
+            try:
+                await backend.commit()
+            except CommitOutcomeUnknown as unknown:
+                # Never retried blindly: a committed group redone would count
+                # its readings as duplicates, and its command as a clash.
+                await self._disconnect(broken=True)
+                if not await self._resolve(unknown):
+                    raise
+            else:
+                backend.check_file()
         except BaseException:
             with contextlib.suppress(Exception):
                 await backend.rollback()
@@ -442,6 +456,49 @@ class Writer:
         # Only now: a run id from a rolled-back transaction would name nothing.
         self._run_ids.update(written.new_runs)
         return written
+
+    async def _resolve(self, unknown: CommitOutcomeUnknown) -> bool:
+        """Whether the transaction whose COMMIT reply was lost committed, asked of
+        the database on a connection of its own until it can say."""
+        delay = RESOLVE_INITIAL
+        told = False
+        while True:
+            try:
+                async with self._engine.connect() as connection:
+                    raw = await connection.get_raw_connection()
+                    committed = await backend_for(raw.driver_connection).committed(
+                        unknown.transaction
+                    )
+            except Exception as exc:
+                if self._stopping:
+                    log.error(
+                        "stopping with the outcome of transaction %d unknown (%s): its "
+                        "writes are reported failed and resent",
+                        unknown.transaction,
+                        exc,
+                    )
+                    return False
+                committed = None
+                if not told:
+                    log.error(
+                        "%s; asking the database what became of transaction %d (%s)",
+                        unknown,
+                        unknown.transaction,
+                        exc,
+                    )
+                    told = True
+                    if not self._failing:
+                        self._set_failing()
+            if committed is not None:
+                log.warning(
+                    "%s; the database says transaction %d %s",
+                    unknown,
+                    unknown.transaction,
+                    "committed" if committed else "did not commit",
+                )
+                return committed
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, RESOLVE_MAX)
 
     async def _write_together(
         self, backend: WriteBackend, segments: list[Segment], operations: list[_Pending]

@@ -8,12 +8,14 @@ connection, in its own dialect: :mod:`controller.sqlite_writes` and
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from controller.errors import CommandConflict
 from controller.records import CommandRecord
+from controller.store import command_values
 
 __all__ = [
     "Acknowledge",
@@ -25,6 +27,7 @@ __all__ = [
     "StoredValues",
     "WriteBackend",
     "backend_for",
+    "command_conflict",
 ]
 
 # (sensor_id, boot_id): one run of a sensor process, a row of sensor_runs.
@@ -101,7 +104,13 @@ class WriteBackend(Protocol):
         (a lock, a full disk, a lost connection: then everything may be)."""
         ...
 
-    async def commit(self) -> None: ...
+    async def commit(self) -> None:
+        """Commit; CommitOutcomeUnknown when the connection was lost during the COMMIT."""
+        ...
+
+    async def committed(self, transaction: int) -> bool | None:
+        """Whether ``transaction`` (of another, lost connection) committed; None: not yet known."""
+        ...
 
     async def rollback(self) -> None:
         """Roll back the open transaction, if any."""
@@ -115,6 +124,32 @@ class WriteBackend(Protocol):
         """Raise DatabaseFileMoved unless the file written is still the one at
         its path (a database without a file: never)."""
         ...
+
+
+def command_conflict(record: CommandRecord, stored: Mapping[str, Any] | None) -> int:
+    """After an insert of ``record`` that inserted nothing: 1 when ``stored`` (the row
+    under its id) is that very command, recorded before; CommandConflict otherwise.
+
+    What a retry of an insert whose commit outcome was unknown finds: the
+    database is read back, never written twice or refused for ever.
+    """
+    if stored is not None:
+        expected = command_values(record)
+        same = all(
+            bool(stored[name]) == bool(value) if name == "changed" else stored[name] == value
+            for name, value in expected.items()
+            if name != "acknowledged_at"
+        )
+        if same:
+            return 1
+    raise CommandConflict(
+        f"command {record.id}: its id already holds a different command"
+        + (
+            ""
+            if stored is None
+            else f" (status {stored['status']}, window from {stored['window_start']} µs)"
+        )
+    )
 
 
 def backend_for(driver_connection: Any) -> WriteBackend:

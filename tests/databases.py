@@ -60,6 +60,11 @@ START_TIMEOUT = 30.0
 STOP_TIMEOUT = 30.0
 # A throwaway server: durability buys nothing here and costs an fsync per commit.
 SPEED_SETTINGS = ("fsync=off", "synchronous_commit=off", "full_page_writes=off")
+# ... except for tests that stop the server as a crash would: with the settings
+# above an immediate stop loses commits the controller was told were durable
+# (a command the manipulator had journaled went missing), so they cannot catch
+# a durability defect of the controller's own.
+DURABLE_SETTINGS = ("fsync=on", "synchronous_commit=on", "full_page_writes=on")
 LOG_TAIL_LINES = 30
 WRITTEN_TABLES = ("readings", "commands")
 """Every table the controller writes (controller/schema.py)."""
@@ -216,8 +221,10 @@ def _tail(path: Path, lines: int = LOG_TAIL_LINES) -> str:
 class PostgresServer:
     """A running throwaway PostgreSQL server; make one with :func:`running_postgres`."""
 
-    def __init__(self, bin_dir: Path, root: Path) -> None:
+    def __init__(self, bin_dir: Path, root: Path, *, durable: bool = False) -> None:
         self.bin_dir = bin_dir
+        self.durable = durable
+        """Whether a commit survives the server being stopped like a crash (immediate mode)."""
         self.root = root
         """The temp dir holding the data dir, the socket and the logs."""
         self.data_dir = root / "data"
@@ -298,7 +305,7 @@ class PostgresServer:
         settings = [
             "listen_addresses=127.0.0.1",
             f"unix_socket_directories={self.root}",
-            *SPEED_SETTINGS,
+            *(DURABLE_SETTINGS if self.durable else SPEED_SETTINGS),
         ]
         command = [*self._as_user, str(self.bin_dir / "postgres"), "-D", str(self.data_dir)]
         command += ["-p", str(self.port)]
@@ -346,6 +353,18 @@ class PostgresServer:
                 )
             await asyncio.sleep(0.1)
 
+    def crash(self) -> None:
+        """Stop as a power cut would (immediate mode: no checkpoint, recovery at the next start)."""
+        process, self._process = self._process, None
+        assert process is not None, "the server is not running"
+        self._run("pg_ctl", "stop", "-D", str(self.data_dir), "-m", "immediate", "-w")
+        process.wait(STOP_TIMEOUT)
+
+    def restart(self) -> None:
+        """Start the stopped server again, on the same port and data."""
+        assert self._process is None, "the server is running"
+        self._start_server()
+
     def stop(self) -> None:
         """Fast shutdown (open sessions are ended), then wait for the server to exit."""
         process, self._process = self._process, None
@@ -377,8 +396,11 @@ def _missing(reason: str) -> NoReturn:
 
 
 @contextlib.contextmanager
-def running_postgres() -> Iterator[PostgresServer]:
-    """A throwaway PostgreSQL server for as long as the block runs (skipped if not installed)."""
+def running_postgres(*, durable: bool = False) -> Iterator[PostgresServer]:
+    """A throwaway PostgreSQL server for as long as the block runs (skipped if not installed).
+
+    ``durable``: fsync and synchronous commits on, for tests that crash it.
+    """
     bin_dir = find_postgres_bin()
     if bin_dir is None:
         _missing(
@@ -397,7 +419,7 @@ def running_postgres() -> Iterator[PostgresServer]:
                 pytrace=False,
             )
     root = Path(tempfile.mkdtemp(prefix="workcell-pg-"))
-    server = PostgresServer(bin_dir, root)
+    server = PostgresServer(bin_dir, root, durable=durable)
     try:
         server.start()
         yield server

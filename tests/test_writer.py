@@ -12,7 +12,7 @@ import pytest
 import controller.writer
 import controller.writes
 from controller import postgres_writes, sqlite_writes
-from controller.errors import InvalidReading, StorageError
+from controller.errors import InvalidReading, RejectedWrite, StorageError
 from controller.records import ReadingRow
 from controller.store import Database
 from controller.writer import StreamTally, Writer
@@ -133,7 +133,9 @@ async def test_a_row_the_database_refuses_fails_only_its_stream(
         # Everything below joins one group: the writer starts only afterwards.
         operations = await queue_operations(
             writer,
-            writer.record_command(command(1, NOW_US)),  # refused: the id exists
+            # Refused: the id holds another command (the same one again would be
+            # read back and taken as recorded: test_recording_a_command_again...).
+            writer.record_command(command(1, NOW_US + 1)),
             writer.record_command(command(2, NOW_US)),
             writer.mark_acknowledged(2, NOW_US),
             writer.prune_readings(NOW_US - 10**8, 100),
@@ -289,3 +291,27 @@ async def test_conflicting_readings_in_one_group_keep_the_first(database: TestDa
     assert writer.totals.conflicts == 1
     payloads = database.fetch(f"SELECT payload FROM {READINGS_WITH_RUNS} ORDER BY seq")
     assert [int(p) for (p,) in payloads] == [r[3] for r in rows]
+
+
+async def test_recording_a_command_again_reads_back_what_is_stored(
+    database: TestDatabase,
+) -> None:
+    # A retry after a commit whose outcome was unknown (issue 10, item 1): the command
+    # may be stored already. The same command is then taken as recorded, not refused
+    # for ever with a duplicate key; a different one under its id still is refused.
+    db = await Database.open(database.url)
+    try:
+        writer = Writer(db.engine, windows=CountEverything())
+        await writer.start()
+        try:
+            await writer.record_command(command(7, NOW_US))
+            await writer.record_command(command(7, NOW_US))
+            with pytest.raises(RejectedWrite, match="command 7"):
+                await writer.record_command(command(7, NOW_US + 1))
+            await writer.record_command(command(8, NOW_US + 5_000_000))
+        finally:
+            await writer.close()
+    finally:
+        await db.close()
+    rows = database.fetch("SELECT id, window_start FROM commands ORDER BY id")
+    assert [(int(i), int(w)) for i, w in rows] == [(7, NOW_US), (8, NOW_US + 5_000_000)]
