@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import logging
+import os
 import shutil
 import sys
-from collections.abc import Sequence
+from collections.abc import Generator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,7 +28,7 @@ from workcell.flags import (
     positive_int,
     probability,
 )
-from workcell.history_table import entry_record, format_table
+from workcell.history_table import STREAM_MIN_WIDTHS, JsonArrayWriter, TableWriter
 from workcell.liveview import CellState, Display, LiveScreen, SummaryLines
 from workcell.logs import configure_logging, log_format, log_level
 from workcell.runner import CellConfig, run_cell
@@ -197,7 +197,8 @@ def _parser() -> FlagParser:
     history = commands.add_parser(
         "history",
         help="print the commands the controller issued, as a table",
-        description="Print the commands issued in [--from, --to), oldest first.",
+        description="Print the commands issued in [--from, --to), oldest first, each page "
+        "as it arrives (memory stays flat however long the history).",
     )
     assert isinstance(history, FlagParser)
     _add_query_flags(history)
@@ -215,7 +216,10 @@ def _parser() -> FlagParser:
         help="entries per request (the server caps it at 1000)",
     )
     history.flag(
-        "--json", env=None, action="store_true", help="print a JSON array instead of a table"
+        "--json",
+        env=None,
+        action="store_true",
+        help="print a JSON array instead of a table (streamed: entries appear as they come)",
     )
     history.flag(
         "--log-format",
@@ -254,22 +258,82 @@ def _parser() -> FlagParser:
     return parser
 
 
-def fetch_all(config: HistoryConfig) -> list[history_pb2.HistoryEntry]:
-    """Every entry of the query, following ``next_page_token``; raises grpc.RpcError."""
+def query_pages(
+    config: HistoryConfig,
+) -> Generator[Sequence[history_pb2.HistoryEntry], None, None]:
+    """The query's pages in order, following ``next_page_token``.
+
+    A page is asked for only once the previous one has been taken, so a caller
+    that handles each page before the next holds one page at a time however
+    long the history. Iterating raises grpc.RpcError; closing the generator
+    early closes the channel and asks for nothing more.
+    """
     request = history_pb2.QueryRequest(page_size=config.page_size, merge_runs=config.merge)
     if config.from_us is not None:
         request.from_datetime.CopyFrom(to_timestamp(config.from_us))
     if config.to_us is not None:
         request.to_datetime.CopyFrom(to_timestamp(config.to_us))
-    entries: list[history_pb2.HistoryEntry] = []
     with grpc_channel(str(config.controller), config.tls) as channel:
         stub = history_pb2_grpc.HistoryStub(channel)
         while True:
             response = stub.Query(request, timeout=HISTORY_TIMEOUT)
-            entries.extend(response.entries)
+            yield response.entries
             if not response.next_page_token:
-                return entries
+                return
             request.page_token = response.next_page_token
+
+
+def _explain(exc: grpc.RpcError, config: HistoryConfig, command: str) -> None:
+    """One stderr line with the gRPC status."""
+    reason = f"{exc.code().name}: {exc.details()}" if isinstance(exc, grpc.Call) else str(exc)
+    sys.stderr.write(f"workcell {command}: {config.controller}: {reason}\n")
+
+
+def _stdout_gone() -> None:
+    """The reader closed our stdout (``| head``): send what Python still holds to /dev/null.
+
+    Otherwise the interpreter's final flush fails again and prints a traceback.
+    """
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+
+
+def history_command(config: HistoryConfig) -> int:
+    """``workcell history``: print each page as it arrives; one line and 1 on a server error.
+
+    An error after some pages leaves what was printed (a table without its end,
+    a JSON array without its closing bracket) and exits 1.
+    """
+    writer: JsonArrayWriter | TableWriter = (
+        JsonArrayWriter()
+        if config.json
+        else TableWriter(merged=config.merge, min_widths=STREAM_MIN_WIDTHS)
+    )
+    pages = query_pages(config)
+    try:
+        for page in pages:
+            sys.stdout.write(writer.page(page))
+            # A pipe would otherwise hold the rows back until the buffer fills.
+            sys.stdout.flush()
+        sys.stdout.write(writer.finish())
+        sys.stdout.flush()
+    except grpc.RpcError as exc:
+        sys.stdout.flush()
+        _explain(exc, config, "history")
+        return 1
+    except BrokenPipeError:
+        # Whoever reads has all it wanted: stop asking the controller for more.
+        _stdout_gone()
+        return 0
+    finally:
+        pages.close()
+    return 0
+
+
+def fetch_all(config: HistoryConfig) -> list[history_pb2.HistoryEntry]:
+    """Every entry of the query, following ``next_page_token``; raises grpc.RpcError."""
+    return [entry for page in query_pages(config) for entry in page]
 
 
 def _fetch_or_explain(config: HistoryConfig, command: str) -> list[history_pb2.HistoryEntry] | None:
@@ -277,22 +341,8 @@ def _fetch_or_explain(config: HistoryConfig, command: str) -> list[history_pb2.H
     try:
         return fetch_all(config)
     except grpc.RpcError as exc:
-        reason = f"{exc.code().name}: {exc.details()}" if isinstance(exc, grpc.Call) else str(exc)
-        sys.stderr.write(f"workcell {command}: {config.controller}: {reason}\n")
+        _explain(exc, config, command)
         return None
-
-
-def history_command(config: HistoryConfig) -> int:
-    """``workcell history``: print the table (or JSON); one line and 1 on a server error."""
-    entries = _fetch_or_explain(config, "history")
-    if entries is None:
-        return 1
-    if config.json:
-        json.dump([entry_record(e) for e in entries], sys.stdout, indent=2)
-        sys.stdout.write("\n")
-    else:
-        sys.stdout.write(format_table(entries, merged=config.merge) + "\n")
-    return 0
 
 
 def report_command(config: HistoryConfig, *, alpha: float, output: Path) -> int:
