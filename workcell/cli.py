@@ -13,7 +13,7 @@ import os
 import shutil
 import sys
 from collections.abc import Generator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import grpc
@@ -28,11 +28,16 @@ from workcell.flags import (
     positive_int,
     probability,
 )
-from workcell.history_table import STREAM_MIN_WIDTHS, JsonArrayWriter, TableWriter
+from workcell.history_table import (
+    STREAM_MIN_WIDTHS,
+    JsonArrayWriter,
+    TableWriter,
+    format_time,
+)
 from workcell.liveview import CellState, Display, LiveScreen, SummaryLines
 from workcell.logs import configure_logging, log_format, log_level
 from workcell.runner import CellConfig, run_cell
-from workcell.timeconv import from_iso, to_timestamp
+from workcell.timeconv import from_iso, now_us, to_timestamp
 from workcell.tls import PLAINTEXT, TlsConfig, add_tls_flags, grpc_channel, parse_tls
 from workcell.v1 import history_pb2, history_pb2_grpc
 
@@ -43,6 +48,11 @@ DEFAULT_MANIPULATOR = "127.0.0.1:7700"
 HISTORY_TIMEOUT = 10.0
 # A report reads everything in its range: the largest page the server allows.
 REPORT_PAGE_SIZE = 1000
+# Without --from a report draws this much before --to (or now): a day at the
+# default 5 s period is 17,280 commands. Memory does not grow with the range
+# (the report is drawn from bounded buckets), but the time to page through it does.
+DEFAULT_REPORT_LAST = "24h"
+MAX_LAST_SECONDS = 36_500 * 86_400
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,6 +68,25 @@ class HistoryConfig:
     tls: TlsConfig = PLAINTEXT
 
 
+def _last(text: str) -> int:
+    """``--last``: a duration from a second to 100 years, in microseconds."""
+    seconds = duration_seconds(text)
+    if not 1 <= seconds <= MAX_LAST_SECONDS:
+        raise argparse.ArgumentTypeError(
+            f"expected a duration from 1s to {MAX_LAST_SECONDS // 86_400}d, got {text!r}"
+        )
+    return round(seconds * 1e6)
+
+
+def _duration_text(us: int) -> str:
+    """``24h``, ``90m``, ``7d``: the largest unit that divides it."""
+    seconds = us / 1e6
+    for unit, size in (("d", 86_400), ("h", 3_600), ("m", 60)):
+        if seconds >= size and seconds % size == 0:
+            return f"{int(seconds // size)}{unit}"
+    return f"{seconds:g}s"
+
+
 def _iso(text: str) -> int:
     try:
         return from_iso(text)
@@ -67,7 +96,7 @@ def _iso(text: str) -> int:
         ) from None
 
 
-def _add_query_flags(command: FlagParser) -> None:
+def _add_query_flags(command: FlagParser, *, default_from: str = "the beginning") -> None:
     """--controller, --from and --to: which controller to ask, for which issue times."""
     command.flag(
         "--controller",
@@ -84,7 +113,7 @@ def _add_query_flags(command: FlagParser) -> None:
         default=None,
         type=_iso,
         metavar="ISO",
-        help="first issue time (inclusive; default: the beginning)",
+        help=f"first issue time (inclusive; default: {default_from})",
     )
     command.flag(
         "--to",
@@ -235,10 +264,20 @@ def _parser() -> FlagParser:
         help="draw the decisions as a PNG: means, status, p-values, acknowledgements",
         description="Draw the commands issued in [--from, --to) as a PNG: each window's "
         "mean with a 95% t-interval, the status in force with acknowledgements, and the "
-        "p-values against alpha.",
+        "p-values against alpha. Without --from, the last 24 hours (--last). A long range "
+        "is drawn from at most 2048 time buckets, so memory stays bounded.",
     )
     assert isinstance(report, FlagParser)
-    _add_query_flags(report)
+    _add_query_flags(report, default_from="--to minus --last")
+    report.flag(
+        "--last",
+        env=None,
+        default=argparse.SUPPRESS,
+        type=_last,
+        metavar="DURATION",
+        help="without --from, draw the commands issued in this long before --to or now "
+        f"(7d, 90m, 3600; default: {DEFAULT_REPORT_LAST})",
+    )
     report.flag(
         "--alpha",
         env="WORKCELL_ALPHA",
@@ -331,41 +370,52 @@ def history_command(config: HistoryConfig) -> int:
     return 0
 
 
-def fetch_all(config: HistoryConfig) -> list[history_pb2.HistoryEntry]:
-    """Every entry of the query, following ``next_page_token``; raises grpc.RpcError."""
-    return [entry for page in query_pages(config) for entry in page]
+def report_command(
+    config: HistoryConfig, *, alpha: float, output: Path, last_us: int | None = None
+) -> int:
+    """``workcell report``: write the PNG; one line and 1 when there is nothing to draw.
 
+    Without ``config.from_us`` and with ``last_us``, the commands issued in the
+    ``last_us`` before ``config.to_us`` (or now) are drawn. Pages are folded into
+    a bounded summary as they arrive (:class:`~workcell.report_data.ReportBuilder`).
+    """
+    # numpy/scipy are imported only here (and matplotlib only once there is
+    # something to draw): they are slow to import and no other command needs them.
+    from workcell.report_data import ReportBuilder
 
-def _fetch_or_explain(config: HistoryConfig, command: str) -> list[history_pb2.HistoryEntry] | None:
-    """``fetch_all``, or None after one stderr line with the gRPC status."""
+    default_from: int | None = None
+    if config.from_us is None and last_us is not None:
+        until = config.to_us if config.to_us is not None else now_us()
+        default_from = until - last_us
+    query = config if default_from is None else replace(config, from_us=default_from)
+    builder = ReportBuilder(from_us=config.from_us, to_us=config.to_us, alpha=alpha)
+    pages = query_pages(query)
     try:
-        return fetch_all(config)
+        for page in pages:
+            builder.add(page)
     except grpc.RpcError as exc:
-        _explain(exc, config, command)
-        return None
-
-
-def report_command(config: HistoryConfig, *, alpha: float, output: Path) -> int:
-    """``workcell report``: write the PNG; one line and 1 when there is nothing to draw."""
-    entries = _fetch_or_explain(config, "report")
-    if entries is None:
+        _explain(exc, config, "report")
         return 1
-    if not entries:
-        sys.stderr.write("workcell report: no commands in that time range\n")
+    finally:
+        pages.close()
+    if not builder.commands:
+        where = "that time range"
+        if last_us is not None and default_from is not None:
+            end = "--to" if config.to_us is not None else "now"
+            where = f"the {_duration_text(last_us)} before {end} (--last or --from for more)"
+        sys.stderr.write(f"workcell report: no commands in {where}\n")
         return 1
-    # matplotlib is imported only here: it is slow to import and no other
-    # command needs it.
+    data = builder.result()
     from workcell.report import save_report
-    from workcell.report_data import prepare_report
 
-    data = prepare_report(entries, from_us=config.from_us, to_us=config.to_us)
     try:
         output.parent.mkdir(parents=True, exist_ok=True)
-        save_report(data, output, alpha=alpha)
+        save_report(data, output)
     except OSError as exc:
         sys.stderr.write(f"workcell report: cannot write {output}: {exc.strerror or exc}\n")
         return 1
-    sys.stdout.write(f"wrote {output} ({data.commands} commands)\n")
+    since = "" if default_from is None else f" issued since {format_time(default_from)}"
+    sys.stdout.write(f"wrote {output} ({data.commands} commands{since})\n")
     return 0
 
 
@@ -434,6 +484,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
     if args.command == "report":
         tls = parse_tls(args.command_parser, args, side="client")
+        if args.from_ is not None and "last" in args:
+            args.command_parser.error("--from and --last exclude each other: give one")
+        # --last applies only without --from; it has a default, so the range is bounded.
+        last_us = (
+            None if args.from_ is not None else getattr(args, "last", _last(DEFAULT_REPORT_LAST))
+        )
         return report_command(
             HistoryConfig(
                 controller=args.controller,
@@ -444,6 +500,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             ),
             alpha=args.alpha,
             output=args.output,
+            last_us=last_us,
         )
     parser.print_help(sys.stderr)
     return 2
