@@ -9,6 +9,12 @@ random length, means that drift and shift, p-values from 1e-30 to 1, one decisio
 untested, one command in a hundred pending. Then it starts a real controller on that file
 (``--manipulator`` at a closed port, so nothing is acknowledged meanwhile) and runs each client
 command under ``/usr/bin/time -v``, output to /dev/null, and prints its peak RSS and wall time.
+
+Result (100,000 commands, 2-core machine shared with other work): before streaming, ``history``
+235 MiB / 13.8 s, ``history --json`` 241 MiB / 21.2 s, ``report`` over everything 729 MiB /
+66.8 s. After: ``history`` 55 MiB / 12.6 s (55 MiB at 1,000 and at 1,000,000 commands),
+``report`` 168 MiB / 4.3 s for its default 24 h, 168 MiB / 8.1 s for all 100,000 commands,
+169 MiB / 46 s for 1,000,000.
 """
 
 from __future__ import annotations
