@@ -15,9 +15,18 @@ from pathlib import Path
 import pytest
 
 from tests.databases import TestDatabase
+from tests.history_server import ScriptedHistory, serving
 from tests.processes import ROOT, running, start_service
 from workcell.cli import main as cli_main
-from workcell.history_table import entry_record, format_p_value, format_table, format_time
+from workcell.history_table import (
+    STREAM_MIN_WIDTHS,
+    JsonArrayWriter,
+    TableWriter,
+    entry_record,
+    format_p_value,
+    format_table,
+    format_time,
+)
 from workcell.liveview import CellState, SummaryLines, render_screen, render_summary
 from workcell.timeconv import from_iso, to_timestamp
 from workcell.v1 import command_pb2
@@ -126,6 +135,29 @@ def test_json_record() -> None:
     assert record["from_datetime"] == "2025-03-01T12:00:00.000000Z"
     assert record["window"] == {"count": 1500, "mean": 101.25, "std_dev": 9.5}
     json.dumps(record)
+
+
+def test_streamed_json_is_the_same_text_as_one_dump() -> None:
+    entries = [entry(i, p_value=None if i == 2 else 0.5) for i in range(1, 6)]
+    writer = JsonArrayWriter()
+    text = writer.page(entries[:2]) + writer.page([]) + writer.page(entries[2:]) + writer.finish()
+    assert text == json.dumps([entry_record(e) for e in entries], indent=2) + "\n"
+    empty = JsonArrayWriter()
+    assert empty.page([]) + empty.finish() == "[]\n"
+
+
+def test_streamed_table_keeps_the_first_pages_columns() -> None:
+    writer = TableWriter(min_widths=STREAM_MIN_WIDTHS)
+    first = writer.page([entry(9), entry(10, p_value=None, acked=False)]).splitlines()
+    later = writer.page([entry(1234, p_value=3.2e-9)]).splitlines()
+    assert writer.finish() == ""
+    assert first[0].split()[0] == "id"
+    assert len(first) == 4  # header, rule, two rows
+    assert len(later) == 1  # no second header
+    # ids up to seven digits fit the reserved width: every row's columns line up
+    starts = {line.index("  up") for line in [*first[2:], *later]}
+    assert len(starts) == 1
+    assert TableWriter().finish() == "no commands in that time range\n"
 
 
 # ---------------------------------------------------------------- live view state
@@ -397,3 +429,117 @@ def test_ctrl_c_stops_sensors_then_controller_then_manipulator(tmp_path: Path) -
     order = [text.index(f"{name} stopped") for name in ("sensor-1", "controller", "manipulator")]
     assert order == sorted(order), text
     assert text.index("sensor-2 stopped") < order[1]
+
+
+# ---------------------------------------------------------------- streaming history
+
+
+class ClientOutput:
+    """A ``workcell`` child's stdout lines, collected on a thread; waitable from another."""
+
+    def __init__(self, process: subprocess.Popen[str]) -> None:
+        self.lines: list[str] = []
+        self._process = process
+        self._changed = threading.Condition()
+        self._thread = threading.Thread(target=self._pump, daemon=True)
+        self._thread.start()
+
+    def _pump(self) -> None:
+        assert self._process.stdout is not None
+        for line in self._process.stdout:
+            with self._changed:
+                self.lines.append(line.rstrip("\n"))
+                self._changed.notify_all()
+
+    def wait_for_line_starting(self, prefix: str, timeout: float) -> bool:
+        """Whether a line starting with ``prefix`` (indentation aside) comes within ``timeout``."""
+        with self._changed:
+            return self._changed.wait_for(
+                lambda: any(line.lstrip().startswith(prefix) for line in self.lines), timeout
+            )
+
+    def join(self) -> None:
+        self._thread.join(10)
+
+
+def history_client(address: str, *args: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "workcell.cli", "history", "--controller", address, *args],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+    )
+
+
+@pytest.mark.parametrize("fmt", ["table", "json"])
+def test_history_prints_each_page_before_asking_for_the_next(fmt: str) -> None:
+    """Pages are printed as they arrive: memory stays flat however long the history."""
+    page_size, pages = 2, 3
+    seen_before: dict[int, bool] = {}
+    output: ClientOutput | None = None
+    ready = threading.Event()
+
+    def before_page(number: int) -> None:
+        if number == 1:
+            return
+        ready.wait(10)
+        assert output is not None
+        # the last entry of the previous page, as the chosen format prints it
+        last_id = (number - 1) * page_size
+        needle = f'"command_id": {last_id},' if fmt == "json" else f"{last_id} "
+        seen_before[number] = output.wait_for_line_starting(needle, 10)
+
+    servicer = ScriptedHistory(page_size * pages, before_page=before_page)
+    with serving(servicer) as address:
+        extra = ["--json"] if fmt == "json" else []
+        process = history_client(address, "--page-size", str(page_size), *extra)
+        output = ClientOutput(process)
+        ready.set()
+        try:
+            code = process.wait(timeout=90)
+        finally:
+            if process.poll() is None:
+                process.kill()
+        output.join()
+        assert process.stderr is not None
+        stderr = process.stderr.read()
+    assert code == 0, stderr
+    assert len(servicer.requests) == pages
+    # before asking for page n, the client had printed page n-1
+    assert seen_before == {n: True for n in range(2, pages + 1)}
+    text = "\n".join(output.lines)
+    if fmt == "json":
+        assert [r["command_id"] for r in json.loads(text)] == list(range(1, 7))
+    else:
+        assert [line.split()[0] for line in output.lines[2:]] == [str(i) for i in range(1, 7)]
+
+
+def test_history_stops_asking_once_its_reader_is_gone() -> None:
+    """``workcell history | head``: no traceback, and no more pages fetched for nobody."""
+    reader_gone = threading.Event()
+
+    def before_page(number: int) -> None:
+        if number == 2:
+            reader_gone.wait(10)
+
+    servicer = ScriptedHistory(50 * 10, before_page=before_page)
+    with serving(servicer) as address:
+        process = history_client(address, "--page-size", "10")
+        assert process.stdout is not None
+        try:
+            first = process.stdout.readline()  # the header: the first page has been printed
+            process.stdout.close()
+            reader_gone.set()
+            code = process.wait(timeout=60)
+        finally:
+            if process.poll() is None:
+                process.kill()
+        assert process.stderr is not None
+        stderr = process.stderr.read()
+    assert first.split()[:2] == ["id", "window"]
+    assert code == 0, stderr
+    assert stderr == ""
+    # page 2 was written into a closed pipe; nothing after it was asked for
+    assert len(servicer.requests) == 2

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import math
 import struct
 import subprocess
 import sys
+import tracemalloc
 from datetime import datetime
 from pathlib import Path
 
@@ -16,16 +18,23 @@ import pytest
 from scipy import stats
 
 from tests.controller_harness import make_reading, running_cell, stream
+from tests.history_server import PERIOD_US as SCRIPTED_PERIOD_US
+from tests.history_server import START_US, ScriptedHistory, serving, synthetic_entry
+from workcell.cli import HistoryConfig, report_command
+from workcell.cli import main as cli_main
+from workcell.flags import address as address_flag
 from workcell.report import DPI, FIGSIZE, save_report
+from workcell.report_buckets import BucketGrid
 from workcell.report_data import (
     P_FLOOR,
+    ReportBuilder,
     acknowledgements,
     mean_bands,
     p_values,
     prepare_report,
     status_spans,
 )
-from workcell.timeconv import from_iso, now_us, to_datetime, to_timestamp
+from workcell.timeconv import from_iso, from_timestamp, now_us, to_datetime, to_timestamp
 from workcell.v1 import command_pb2
 from workcell.v1.history_pb2 import HistoryEntry, WindowSummary
 
@@ -155,6 +164,33 @@ def test_report_range_and_count() -> None:
         prepare_report([])
 
 
+def test_bucket_grid_merges_neighbours_in_pairs_as_it_widens() -> None:
+    grid = BucketGrid(origin_us=100, width_us=10, size=4)
+    grid.add_field("n", "sum", dtype=np.int64)
+    grid.add_field("low", "min")
+    grid.add_field("high", "max")
+    grid.add_field("first", "first", count="n")
+    times = np.array([100, 115, 125, 139], dtype=np.int64)
+    index = grid.index(times)
+    assert list(index) == [0, 1, 2, 3]
+    np.add.at(grid["n"], index, 1)
+    grid["low"][index] = [1.0, 2.0, 3.0, 4.0]
+    grid["high"][index] = [1.0, 2.0, 3.0, 4.0]
+    grid["first"][[1, 3]] = [7.0, 9.0]  # what the first non-empty bucket of a pair says
+    grid["n"][0] = 0
+    grid.fit(140)  # one past the last bucket: the width doubles once
+    assert grid.width_us == 20
+    assert list(grid["n"]) == [1, 2, 0, 0]
+    assert list(grid["low"]) == [1.0, 3.0, np.inf, np.inf]
+    assert list(grid["high"]) == [2.0, 4.0, -np.inf, -np.inf]
+    assert list(grid["first"])[:2] == [7.0, 0.0]
+    grid.fit(100 + 20 * 4 * 4 - 1)  # up to sixteen times the first width
+    assert grid.width_us == 80
+    assert list(grid["n"]) == [3, 0, 0, 0]
+    # a time before the origin goes to the first bucket
+    assert list(grid.index(np.array([0, 100, 99_999], dtype=np.int64))) == [0, 0, 3]
+
+
 # ---------------------------------------------------------------- drawing
 
 
@@ -177,7 +213,7 @@ def test_every_kind_of_point_draws(tmp_path: Path) -> None:
         entry(5, mean=90.0, p_value=1e-40, status=DOWN, acked=False),
     ]
     path = tmp_path / "r.png"
-    save_report(prepare_report(entries), path, alpha=0.05)
+    save_report(prepare_report(entries, alpha=0.05), path)
     assert png_size(path) == (FIGSIZE[0] * DPI, FIGSIZE[1] * DPI)
     pixels = matplotlib.image.imread(path)
     assert pixels.shape[:2] == (FIGSIZE[1] * DPI, FIGSIZE[0] * DPI)
@@ -186,7 +222,7 @@ def test_every_kind_of_point_draws(tmp_path: Path) -> None:
 
 def test_nothing_testable_still_draws(tmp_path: Path) -> None:
     path = tmp_path / "r.png"
-    save_report(prepare_report([entry(0, n=1, p_value=None)]), path, alpha=0.01)
+    save_report(prepare_report([entry(0, n=1, p_value=None)], alpha=0.01), path)
     png_size(path)
 
 
@@ -266,3 +302,165 @@ async def test_report_from_a_real_controller(tmp_path: Path) -> None:
 async def _run(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
     """The command as a child process, without blocking the controller's event loop."""
     return await asyncio.to_thread(workcell, *args, cwd=cwd)
+
+
+# ---------------------------------------------------------------- bounded memory
+
+
+def held(value: object) -> int:
+    """How many items ``value`` holds in its sequences and arrays, however deeply nested."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return sum(held(getattr(value, f.name)) for f in dataclasses.fields(value))
+    if isinstance(value, np.ndarray):
+        return int(value.size)
+    if isinstance(value, tuple | list):
+        return len(value) + sum(held(item) for item in value)
+    return 0
+
+
+def test_report_data_is_bounded_whatever_the_number_of_commands() -> None:
+    """A year of commands is drawn from a bounded summary, not from one point per command.
+
+    The entries come from a generator: nothing needs them all at once.
+    """
+    small = prepare_report(synthetic_entry(i) for i in range(10_000))
+    large = prepare_report(synthetic_entry(i) for i in range(100_000))
+    assert (small.commands, large.commands) == (10_000, 100_000)
+    # at most about 33 numbers per bucket, 2,048 buckets; 1.1 million before
+    assert held(large) < 70_000
+    assert held(large) < 2 * held(small)
+    # the picture still covers the whole range
+    assert large.start == at(START_US)
+    assert large.end == at(START_US + 100_000 * SCRIPTED_PERIOD_US)
+
+
+def test_report_memory_does_not_grow_with_the_history(tmp_path: Path) -> None:
+    """The whole command (paging, aggregating, drawing) against a real History server."""
+
+    def peak_bytes(total: int) -> int:
+        servicer = ScriptedHistory(total)
+        with serving(servicer) as address:
+            config = HistoryConfig(
+                controller=address_flag(address),
+                from_us=START_US,
+                to_us=START_US + 10**9 * SCRIPTED_PERIOD_US,
+                page_size=1000,
+            )
+            tracemalloc.start()
+            try:
+                code = report_command(config, alpha=0.05, output=tmp_path / f"{total}.png")
+                _, peak = tracemalloc.get_traced_memory()
+            finally:
+                tracemalloc.stop()
+        assert code == 0
+        assert len(servicer.requests) == -(-total // 1000)
+        return peak
+
+    peak_bytes(500)  # matplotlib's one-time caches (fonts, …) out of the way
+    small, large = peak_bytes(1_000), peak_bytes(10_000)
+    # 9,000 more commands: 126 MB more before (about 14 KB each), now the same few MB
+    assert large - small < 8 * 2**20, (small, large)
+
+
+def test_a_long_range_is_summarized_with_exact_counts() -> None:
+    """Several windows per bucket: means averaged, intervals enveloped, statuses shared."""
+    statuses = [UP, UP, DOWN, UP] * 4
+    p_cycle = [0.5, 0.01, 0.0, None]
+    entries = [
+        entry(k, mean=float(k), std=0.0, status=s, p_value=p_cycle[k % 4])
+        for k, s in enumerate(statuses)
+    ]
+    # 16 windows and the last status span reach 17 periods: a grid of 4 buckets
+    # doubles from 1 period to 8 to hold them.
+    data = prepare_report(entries, max_buckets=4, alpha=0.05)
+    assert data.commands == 16
+    assert data.summarized
+    assert (data.window_us, data.bucket_us) == (PERIOD_US, 8 * PERIOD_US)
+    (band,) = data.bands
+    assert list(band.mean) == [3.5, 11.5]
+    assert list(band.low) == [0.0, 8.0]
+    assert list(band.high) == [7.0, 15.0]
+    assert list(band.count) == [8 * 1500, 8 * 1500]
+    assert band.times == (at(START + 4 * PERIOD_US), at(START + 12 * PERIOD_US))
+    # status in force from a window's end for one period: [P, 8P) holds 5 up of 7
+    assert [(s.status, s.up_share) for s in data.spans[:2]] == [("mixed", 5 / 7), ("mixed", 0.75)]
+    assert data.spans[2].status == "up"
+    assert data.spans[2].end == at(START + 17 * PERIOD_US)
+    pv = data.p_values
+    # the legend's counts are exact
+    assert (pv.not_significant, pv.significant, pv.below_floor, pv.untested_count) == (4, 4, 4, 4)
+    assert list(pv.p) == [0.0, 0.0]
+    assert list(pv.p_high) == [0.5, 0.5]
+    assert list(pv.decisions) == [6, 6]
+    assert len(pv.untested) == 3
+    acks = data.acknowledgements
+    assert (acks.acknowledged_count, sum(acks.acknowledged_commands)) == (16, 16)
+
+
+def test_pages_fold_in_the_same_however_they_are_cut() -> None:
+    """A band (and a status span) continues across a page boundary."""
+    entries = [entry(k, mean=100.0 + k, status=UP if k < 5 else DOWN) for k in range(10)]
+    whole = ReportBuilder()
+    whole.add(entries)
+    one_by_one = ReportBuilder()
+    for e in entries:
+        one_by_one.add([e])
+    a, b = whole.result(), one_by_one.result()
+    assert [band.times for band in a.bands] == [band.times for band in b.bands]
+    assert len(b.bands) == 1
+    assert a.spans == b.spans
+    assert [s.status for s in b.spans] == ["up", "down"]
+
+
+# ---------------------------------------------------------------- the default range
+
+
+def requested_range(*args: str, tmp_path: Path) -> tuple[int | None, int | None]:
+    """The [from, to) the report asked the History server for, in µs (None: unset)."""
+    servicer = ScriptedHistory(10)
+    with serving(servicer) as address:
+        code = cli_main(["report", "--controller", address, "-o", str(tmp_path / "r.png"), *args])
+    assert code == 0
+    request = servicer.requests[0]
+    return (
+        from_timestamp(request.from_datetime) if request.HasField("from_datetime") else None,
+        from_timestamp(request.to_datetime) if request.HasField("to_datetime") else None,
+    )
+
+
+def test_report_reads_the_last_24_hours_by_default(tmp_path: Path) -> None:
+    before = now_us()
+    start, end = requested_range(tmp_path=tmp_path)
+    day = 86_400_000_000
+    assert end is None
+    assert start is not None
+    assert before - day <= start <= now_us() - day
+
+
+def test_last_and_to_set_the_range(tmp_path: Path) -> None:
+    to = "2025-03-02T00:00:00Z"
+    assert requested_range("--to", to, "--last", "90m", tmp_path=tmp_path) == (
+        from_iso(to) - 90 * 60_000_000,
+        from_iso(to),
+    )
+    # --from draws from there, without a default length
+    assert requested_range("--from", "2025-03-01T00:00:00Z", tmp_path=tmp_path) == (
+        from_iso("2025-03-01T00:00:00Z"),
+        None,
+    )
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--from", "2025-03-01T00:00:00Z", "--last", "1h"],
+        ["--last", "0"],
+        ["--last", "1e300"],
+        ["--last", "soon"],
+    ],
+)
+def test_bad_range_flags_exit_2_with_one_line(args: list[str]) -> None:
+    result = workcell("report", *args, "-o", "x.png")
+    assert result.returncode == 2
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert "--last" in result.stderr

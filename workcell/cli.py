@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import logging
+import os
 import shutil
 import sys
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Generator, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import grpc
@@ -28,11 +28,16 @@ from workcell.flags import (
     positive_int,
     probability,
 )
-from workcell.history_table import entry_record, format_table
+from workcell.history_table import (
+    STREAM_MIN_WIDTHS,
+    JsonArrayWriter,
+    TableWriter,
+    format_time,
+)
 from workcell.liveview import CellState, Display, LiveScreen, SummaryLines
 from workcell.logs import configure_logging, log_format, log_level
 from workcell.runner import CellConfig, run_cell
-from workcell.timeconv import from_iso, to_timestamp
+from workcell.timeconv import from_iso, now_us, to_timestamp
 from workcell.tls import PLAINTEXT, TlsConfig, add_tls_flags, grpc_channel, parse_tls
 from workcell.v1 import history_pb2, history_pb2_grpc
 
@@ -43,6 +48,11 @@ DEFAULT_MANIPULATOR = "127.0.0.1:7700"
 HISTORY_TIMEOUT = 10.0
 # A report reads everything in its range: the largest page the server allows.
 REPORT_PAGE_SIZE = 1000
+# Without --from a report draws this much before --to (or now): a day at the
+# default 5 s period is 17,280 commands. Memory does not grow with the range
+# (the report is drawn from bounded buckets), but the time to page through it does.
+DEFAULT_REPORT_LAST = "24h"
+MAX_LAST_SECONDS = 36_500 * 86_400
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,6 +68,25 @@ class HistoryConfig:
     tls: TlsConfig = PLAINTEXT
 
 
+def _last(text: str) -> int:
+    """``--last``: a duration from a second to 100 years, in microseconds."""
+    seconds = duration_seconds(text)
+    if not 1 <= seconds <= MAX_LAST_SECONDS:
+        raise argparse.ArgumentTypeError(
+            f"expected a duration from 1s to {MAX_LAST_SECONDS // 86_400}d, got {text!r}"
+        )
+    return round(seconds * 1e6)
+
+
+def _duration_text(us: int) -> str:
+    """``24h``, ``90m``, ``7d``: the largest unit that divides it."""
+    seconds = us / 1e6
+    for unit, size in (("d", 86_400), ("h", 3_600), ("m", 60)):
+        if seconds >= size and seconds % size == 0:
+            return f"{int(seconds // size)}{unit}"
+    return f"{seconds:g}s"
+
+
 def _iso(text: str) -> int:
     try:
         return from_iso(text)
@@ -67,7 +96,7 @@ def _iso(text: str) -> int:
         ) from None
 
 
-def _add_query_flags(command: FlagParser) -> None:
+def _add_query_flags(command: FlagParser, *, default_from: str = "the beginning") -> None:
     """--controller, --from and --to: which controller to ask, for which issue times."""
     command.flag(
         "--controller",
@@ -84,7 +113,7 @@ def _add_query_flags(command: FlagParser) -> None:
         default=None,
         type=_iso,
         metavar="ISO",
-        help="first issue time (inclusive; default: the beginning)",
+        help=f"first issue time (inclusive; default: {default_from})",
     )
     command.flag(
         "--to",
@@ -197,7 +226,8 @@ def _parser() -> FlagParser:
     history = commands.add_parser(
         "history",
         help="print the commands the controller issued, as a table",
-        description="Print the commands issued in [--from, --to), oldest first.",
+        description="Print the commands issued in [--from, --to), oldest first, each page "
+        "as it arrives (memory stays flat however long the history).",
     )
     assert isinstance(history, FlagParser)
     _add_query_flags(history)
@@ -215,7 +245,10 @@ def _parser() -> FlagParser:
         help="entries per request (the server caps it at 1000)",
     )
     history.flag(
-        "--json", env=None, action="store_true", help="print a JSON array instead of a table"
+        "--json",
+        env=None,
+        action="store_true",
+        help="print a JSON array instead of a table (streamed: entries appear as they come)",
     )
     history.flag(
         "--log-format",
@@ -231,10 +264,20 @@ def _parser() -> FlagParser:
         help="draw the decisions as a PNG: means, status, p-values, acknowledgements",
         description="Draw the commands issued in [--from, --to) as a PNG: each window's "
         "mean with a 95% t-interval, the status in force with acknowledgements, and the "
-        "p-values against alpha.",
+        "p-values against alpha. Without --from, the last 24 hours (--last). A long range "
+        "is drawn from at most 2048 time buckets, so memory stays bounded.",
     )
     assert isinstance(report, FlagParser)
-    _add_query_flags(report)
+    _add_query_flags(report, default_from="--to minus --last")
+    report.flag(
+        "--last",
+        env=None,
+        default=argparse.SUPPRESS,
+        type=_last,
+        metavar="DURATION",
+        help="without --from, draw the commands issued in this long before --to or now "
+        f"(7d, 90m, 3600; default: {DEFAULT_REPORT_LAST})",
+    )
     report.flag(
         "--alpha",
         env="WORKCELL_ALPHA",
@@ -254,68 +297,125 @@ def _parser() -> FlagParser:
     return parser
 
 
-def fetch_all(config: HistoryConfig) -> list[history_pb2.HistoryEntry]:
-    """Every entry of the query, following ``next_page_token``; raises grpc.RpcError."""
+def query_pages(
+    config: HistoryConfig,
+) -> Generator[Sequence[history_pb2.HistoryEntry], None, None]:
+    """The query's pages in order, following ``next_page_token``.
+
+    A page is asked for only once the previous one has been taken, so a caller
+    that handles each page before the next holds one page at a time however
+    long the history. Iterating raises grpc.RpcError; closing the generator
+    early closes the channel and asks for nothing more.
+    """
     request = history_pb2.QueryRequest(page_size=config.page_size, merge_runs=config.merge)
     if config.from_us is not None:
         request.from_datetime.CopyFrom(to_timestamp(config.from_us))
     if config.to_us is not None:
         request.to_datetime.CopyFrom(to_timestamp(config.to_us))
-    entries: list[history_pb2.HistoryEntry] = []
     with grpc_channel(str(config.controller), config.tls) as channel:
         stub = history_pb2_grpc.HistoryStub(channel)
         while True:
             response = stub.Query(request, timeout=HISTORY_TIMEOUT)
-            entries.extend(response.entries)
+            yield response.entries
             if not response.next_page_token:
-                return entries
+                return
             request.page_token = response.next_page_token
 
 
-def _fetch_or_explain(config: HistoryConfig, command: str) -> list[history_pb2.HistoryEntry] | None:
-    """``fetch_all``, or None after one stderr line with the gRPC status."""
-    try:
-        return fetch_all(config)
-    except grpc.RpcError as exc:
-        reason = f"{exc.code().name}: {exc.details()}" if isinstance(exc, grpc.Call) else str(exc)
-        sys.stderr.write(f"workcell {command}: {config.controller}: {reason}\n")
-        return None
+def _explain(exc: grpc.RpcError, config: HistoryConfig, command: str) -> None:
+    """One stderr line with the gRPC status."""
+    reason = f"{exc.code().name}: {exc.details()}" if isinstance(exc, grpc.Call) else str(exc)
+    sys.stderr.write(f"workcell {command}: {config.controller}: {reason}\n")
+
+
+def _stdout_gone() -> None:
+    """The reader closed our stdout (``| head``): send what Python still holds to /dev/null.
+
+    Otherwise the interpreter's final flush fails again and prints a traceback.
+    """
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
 
 
 def history_command(config: HistoryConfig) -> int:
-    """``workcell history``: print the table (or JSON); one line and 1 on a server error."""
-    entries = _fetch_or_explain(config, "history")
-    if entries is None:
+    """``workcell history``: print each page as it arrives; one line and 1 on a server error.
+
+    An error after some pages leaves what was printed (a table without its end,
+    a JSON array without its closing bracket) and exits 1.
+    """
+    writer: JsonArrayWriter | TableWriter = (
+        JsonArrayWriter()
+        if config.json
+        else TableWriter(merged=config.merge, min_widths=STREAM_MIN_WIDTHS)
+    )
+    pages = query_pages(config)
+    try:
+        for page in pages:
+            sys.stdout.write(writer.page(page))
+            # A pipe would otherwise hold the rows back until the buffer fills.
+            sys.stdout.flush()
+        sys.stdout.write(writer.finish())
+        sys.stdout.flush()
+    except grpc.RpcError as exc:
+        sys.stdout.flush()
+        _explain(exc, config, "history")
         return 1
-    if config.json:
-        json.dump([entry_record(e) for e in entries], sys.stdout, indent=2)
-        sys.stdout.write("\n")
-    else:
-        sys.stdout.write(format_table(entries, merged=config.merge) + "\n")
+    except BrokenPipeError:
+        # Whoever reads has all it wanted: stop asking the controller for more.
+        _stdout_gone()
+        return 0
+    finally:
+        pages.close()
     return 0
 
 
-def report_command(config: HistoryConfig, *, alpha: float, output: Path) -> int:
-    """``workcell report``: write the PNG; one line and 1 when there is nothing to draw."""
-    entries = _fetch_or_explain(config, "report")
-    if entries is None:
-        return 1
-    if not entries:
-        sys.stderr.write("workcell report: no commands in that time range\n")
-        return 1
-    # matplotlib is imported only here: it is slow to import and no other
-    # command needs it.
-    from workcell.report import save_report
-    from workcell.report_data import prepare_report
+def report_command(
+    config: HistoryConfig, *, alpha: float, output: Path, last_us: int | None = None
+) -> int:
+    """``workcell report``: write the PNG; one line and 1 when there is nothing to draw.
 
-    data = prepare_report(entries, from_us=config.from_us, to_us=config.to_us)
+    Without ``config.from_us`` and with ``last_us``, the commands issued in the
+    ``last_us`` before ``config.to_us`` (or now) are drawn. Pages are folded into
+    a bounded summary as they arrive (:class:`~workcell.report_data.ReportBuilder`).
+    """
+    # numpy/scipy are imported only here (and matplotlib only once there is
+    # something to draw): they are slow to import and no other command needs them.
+    from workcell.report_data import ReportBuilder
+
+    default_from: int | None = None
+    if config.from_us is None and last_us is not None:
+        until = config.to_us if config.to_us is not None else now_us()
+        default_from = until - last_us
+    query = config if default_from is None else replace(config, from_us=default_from)
+    builder = ReportBuilder(from_us=config.from_us, to_us=config.to_us, alpha=alpha)
+    pages = query_pages(query)
+    try:
+        for page in pages:
+            builder.add(page)
+    except grpc.RpcError as exc:
+        _explain(exc, config, "report")
+        return 1
+    finally:
+        pages.close()
+    if not builder.commands:
+        where = "that time range"
+        if last_us is not None and default_from is not None:
+            end = "--to" if config.to_us is not None else "now"
+            where = f"the {_duration_text(last_us)} before {end} (--last or --from for more)"
+        sys.stderr.write(f"workcell report: no commands in {where}\n")
+        return 1
+    data = builder.result()
+    from workcell.report import save_report
+
     try:
         output.parent.mkdir(parents=True, exist_ok=True)
-        save_report(data, output, alpha=alpha)
+        save_report(data, output)
     except OSError as exc:
         sys.stderr.write(f"workcell report: cannot write {output}: {exc.strerror or exc}\n")
         return 1
-    sys.stdout.write(f"wrote {output} ({data.commands} commands)\n")
+    since = "" if default_from is None else f" issued since {format_time(default_from)}"
+    sys.stdout.write(f"wrote {output} ({data.commands} commands{since})\n")
     return 0
 
 
@@ -384,6 +484,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
     if args.command == "report":
         tls = parse_tls(args.command_parser, args, side="client")
+        if args.from_ is not None and "last" in args:
+            args.command_parser.error("--from and --last exclude each other: give one")
+        # --last applies only without --from; it has a default, so the range is bounded.
+        last_us = (
+            None if args.from_ is not None else getattr(args, "last", _last(DEFAULT_REPORT_LAST))
+        )
         return report_command(
             HistoryConfig(
                 controller=args.controller,
@@ -394,6 +500,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             ),
             alpha=args.alpha,
             output=args.output,
+            last_us=last_us,
         )
     parser.print_help(sys.stderr)
     return 2

@@ -1,11 +1,15 @@
 """History entries as a table for people and as plain records for ``--json``.
 
 Pure formatting: it takes ``HistoryEntry`` messages and returns strings and
-dicts; fetching them is the caller's business (``workcell history``).
+dicts; fetching them is the caller's business (``workcell history``). The
+writers take a page at a time, so a history is printed as it arrives and never
+held whole.
 """
 
 from __future__ import annotations
 
+import json
+import textwrap
 from collections.abc import Sequence
 from typing import Any
 
@@ -13,9 +17,18 @@ from workcell.status import status_name
 from workcell.timeconv import from_timestamp, to_datetime, to_iso
 from workcell.v1.history_pb2 import HistoryEntry, WindowSummary
 
-__all__ = ["entry_record", "format_p_value", "format_table", "format_time"]
+__all__ = [
+    "STREAM_MIN_WIDTHS",
+    "JsonArrayWriter",
+    "TableWriter",
+    "entry_record",
+    "format_p_value",
+    "format_table",
+    "format_time",
+]
 
 PENDING = "pending"
+_EMPTY = "no commands in that time range"
 NO_VALUE = "-"
 
 
@@ -85,6 +98,62 @@ def _row(entry: HistoryEntry, *, merged: bool) -> list[str]:
 _HEADER = ["id", "window", "status", "changed", "p-value", "n", "mean", "std", "issued", "acked"]
 # Numbers read best right-aligned.
 _RIGHT = {"p-value", "n", "mean", "std", "commands"}
+# Room for ids that grow while a long history streams by (up to 9,999,999:
+# 1.5 years at 5 s), so later pages line up with the first.
+STREAM_MIN_WIDTHS = {"id": 7, "ids": 15}
+
+
+class TableWriter:
+    """The table a page at a time, for a history too long to hold.
+
+    The header goes out with the first page, and the column widths are fixed
+    from it (and ``min_widths``): a later cell wider than its column (a window
+    across midnight, with both dates) shifts the rest of its row rather than
+    the whole table.
+    """
+
+    def __init__(self, *, merged: bool = False, min_widths: dict[str, int] | None = None) -> None:
+        self._merged = merged
+        self._header = list(_HEADER)
+        if merged:
+            self._header[0] = "ids"
+            self._header.insert(1, "commands")
+        self._min_widths = min_widths or {}
+        self._widths: list[int] | None = None
+
+    def page(self, entries: Sequence[HistoryEntry]) -> str:
+        """One page's lines, oldest first, each ending in a newline; the header before the first."""
+        return "".join(line + "\n" for line in self.page_lines(entries))
+
+    def page_lines(self, entries: Sequence[HistoryEntry]) -> list[str]:
+        """:meth:`page` as a list of lines without newlines."""
+        if not entries:
+            return []
+        rows = [_row(entry, merged=self._merged) for entry in entries]
+        lines = []
+        if self._widths is None:
+            self._widths = [
+                max(
+                    len(name),
+                    self._min_widths.get(name, 0),
+                    *(len(row[i]) for row in rows),
+                )
+                for i, name in enumerate(self._header)
+            ]
+            lines += [self._line(self._header), "  ".join("-" * w for w in self._widths)]
+        return lines + [self._line(row) for row in rows]
+
+    def finish(self) -> str:
+        """A one-line note when no page had an entry; nothing otherwise."""
+        return "" if self._widths is not None else _EMPTY + "\n"
+
+    def _line(self, cells: list[str]) -> str:
+        assert self._widths is not None
+        padded = (
+            cell.rjust(width) if name in _RIGHT else cell.ljust(width)
+            for cell, width, name in zip(cells, self._widths, self._header, strict=True)
+        )
+        return "  ".join(padded).rstrip()
 
 
 def format_table(entries: Sequence[HistoryEntry], *, merged: bool = False) -> str:
@@ -94,23 +163,34 @@ def format_table(entries: Sequence[HistoryEntry], *, merged: bool = False) -> st
     An empty sequence gives a one-line note instead of an empty table.
     """
     if not entries:
-        return "no commands in that time range"
-    header = list(_HEADER)
-    if merged:
-        header[0] = "ids"
-        header.insert(1, "commands")
-    rows = [header, *(_row(entry, merged=merged) for entry in entries)]
-    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
+        return _EMPTY
+    return "\n".join(TableWriter(merged=merged).page_lines(entries))
 
-    def line(cells: list[str]) -> str:
-        padded = (
-            cell.rjust(width) if name in _RIGHT else cell.ljust(width)
-            for cell, width, name in zip(cells, widths, header, strict=True)
-        )
-        return "  ".join(padded).rstrip()
 
-    rule = "  ".join("-" * width for width in widths)
-    return "\n".join([line(header), rule, *(line(row) for row in rows[1:])])
+class JsonArrayWriter:
+    """``--json``'s array a page at a time, laid out as ``json.dump(indent=2)`` would.
+
+    A reader sees ``[`` and the entries as they come; the closing ``]`` only
+    comes with :meth:`finish`, so output cut short by an error is not valid JSON.
+    """
+
+    def __init__(self) -> None:
+        self._started = False
+
+    def page(self, entries: Sequence[HistoryEntry]) -> str:
+        """The text for one page's entries."""
+        if not entries:
+            return ""
+        items = [
+            textwrap.indent(json.dumps(entry_record(entry), indent=2), "  ") for entry in entries
+        ]
+        text = ("[\n" if not self._started else ",\n") + ",\n".join(items)
+        self._started = True
+        return text
+
+    def finish(self) -> str:
+        """The array's end (``[]`` when it had no entry), with a final newline."""
+        return "\n]\n" if self._started else "[]\n"
 
 
 def _summary(window: WindowSummary) -> dict[str, Any]:
