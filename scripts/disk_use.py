@@ -58,11 +58,11 @@ from typing import Any
 
 from tqdm import tqdm
 
-from controller.decision import Outcome, WindowSummary
-from controller.records import CommandRecord, ReadingRow
-from controller.retention import Retention
-from controller.store import Database
-from controller.writer import StreamTally, Writer
+from controller.decision.rule import Outcome, WindowSummary
+from controller.records import CommandRecord, ReadingRow, StreamTally
+from controller.storage.database import Database
+from controller.storage.retention import Retention
+from controller.storage.writer import Writer
 from sensor.profiles import Profile, make_profile
 from workcell.flags import FlagParser, positive_float
 from workcell.timeconv import US_PER_SECOND, to_iso
@@ -418,7 +418,7 @@ class SpanWriter:
         }
         result = SpanResult(file=FileStats())
         database = await Database.open(f"sqlite+aiosqlite:///{self.path}")
-        writer = Writer(database.engine, windows=CountEverything())
+        writer = Writer(database.engine, backend=database.write_backend, windows=CountEverything())
         sweeper = Retention(writer, config.span_us / US_PER_SECOND, clock=self.clock, pause=0.0)
         await writer.start()
         wal_max = 0

@@ -26,8 +26,8 @@ from pathlib import Path
 
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from controller.migrate import upgrade
-from controller.store import Database
+from controller.storage.database import Database
+from controller.storage.migrate import upgrade
 
 SENSORS = 8
 STEP_US = 3_333  # 300 readings a second

@@ -19,11 +19,12 @@ import grpc
 import pytest
 from sqlalchemy import insert
 
-from controller.decision import WindowSummary
-from controller.history import HistoryServicer
+from controller.api.history import HistoryServicer
+from controller.decision.rule import WindowSummary
 from controller.records import CommandRecord
-from controller.schema import commands
-from controller.store import Database, command_values
+from controller.storage.database import Database
+from controller.storage.rows import command_values
+from controller.storage.schema import commands
 from tests.databases import TestDatabase
 from workcell.timeconv import US_PER_SECOND, to_timestamp
 from workcell.v1 import history_pb2, history_pb2_grpc

@@ -13,7 +13,7 @@ from __future__ import annotations
 import signal
 from pathlib import Path
 
-from controller.windows import window_index
+from controller.decision.windows import window_index
 from tests.databases import READINGS_WITH_RUNS, TestDatabase
 from tests.processes import Service
 from tests.test_faults import cleanup, report, start_controller, start_manipulator, start_sensor

@@ -7,14 +7,14 @@ from typing import Protocol
 
 import grpc
 
-from controller.paging import (
+from controller.api.paging import (
     QueryFilter,
     decode_page_token,
     effective_page_size,
     encode_page_token,
 )
+from controller.api.status_runs import Run, RunGrouper, entry_for_run
 from controller.records import CommandRecord
-from controller.runs import Run, RunGrouper, entry_for_run
 from workcell.timeconv import from_timestamp, timestamp_range_problem
 from workcell.v1 import history_pb2, history_pb2_grpc
 

@@ -12,9 +12,9 @@ from collections.abc import AsyncIterator, Sequence
 import asyncpg
 
 from controller.errors import CommandConflict, CommitOutcomeUnknown
-from controller.schema import commands
-from controller.store import command_values
-from controller.writes import (
+from controller.storage.rows import command_values
+from controller.storage.schema import commands
+from controller.storage.write_backend import (
     Acknowledge,
     InsertCommand,
     Operation,

@@ -6,7 +6,7 @@ fields for every reading.
 
 The rules are what both databases can store, checked here so that SQLite and
 PostgreSQL accept exactly the same readings: a value one of them refuses
-would otherwise fail a whole commit group (see :mod:`controller.writer`).
+would otherwise fail a whole commit group (see :mod:`controller.storage.writer`).
 """
 
 from __future__ import annotations
