@@ -1,6 +1,6 @@
 """The decision loop driven by hand: an injected clock and sleep, no sockets, no database.
 
-The recorder and sender are the two seams of :class:`~controller.decider.DecisionLoop`; here
+The recorder and sender are the two seams of :class:`~controller.decision.loop.DecisionLoop`; here
 they are plain lists, because what is under test is which windows get a command and when.
 """
 

@@ -3,7 +3,7 @@
 Before: with ``--period 1 --grace 5``, SIGKILL and an immediate restart skipped every window
 up to the current one minus two, although their deadlines (end + 5 s) had not come: they got no
 command and about 1,200 stored readings were never counted. The restart now skips only windows
-whose deadline passed while the controller was down (controller.windows.due_windows): every
+whose deadline passed while the controller was down (controller.decision.windows.due_windows): every
 window not yet due at the restart gets its command, counting the readings stored before the
 kill (read back from the database) and those resent after it.
 """

@@ -13,7 +13,7 @@ Three ways, from the common to the rare:
 
 The writer (:mod:`controller.storage.writer`) owns the transaction, the tallies and
 the windows; these functions only run statements through a
-:class:`~controller.writes.WriteBackend`.
+:class:`~controller.storage.write_backend.WriteBackend`.
 """
 
 from __future__ import annotations

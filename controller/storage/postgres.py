@@ -81,7 +81,7 @@ def _row_count(status: str) -> int:
 
 
 class PostgresWrites:
-    """:class:`controller.writes.WriteBackend` on an asyncpg connection."""
+    """:class:`controller.storage.write_backend.WriteBackend` on an asyncpg connection."""
 
     def __init__(self, conn: asyncpg.Connection) -> None:
         self._conn = conn

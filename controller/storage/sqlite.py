@@ -74,7 +74,7 @@ def is_data_error(exc: BaseException) -> bool:
 
 
 class SqliteWrites:
-    """:class:`controller.writes.WriteBackend` on an aiosqlite connection."""
+    """:class:`controller.storage.write_backend.WriteBackend` on an aiosqlite connection."""
 
     def __init__(self, conn: aiosqlite.Connection) -> None:
         self._conn = conn

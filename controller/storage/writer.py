@@ -523,7 +523,7 @@ class Writer:
         """The group again, each part in a savepoint, without what the database refuses.
 
         Each operation on its own; the readings as long a run as the database
-        takes (:func:`~controller.inserts.insert_longest_prefix`). The reading
+        takes (:func:`~controller.storage.inserts.insert_longest_prefix`). The reading
         it stops at rejects its stream: that reading and the stream's later
         ones are left out, the rest goes on. An outage at any point fails the
         whole group, as ever: only a data error is pinned on one stream.
