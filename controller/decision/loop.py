@@ -6,9 +6,9 @@ records each command before handing it to the manipulator link, and logs.
 
 The "previous window" each decision compares with is the last window decided: the window the
 current status rests on. On time that is window k-1. After windows were skipped (a stall, an
-outage, a restart: :func:`~controller.decision.windows.due_windows`) it is the window of the last command
-issued, the same on both paths, so a change of level that happened while nobody decided is
-still seen by the first decision after it.
+outage, a restart: :func:`~controller.decision.windows.due_windows`) it is the window of the
+last command issued, the same on both paths, so a change of level that happened while nobody
+decided is still seen by the first decision after it.
 """
 
 from __future__ import annotations
