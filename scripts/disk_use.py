@@ -7,8 +7,8 @@ temporary folder (under ``--dir`` if given; removed at the end), through the con
 ``controller.storage.database.Database.open`` (migrations, WAL, ``synchronous=FULL``) and
 ``controller.storage.writer.Writer`` (group commits), 5,000 readings per ``add_readings``
 call, with the sensors' real id shapes (``sensor-`` and a 12-hex-digit container hostname; a
-32-hex-digit ``boot_id``), payloads from the sensors' ``regime`` profile, timestamps 1/300 s apart per sensor,
-and one command every 5 s (``Writer.record_command``). Then:
+32-hex-digit ``boot_id``), payloads from the sensors' ``regime`` profile, timestamps 1/300 s
+apart per sensor, and one command every 5 s (``Writer.record_command``). Then:
 
 1. **One span** (``--hours``, default 1): the span is written, the writer and the engine are
    closed, the WAL is checkpointed (``PRAGMA wal_checkpoint(TRUNCATE)`` on a plain ``sqlite3``
@@ -17,8 +17,8 @@ and one command every 5 s (``Writer.record_command``). Then:
 2. **Steady state under retention**: a second span is written while
    ``controller.storage.retention.Retention.sweep()`` runs after every 1/60 of the span (every
    simulated minute at ``--hours 1``) with its clock at the simulated time and ``keep`` = one
-   span, so the first span is deleted while the second is written. SQLite reuses the freed pages, so the file
-   should stay near the one-span size instead of doubling: both sizes and their ratio are printed,
+   span, so the first span is deleted while the second is written. SQLite reuses the freed
+   pages, so the file should stay near the one-span size instead of doubling: both sizes and their ratio are printed,
    with the total and the largest sweep time. Sweeps run between writes with no pause between
    their batches (``pause=0``): the controller's 0.05 s pause only spreads a sweep out in wall
    time, it does not change what is deleted or how the file grows.
