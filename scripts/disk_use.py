@@ -20,8 +20,9 @@ apart per sensor, and one command every 5 s (``Writer.record_command``). Then:
    span, so the first span is deleted while the second is written. SQLite reuses the freed
    pages, so the file should stay near the one-span size instead of doubling: both sizes and
    their ratio are printed, with the total and the largest sweep time. Sweeps run between
-   writes with no pause between their batches (``pause=0``): the controller's 0.05 s pause only spreads a sweep out in wall
-   time, it does not change what is deleted or how the file grows.
+   writes with no pause between their batches (``pause=0``): the controller's 0.05 s pause
+   only spreads a sweep out in wall time, it does not change what is deleted or how the file
+   grows.
 
 It prints the report to stdout (progress bars on stderr) and, with ``--json PATH``, writes the
 same numbers as JSON. The documented numbers come from a full simulated hour (the default; about
