@@ -16,18 +16,18 @@ from typing import Protocol
 import grpc
 
 from controller.api.admission import StreamLimits, StreamRefused, StreamRegistry, peer_host
-from controller.api.validation import (
-    MAX_SEQ,
-    MAX_TIMESTAMP_US,
-    MIN_TIMESTAMP_US,
-    NANOS_PER_SECOND,
-    check_identity,
-    reading_timestamp,
-)
+from controller.api.validation import MAX_SEQ, check_identity, reading_timestamp
 from controller.errors import InvalidReading
 from controller.metrics import ControllerMetrics
 from controller.records import ReadingRow, StreamTally
-from workcell.timeconv import US_PER_SECOND, Clock, now_us
+from workcell.timeconv import (
+    MAX_TIMESTAMP_US,
+    MIN_TIMESTAMP_US,
+    NANOS_PER_SECOND,
+    US_PER_SECOND,
+    Clock,
+    now_us,
+)
 from workcell.v1 import telemetry_pb2, telemetry_pb2_grpc
 
 __all__ = ["ReadingSink", "TelemetryServicer"]
