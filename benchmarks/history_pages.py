@@ -19,9 +19,9 @@ from typing import Any, cast
 import grpc
 
 from benchmarks.storage import create_schema
-from controller.history import HistoryServicer
-from controller.paging import QueryFilter, encode_page_token
-from controller.store import Database
+from controller.api.history import HistoryServicer
+from controller.api.paging import QueryFilter, encode_page_token
+from controller.storage.database import Database
 from workcell.timeconv import to_timestamp
 from workcell.v1 import history_pb2, history_pb2_grpc
 

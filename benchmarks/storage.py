@@ -15,7 +15,7 @@ from pathlib import Path
 
 from sqlalchemy import create_engine
 
-from controller.migrate import upgrade
+from controller.storage.migrate import upgrade
 
 __all__ = ["StorageCeiling", "create_schema", "storage_ceiling"]
 

@@ -13,8 +13,8 @@ import statistics
 import time
 from dataclasses import dataclass
 
-from controller.decision import WindowStats, decide
-from controller.windows import WindowBook
+from controller.decision.rule import WindowStats, decide
+from controller.decision.windows import WindowBook
 
 __all__ = ["TickCost", "tick_cost"]
 

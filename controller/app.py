@@ -11,25 +11,23 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from dataclasses import dataclass
 from types import TracebackType
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from controller.admission import StreamRegistry
+from controller.api.admission import StreamRegistry
+from controller.api.history import HistoryServicer
+from controller.api.telemetry import TelemetryServicer
 from controller.config import ControllerConfig
-from controller.decider import DecisionLoop, report_skipped
-from controller.decision import WindowStats
-from controller.dispatch import ManipulatorLink
-from controller.history import HistoryServicer
-from controller.ingest import TelemetryServicer
+from controller.decision.loop import DecisionLoop, report_skipped
+from controller.decision.restore import DecisionState, restore
+from controller.link import ManipulatorLink
 from controller.metrics import ControllerMetrics
-from controller.retention import Retention
-from controller.store import Database
-from controller.windows import WindowBook, due_windows, window_index
-from controller.writer import Writer
+from controller.storage.database import Database
+from controller.storage.retention import Retention
+from controller.storage.writer import Writer
 from workcell.metrics_http import MetricsEndpoint
 from workcell.timeconv import US_PER_SECOND, Clock, now_us
 from workcell.tls import add_grpc_port, client_ssl_context
@@ -45,7 +43,7 @@ SERVICE_NAMES = (
 )
 STATS_INTERVAL = 5.0
 # Messages beyond this are refused with RESOURCE_EXHAUSTED instead of growing
-# memory. Open streams are bounded by controller.admission, not by gRPC's
+# memory. Open streams are bounded by controller.api.admission, not by gRPC's
 # maximum_concurrent_rpcs: that one budget is shared by every service, and
 # streams that never finish would lock Health and History out.
 MAX_MESSAGE_BYTES = 4 * 1024 * 1024
@@ -88,9 +86,10 @@ class Controller:
         self.database = database = await Database.open(
             config.database, busy_timeout=config.busy_timeout
         )
-        state = await self._restore(database)
+        state = await self._resume(database)
         self.writer = writer = Writer(
             database.engine,
+            backend=database.write_backend,
             windows=state.book,
             on_health=self._storage_health,
             max_pending=config.ingest_buffer,
@@ -163,44 +162,25 @@ class Controller:
         log.info("gRPC: %s", self.config.tls.describe("server"))
         log.info("listening on %s:%d", listen.host, self.port)
 
-    async def _restore(self, database: Database) -> _DecisionState:
+    async def _resume(self, database: Database) -> DecisionState:
         """The decision state after the last command stored (or the initial one)."""
         config = self.config
         period_us = round(config.period * US_PER_SECOND)
-        grace_us = round(config.grace * US_PER_SECOND)
-        now = self._clock()
         last = await database.last_command()
-        if last is None:
-            state = _DecisionState(
-                WindowBook(period_us, grace_us, window_index(now, period_us) - 1),
-                config.initial_status,
-                WindowStats(),
-                1,
-                0,
-            )
-        else:
-            # The loop's rule after a stall (controller.windows.due_windows):
-            # of the windows that fell due while the controller was down only
-            # the latest is still decided; windows not yet due are kept. The
-            # previous window stays the last command's, as after a stall.
-            skipped = due_windows(
-                window_index(last.window_start, period_us), now, period_us, grace_us
-            ).skipped
-            report_skipped(skipped, period_us, self.metrics, "the controller was down")
-            state = _DecisionState(
-                WindowBook(period_us, grace_us, skipped.stop - 1),
-                last.status,
-                WindowStats.from_summary(last.window.count, last.window.mean, last.window.std),
-                last.id + 1,
-                last.issued_at,
-            )
+        state = restore(
+            last,
+            now_us=self._clock(),
+            period_us=period_us,
+            grace_us=round(config.grace * US_PER_SECOND),
+            initial_status=config.initial_status,
+        )
+        report_skipped(state.skipped, period_us, self.metrics, "the controller was down")
+        if last is not None:
             log.info("resuming after command %d (status %s)", last.id, last.status)
         # Readings of the open windows stored before a restart still count.
-        restored = await database.readings_since((state.book.last_decided + 1) * period_us)
-        for timestamp, payload in restored:
-            state.book.add(timestamp, payload)
+        restored = state.count_restored(await database.readings_since(state.open_since))
         if restored:
-            log.info("restored %d readings of the open windows", len(restored))
+            log.info("restored %d readings of the open windows", restored)
         return state
 
     def _storage_health(self, healthy: bool) -> None:
@@ -271,12 +251,3 @@ class Controller:
         if self._metrics_endpoint is not None:
             await self._metrics_endpoint.close()
             self._metrics_endpoint = None
-
-
-@dataclass(slots=True)
-class _DecisionState:
-    book: WindowBook
-    status: str
-    previous: WindowStats
-    next_id: int
-    last_issued_at: int

@@ -6,7 +6,7 @@ import argparse
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from controller.admission import StreamLimits
+from controller.api.admission import StreamLimits
 from workcell.flags import (
     Address,
     FlagParser,

@@ -15,7 +15,7 @@ import math
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from controller.decision import Outcome
+from controller.decision.rule import Outcome
 
 __all__ = ["PREFIX", "ControllerMetrics"]
 

@@ -3,14 +3,34 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Final
 
-from controller.decision import WindowSummary
+from controller.decision.rule import WindowSummary
+from controller.errors import InvalidReading, StorageError
 
-__all__ = ["BatchResult", "CommandRecord", "ReadingRow"]
+__all__ = [
+    "BOOT_ID",
+    "PAYLOAD",
+    "RECEIVED_AT",
+    "SENSOR_ID",
+    "SEQ",
+    "TIMESTAMP",
+    "BatchResult",
+    "CommandRecord",
+    "ReadingRow",
+    "StreamTally",
+]
 
 # (sensor_id, boot_id, seq, payload, timestamp_us, received_at_us): a tuple,
-# not an object, because ingest builds thousands of them per second.
+# not an object, because ingest builds thousands of them per second. Code
+# that reads one by position names the position with these constants.
 ReadingRow = tuple[str, str, int, int, int, int]
+SENSOR_ID: Final = 0
+BOOT_ID: Final = 1
+SEQ: Final = 2
+PAYLOAD: Final = 3
+TIMESTAMP: Final = 4
+RECEIVED_AT: Final = 5
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,3 +68,26 @@ class CommandRecord:
     window: WindowSummary
     previous: WindowSummary
     acknowledged_at: int | None = None
+
+
+class StreamTally:
+    """What became of one stream's readings, filled in by the writer as its groups commit."""
+
+    __slots__ = ("conflicts", "duplicates", "failure", "rejected", "stale", "stored")
+
+    def __init__(self) -> None:
+        self.stored = 0
+        self.duplicates = 0
+        self.stale = 0
+        self.conflicts = 0
+        # Set when a group holding some of this stream's readings failed:
+        # then the stream must not be acknowledged.
+        self.failure: StorageError | None = None
+        # Set when the database refused a value of one of this stream's
+        # readings (a data error validation let through): that reading and
+        # the rest of the stream are not stored, the stream fails with
+        # INVALID_ARGUMENT, and the other streams of the group commit.
+        self.rejected: InvalidReading | None = None
+
+    def result(self) -> BatchResult:
+        return BatchResult(self.stored, self.duplicates, self.stale, self.conflicts)

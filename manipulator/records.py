@@ -23,7 +23,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from manipulator.errors import BadCommand, JournalCorrupt
 from workcell.status import status_name
-from workcell.timeconv import from_timestamp, to_iso
+from workcell.timeconv import MAX_TIMESTAMP_SECONDS, NANOS_PER_SECOND, from_timestamp, to_iso
 from workcell.v1 import command_pb2
 
 __all__ = [
@@ -50,10 +50,6 @@ RECORD_KEYS = (
 # resend carries exactly these again. received_at is ours, not the sender's.
 _CONTENT = ("status", "window_start", "window_end", "issued_at")
 _TIME_FIELDS = ("window_start", "window_end", "issued_at")
-# Timestamps the journal can spell as four-digit-year ISO 8601: the epoch up
-# to the end of year 9999. Anything else is a broken sender, not a time.
-_MAX_SECONDS = 253_402_300_799
-_NANOS_PER_SECOND = 1_000_000_000
 # Controllers send a UUID; anything printable and short is accepted, so the
 # journal line and the log lines that quote it stay one readable line.
 _ORIGIN = re.compile(r"[A-Za-z0-9._:-]{0,64}")
@@ -95,7 +91,9 @@ def shown_origin(origin: str | None) -> str:
 
 
 def _timestamp_iso(command_id: int, name: str, ts: Timestamp) -> str:
-    if not 0 <= ts.seconds <= _MAX_SECONDS or not 0 <= ts.nanos < _NANOS_PER_SECOND:
+    # Times the journal can spell as four-digit-year ISO 8601: the epoch up to
+    # the end of year 9999. Anything else is a broken sender, not a time.
+    if not 0 <= ts.seconds <= MAX_TIMESTAMP_SECONDS or not 0 <= ts.nanos < NANOS_PER_SECOND:
         raise BadCommand(
             f"command {command_id}: {name} out of range "
             f"(seconds={ts.seconds}, nanos={ts.nanos}; expected 1970..9999)"

@@ -4,24 +4,25 @@ Run with ``.venv/bin/python scripts/disk_use.py [--hours 1] [--json PATH] [--dir
 
 It writes simulated readings of 8 sensors at 300 readings/s each into a fresh SQLite file in a
 temporary folder (under ``--dir`` if given; removed at the end), through the controller's own code:
-``controller.store.Database.open`` (migrations, WAL, ``synchronous=FULL``) and
-``controller.writer.Writer`` (group commits), 5,000 readings per ``add_readings`` call, with the
-sensors' real id shapes (``sensor-`` and a 12-hex-digit container hostname; a 32-hex-digit
-``boot_id``), payloads from the sensors' ``regime`` profile, timestamps 1/300 s apart per sensor,
-and one command every 5 s (``Writer.record_command``). Then:
+``controller.storage.database.Database.open`` (migrations, WAL, ``synchronous=FULL``) and
+``controller.storage.writer.Writer`` (group commits), 5,000 readings per ``add_readings``
+call, with the sensors' real id shapes (``sensor-`` and a 12-hex-digit container hostname; a
+32-hex-digit ``boot_id``), payloads from the sensors' ``regime`` profile, timestamps 1/300 s
+apart per sensor, and one command every 5 s (``Writer.record_command``). Then:
 
 1. **One span** (``--hours``, default 1): the span is written, the writer and the engine are
    closed, the WAL is checkpointed (``PRAGMA wal_checkpoint(TRUNCATE)`` on a plain ``sqlite3``
    connection) and the file is measured: the ``.db`` and ``-wal`` sizes, bytes per reading, and
    MiB (GiB) per hour and per day, i.e. what ``--retain-readings 24h`` (the default) keeps on disk.
 2. **Steady state under retention**: a second span is written while
-   ``controller.retention.Retention.sweep()`` runs after every 1/60 of the span (every simulated
-   minute at ``--hours 1``) with its clock at the simulated time and ``keep`` = one span, so the
-   first span is deleted while the second is written. SQLite reuses the freed pages, so the file
-   should stay near the one-span size instead of doubling: both sizes and their ratio are printed,
-   with the total and the largest sweep time. Sweeps run between writes with no pause between
-   their batches (``pause=0``): the controller's 0.05 s pause only spreads a sweep out in wall
-   time, it does not change what is deleted or how the file grows.
+   ``controller.storage.retention.Retention.sweep()`` runs after every 1/60 of the span (every
+   simulated minute at ``--hours 1``) with its clock at the simulated time and ``keep`` = one
+   span, so the first span is deleted while the second is written. SQLite reuses the freed
+   pages, so the file should stay near the one-span size instead of doubling: both sizes and
+   their ratio are printed, with the total and the largest sweep time. Sweeps run between
+   writes with no pause between their batches (``pause=0``): the controller's 0.05 s pause
+   only spreads a sweep out in wall time, it does not change what is deleted or how the file
+   grows.
 
 It prints the report to stdout (progress bars on stderr) and, with ``--json PATH``, writes the
 same numbers as JSON. The documented numbers come from a full simulated hour (the default; about
@@ -58,11 +59,11 @@ from typing import Any
 
 from tqdm import tqdm
 
-from controller.decision import Outcome, WindowSummary
-from controller.records import CommandRecord, ReadingRow
-from controller.retention import Retention
-from controller.store import Database
-from controller.writer import StreamTally, Writer
+from controller.decision.rule import Outcome, WindowSummary
+from controller.records import CommandRecord, ReadingRow, StreamTally
+from controller.storage.database import Database
+from controller.storage.retention import Retention
+from controller.storage.writer import Writer
 from sensor.profiles import Profile, make_profile
 from workcell.flags import FlagParser, positive_float
 from workcell.timeconv import US_PER_SECOND, to_iso
@@ -418,7 +419,7 @@ class SpanWriter:
         }
         result = SpanResult(file=FileStats())
         database = await Database.open(f"sqlite+aiosqlite:///{self.path}")
-        writer = Writer(database.engine, windows=CountEverything())
+        writer = Writer(database.engine, backend=database.write_backend, windows=CountEverything())
         sweeper = Retention(writer, config.span_us / US_PER_SECOND, clock=self.clock, pause=0.0)
         await writer.start()
         wal_max = 0

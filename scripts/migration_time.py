@@ -4,8 +4,8 @@ Run with ``.venv/bin/python scripts/migration_time.py [--readings 8640000] [--di
 
 It makes a database at revision 0001 (names in every reading) with the given number of
 readings from 8 sensors, 1/300 s apart as at the default load, then opens it the way the
-controller does at start (:meth:`controller.store.Database.open`, which migrates to the newest
-revision) and prints how long that took and the file sizes before and after. The file is
+controller does at start (:meth:`controller.storage.database.Database.open`, which migrates to
+the newest revision) and prints how long that took and the file sizes before and after. The file is
 removed at the end.
 
 Result (8,640,000 readings, one hour at the default load; 2-core machine): 67 s, the file
@@ -26,8 +26,8 @@ from pathlib import Path
 
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from controller.migrate import upgrade
-from controller.store import Database
+from controller.storage.database import Database
+from controller.storage.migrate import upgrade
 
 SENSORS = 8
 STEP_US = 3_333  # 300 readings a second

@@ -67,7 +67,7 @@ SPEED_SETTINGS = ("fsync=off", "synchronous_commit=off", "full_page_writes=off")
 DURABLE_SETTINGS = ("fsync=on", "synchronous_commit=on", "full_page_writes=on")
 LOG_TAIL_LINES = 30
 WRITTEN_TABLES = ("readings", "commands")
-"""Every table the controller writes (controller/schema.py)."""
+"""Every table the controller writes (controller/storage/schema.py)."""
 
 T = TypeVar("T")
 

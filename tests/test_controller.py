@@ -20,8 +20,8 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from scipy import stats
 
-from controller.paging import QueryFilter, encode_page_token
-from controller.windows import window_bounds, window_index
+from controller.api.paging import QueryFilter, encode_page_token
+from controller.decision.windows import window_bounds, window_index
 from manipulator.journal import read_journal
 from manipulator.server import ManipulatorServer
 from tests.controller_harness import Cell, make_reading, running_cell, stream
@@ -176,7 +176,9 @@ async def test_a_reading_the_database_cannot_store_fails_only_its_own_stream(
         response = await good
         assert (response.stored, response.duplicates) == (20, 0)
         assert await _health(cell) == health_pb2.HealthCheckResponse.SERVING
-    assert not [r for r in caplog.records if r.name == "controller.writer" and r.levelno >= 40]
+    assert not [
+        r for r in caplog.records if r.name == "controller.storage.writer" and r.levelno >= 40
+    ]
     assert [(r[0], r[2]) for r in stored_rows(database)] == [("bad", 1)] + [
         ("good", seq) for seq in range(1, 21)
     ]
@@ -416,7 +418,7 @@ async def test_database_trouble_stops_acknowledging_then_recovers(
     failures = [
         r
         for r in caplog.records
-        if r.name == "controller.writer" and "database write failed" in r.getMessage()
+        if r.name == "controller.storage.writer" and "database write failed" in r.getMessage()
     ]
     assert len(failures) == 1
     assert [r[2] for r in stored_rows(database)] == [1, 2, 3]
@@ -456,7 +458,7 @@ async def test_a_database_file_taken_away_stops_acknowledging_until_it_is_back(
     failures = [
         r.getMessage()
         for r in caplog.records
-        if r.name == "controller.writer" and "database write failed" in r.getMessage()
+        if r.name == "controller.storage.writer" and "database write failed" in r.getMessage()
     ]
     assert len(failures) == 1, failures  # one line for the episode
     assert str(path) in failures[0]
@@ -525,7 +527,7 @@ def _ack_record_errors(caplog: pytest.LogCaptureFixture) -> list[str]:
     return [
         r.getMessage()
         for r in caplog.records
-        if r.name == "controller.dispatch"
+        if r.name == "controller.link"
         and r.levelno >= logging.ERROR
         and "could not record" in r.getMessage()
     ]

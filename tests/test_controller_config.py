@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from controller.admission import StreamLimits
+from controller.api.admission import StreamLimits
 from controller.config import ControllerConfig, parse_config
 from workcell.flags import Address
 

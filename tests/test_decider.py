@@ -1,6 +1,6 @@
 """The decision loop driven by hand: an injected clock and sleep, no sockets, no database.
 
-The recorder and sender are the two seams of :class:`~controller.decider.DecisionLoop`; here
+The recorder and sender are the two seams of :class:`~controller.decision.loop.DecisionLoop`; here
 they are plain lists, because what is under test is which windows get a command and when.
 """
 
@@ -10,11 +10,11 @@ import logging
 
 import pytest
 
-from controller.decider import DecisionLoop
-from controller.decision import WindowStats
+from controller.decision.loop import DecisionLoop
+from controller.decision.rule import WindowStats
+from controller.decision.windows import WindowBook, window_index
 from controller.metrics import ControllerMetrics
 from controller.records import CommandRecord
-from controller.windows import WindowBook, window_index
 
 P = 1_000_000  # a 1-second period, in microseconds
 GRACE = 200_000
@@ -93,7 +93,7 @@ async def test_a_stall_skips_the_windows_it_missed_and_decides_the_latest(
     # Stopped (SIGSTOP) just after deciding window 10; resumed 5.5 periods later, in window 16
     # after its grace: windows 11 to 15 passed their deadlines meanwhile.
     clock.now_us = 16 * P + GRACE + 300_000
-    with caplog.at_level(logging.WARNING, logger="controller.decider"):
+    with caplog.at_level(logging.WARNING, logger="controller.decision.loop"):
         resumed = await loop.step()
 
     # No burst: only the latest due window is decided now, as after a restart.

@@ -13,7 +13,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from scipy import stats as scipy_stats
 
-from controller.decision import Decision, Outcome, WindowStats, WindowSummary, decide
+from controller.decision.rule import Decision, Outcome, WindowStats, WindowSummary, decide
 
 INT64_MIN = -(2**63)
 INT64_MAX = 2**63 - 1

@@ -10,11 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from controller.decision import WindowSummary
-from controller.dispatch import ManipulatorLink, command_message
+from controller.decision.rule import WindowSummary
+from controller.link import ManipulatorLink, command_message
 from controller.metrics import PREFIX, ControllerMetrics
-from controller.origin import Origin
 from controller.records import CommandRecord
+from controller.storage.origin import Origin
 from manipulator.journal import Journal, parse_command, read_journal
 from manipulator.server import ManipulatorServer
 from workcell.flags import Address
@@ -88,7 +88,7 @@ async def test_commands_carry_the_origin_and_older_ones_none(tmp_path: Path) -> 
 async def test_a_refused_command_stays_pending_and_is_retried_with_backoff(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.INFO, logger="controller.dispatch")
+    caplog.set_level(logging.INFO, logger="controller.link")
     # The journal already holds a different command 1 of this origin (as
     # after a database was restored from a backup).
     conflicting = tmp_path / "conflicting.jsonl"
@@ -123,7 +123,7 @@ async def test_a_refused_command_stays_pending_and_is_retried_with_backoff(
         errors = [
             r.getMessage()
             for r in caplog.records
-            if r.name == "controller.dispatch" and r.levelno >= logging.ERROR
+            if r.name == "controller.link" and r.levelno >= logging.ERROR
         ]
         assert len(errors) == 1, errors
         assert "refused command 1" in errors[0]

@@ -258,7 +258,7 @@ def test_every_service_logs_json_lines_with_their_fields(tmp_path: Path) -> None
     decisions = [e for e in json_lines(controller) if e["message"].startswith("decision:")]
     assert decisions
     first = decisions[0]
-    assert first["logger"] == "controller.decider"
+    assert first["logger"] == "controller.decision.loop"
     assert first["command_id"] == 1
     assert first["status"] in ("up", "down")
     assert first["window_start"] in first["message"]

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from controller.windows import window_index
+from controller.decision.windows import window_index
 from manipulator.journal import read_journal
 from tests.databases import READINGS_WITH_RUNS, PostgresServer, TestDatabase
 from tests.pg_commit_proxy import CommitReplyDropper

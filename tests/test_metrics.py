@@ -15,7 +15,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from controller.config import parse_config
-from controller.windows import window_bounds, window_index
+from controller.decision.windows import window_bounds, window_index
 from tests.controller_harness import make_reading, running_cell, stream
 from tests.processes import running, start_service
 from workcell.flags import Address

@@ -16,13 +16,14 @@ from alembic.runtime.migration import MigrationContext
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from controller.decision import WindowSummary
+from controller.decision.rule import WindowSummary
 from controller.errors import DatabaseOpenError
-from controller.migrate import alembic_config, head_revision, upgrade
-from controller.origin import Origin
 from controller.records import CommandRecord
-from controller.schema import metadata
-from controller.store import Database, command_values
+from controller.storage.database import Database
+from controller.storage.migrate import alembic_config, head_revision, upgrade
+from controller.storage.origin import Origin
+from controller.storage.rows import command_values
+from controller.storage.schema import metadata
 from tests.databases import READINGS_WITH_RUNS, TestDatabase, sqlite_database
 
 ROOT = Path(__file__).resolve().parents[1]

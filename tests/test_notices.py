@@ -1,8 +1,8 @@
-"""Rate-limited per-sensor notices (controller/notices.py), driven by a hand-set clock."""
+"""Rate-limited per-sensor notices (controller/storage/notices.py), driven by a hand-set clock."""
 
 from __future__ import annotations
 
-from controller.notices import Notice, SensorNotices
+from controller.storage.notices import Notice, SensorNotices
 
 
 def test_the_first_occurrence_is_told_at_once_then_counts_once_per_interval() -> None:

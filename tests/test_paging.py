@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from controller.paging import (
+from controller.api.paging import (
     DEFAULT_PAGE_SIZE,
     MAX_COMMAND_ID,
     MAX_PAGE_SIZE,

@@ -15,8 +15,8 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from controller.migrate import head_revision
-from controller.store import Database
+from controller.storage.database import Database
+from controller.storage.migrate import head_revision
 from tests.controller_harness import Cell, make_reading, running_cell, stream
 from tests.databases import PostgresServer, TestDatabase
 from workcell.timeconv import now_us

@@ -3,7 +3,7 @@
 Before: with ``--period 1 --grace 5``, SIGKILL and an immediate restart skipped every window
 up to the current one minus two, although their deadlines (end + 5 s) had not come: they got no
 command and about 1,200 stored readings were never counted. The restart now skips only windows
-whose deadline passed while the controller was down (controller.windows.due_windows): every
+whose deadline passed while the controller was down (controller.decision.windows.due_windows): every
 window not yet due at the restart gets its command, counting the readings stored before the
 kill (read back from the database) and those resent after it.
 """
@@ -13,7 +13,7 @@ from __future__ import annotations
 import signal
 from pathlib import Path
 
-from controller.windows import window_index
+from controller.decision.windows import window_index
 from tests.databases import READINGS_WITH_RUNS, TestDatabase
 from tests.processes import Service
 from tests.test_faults import cleanup, report, start_controller, start_manipulator, start_sensor

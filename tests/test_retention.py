@@ -8,12 +8,12 @@ from collections.abc import AsyncIterator
 import pytest
 
 from controller.config import parse_config
-from controller.decision import WindowSummary
+from controller.decision.rule import WindowSummary
 from controller.metrics import ControllerMetrics
-from controller.records import CommandRecord, ReadingRow
-from controller.retention import Retention
-from controller.store import Database
-from controller.writer import StreamTally, Writer
+from controller.records import CommandRecord, ReadingRow, StreamTally
+from controller.storage.database import Database
+from controller.storage.retention import Retention
+from controller.storage.writer import Writer
 from tests.controller_harness import CountEverything
 from tests.databases import READINGS_WITH_RUNS, TestDatabase
 from tests.processes import running, start_service
@@ -50,7 +50,7 @@ def command(command_id: int, window_start: int) -> CommandRecord:
 @pytest.fixture
 async def writer(database: TestDatabase) -> AsyncIterator[Writer]:
     db = await Database.open(database.url)
-    writer = Writer(db.engine, windows=CountEverything())
+    writer = Writer(db.engine, backend=db.write_backend, windows=CountEverything())
     await writer.start()
     try:
         yield writer

@@ -16,7 +16,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from controller.windows import window_index
+from controller.decision.windows import window_index
 from tests.databases import TestDatabase
 from tests.processes import Service
 from tests.test_faults import cleanup, report, start_controller, start_manipulator, start_sensor

@@ -17,7 +17,7 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from controller.admission import StreamLimits, StreamRefused, StreamRegistry, peer_host
+from controller.api.admission import StreamLimits, StreamRefused, StreamRegistry, peer_host
 from tests.controller_harness import make_reading, running_cell, stream
 from workcell.timeconv import now_us
 from workcell.v1 import history_pb2, telemetry_pb2

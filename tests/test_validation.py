@@ -1,4 +1,4 @@
-"""The reading rules at their boundaries, without a server (controller/validation.py).
+"""The reading rules at their boundaries, without a server (controller/api/validation.py).
 
 What the databases can store is the rule: SQLite and PostgreSQL must accept
 exactly the same readings, so a value one of them would refuse never reaches
@@ -9,15 +9,10 @@ from __future__ import annotations
 
 import pytest
 
+from controller.api.telemetry import _StreamReader
+from controller.api.validation import check_identity, reading_timestamp
 from controller.errors import InvalidReading
-from controller.ingest import _StreamReader
-from controller.validation import (
-    MAX_TIMESTAMP_US,
-    MIN_TIMESTAMP_US,
-    check_identity,
-    reading_timestamp,
-)
-from workcell.timeconv import US_PER_SECOND
+from workcell.timeconv import MAX_TIMESTAMP_US, MIN_TIMESTAMP_US, US_PER_SECOND
 from workcell.v1 import telemetry_pb2
 
 FIRST_SECOND = -62_135_596_800  # 0001-01-01T00:00:00Z

@@ -6,8 +6,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from controller.decision import WindowStats
-from controller.windows import WindowBook, due_windows, window_bounds, window_index
+from controller.decision.rule import WindowStats
+from controller.decision.windows import WindowBook, due_windows, window_bounds, window_index
 
 P = 5_000_000  # a 5-second period, in microseconds
 GRACE = 200_000

@@ -9,14 +9,12 @@ from typing import Any
 
 import pytest
 
-import controller.writer
-import controller.writes
-from controller import postgres_writes, sqlite_writes
 from controller.errors import InvalidReading, RejectedWrite, StorageError
-from controller.records import ReadingRow
-from controller.store import Database
-from controller.writer import StreamTally, Writer
-from controller.writes import StoredReading, WriteBackend
+from controller.records import ReadingRow, StreamTally
+from controller.storage import postgres, sqlite
+from controller.storage.database import Database
+from controller.storage.write_backend import StoredReading, WriteBackend
+from controller.storage.writer import Writer
 from tests.controller_harness import CountEverything
 from tests.databases import READINGS_WITH_RUNS, TestDatabase
 from tests.test_retention import command
@@ -44,14 +42,14 @@ def readings(boot: str, first: int, count: int) -> list[ReadingRow]:
 
 
 async def test_a_run_registered_by_a_failed_group_is_registered_again(
-    database: TestDatabase, monkeypatch: pytest.MonkeyPatch
+    database: TestDatabase,
 ) -> None:
-    real_backend_for = controller.writes.backend_for
-    monkeypatch.setattr(
-        controller.writer, "backend_for", lambda conn: FailFirstInsert(real_backend_for(conn))
-    )
     db = await Database.open(database.url)
-    writer = Writer(db.engine, windows=CountEverything())
+
+    def backend(conn: Any) -> WriteBackend:
+        return FailFirstInsert(db.write_backend(conn))
+
+    writer = Writer(db.engine, backend=backend, windows=CountEverything())
     await writer.start()
     try:
         failed = StreamTally()
@@ -121,7 +119,7 @@ async def test_a_row_the_database_refuses_fails_only_its_stream(
     db = await Database.open(database.url)
     try:
         # Before: a command (so a duplicate id can be tried) and readings to prune.
-        before = Writer(db.engine, windows=CountEverything())
+        before = Writer(db.engine, backend=db.write_backend, windows=CountEverything())
         await before.start()
         await before.record_command(command(1, NOW_US))
         await (await before.add_readings(StreamTally(), sensor_rows("old", 1, 4, NOW_US - 10**9)))
@@ -129,7 +127,9 @@ async def test_a_row_the_database_refuses_fails_only_its_stream(
 
         windows = RecordingWindows()
         health: list[bool] = []
-        writer = Writer(db.engine, windows=windows, on_health=health.append)
+        writer = Writer(
+            db.engine, backend=db.write_backend, windows=windows, on_health=health.append
+        )
         # Everything below joins one group: the writer starts only afterwards.
         operations = await queue_operations(
             writer,
@@ -204,15 +204,15 @@ class DataErrorThenOutage:
 
 
 async def test_an_outage_while_isolating_a_data_error_fails_the_whole_group_as_unavailable(
-    database: TestDatabase, monkeypatch: pytest.MonkeyPatch
+    database: TestDatabase,
 ) -> None:
-    real_backend_for = controller.writes.backend_for
-    monkeypatch.setattr(
-        controller.writer, "backend_for", lambda conn: DataErrorThenOutage(real_backend_for(conn))
-    )
     db = await Database.open(database.url)
+
+    def backend(conn: Any) -> WriteBackend:
+        return DataErrorThenOutage(db.write_backend(conn))
+
     health: list[bool] = []
-    writer = Writer(db.engine, windows=CountEverything(), on_health=health.append)
+    writer = Writer(db.engine, backend=backend, windows=CountEverything(), on_health=health.append)
     try:
         [insert] = await queue_operations(writer, writer.record_command(command(1, NOW_US)))
         tallies = [StreamTally(), StreamTally()]
@@ -267,14 +267,14 @@ def data_error_cases() -> list[tuple[str, BaseException, bool]]:
 def test_only_errors_about_a_value_count_as_data_errors(
     backend: str, error: BaseException, is_data: bool
 ) -> None:
-    classify = {"sqlite": sqlite_writes.is_data_error, "postgresql": postgres_writes.is_data_error}
+    classify = {"sqlite": sqlite.is_data_error, "postgresql": postgres.is_data_error}
     assert classify[backend](error) is is_data
 
 
 async def test_conflicting_readings_in_one_group_keep_the_first(database: TestDatabase) -> None:
     db = await Database.open(database.url)
     try:
-        writer = Writer(db.engine, windows=CountEverything())
+        writer = Writer(db.engine, backend=db.write_backend, windows=CountEverything())
         first, conflicting, resent = StreamTally(), StreamTally(), StreamTally()
         rows = sensor_rows("s1", 1, 3)
         other = list(rows)
@@ -301,7 +301,7 @@ async def test_recording_a_command_again_reads_back_what_is_stored(
     # for ever with a duplicate key; a different one under its id still is refused.
     db = await Database.open(database.url)
     try:
-        writer = Writer(db.engine, windows=CountEverything())
+        writer = Writer(db.engine, backend=db.write_backend, windows=CountEverything())
         await writer.start()
         try:
             await writer.record_command(command(7, NOW_US))

@@ -15,7 +15,10 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 __all__ = [
     "MAX_TIMESTAMP_SECONDS",
+    "MAX_TIMESTAMP_US",
     "MIN_TIMESTAMP_SECONDS",
+    "MIN_TIMESTAMP_US",
+    "NANOS_PER_SECOND",
     "US_PER_SECOND",
     "Clock",
     "from_datetime",
@@ -30,11 +33,14 @@ __all__ = [
 
 US_PER_SECOND = 1_000_000
 # The range google.protobuf.Timestamp defines: 0001-01-01T00:00:00Z to
-# 9999-12-31T23:59:59.999999999Z. In microseconds it fits a signed 64-bit
-# integer (the databases' BIGINT) with room to spare.
+# 9999-12-31T23:59:59.999999999Z. Every time in it is a 64-bit count of
+# microseconds (the databases' BIGINT); the int64 seconds on the wire are not:
+# below about -9.2e12 s the microseconds overflow.
 MIN_TIMESTAMP_SECONDS = -62_135_596_800
 MAX_TIMESTAMP_SECONDS = 253_402_300_799
-_NANOS_PER_SECOND = 1_000_000_000
+NANOS_PER_SECOND = 1_000_000_000
+MIN_TIMESTAMP_US = MIN_TIMESTAMP_SECONDS * US_PER_SECOND
+MAX_TIMESTAMP_US = (MAX_TIMESTAMP_SECONDS + 1) * US_PER_SECOND - 1
 
 # A clock returns the current time in microseconds since the epoch; services
 # take one as an argument so tests can drive time by hand.
@@ -50,7 +56,7 @@ def timestamp_range_problem(ts: Timestamp) -> str | None:
     """Why ``ts`` is not a valid Timestamp (years 1-9999, nanos below a second), or None."""
     if not MIN_TIMESTAMP_SECONDS <= ts.seconds <= MAX_TIMESTAMP_SECONDS:
         return f"seconds {ts.seconds} is outside years 1-9999"
-    if not 0 <= ts.nanos < _NANOS_PER_SECOND:
+    if not 0 <= ts.nanos < NANOS_PER_SECOND:
         return f"nanos {ts.nanos} is outside 0-999999999"
     return None
 

@@ -1,24 +1,25 @@
 """What the writer asks of a database backend, one transaction at a time.
 
-The writer (:mod:`controller.writer`) owns grouping, duplicates, windows and
+The writer (:mod:`controller.storage.writer`) owns grouping, duplicates, windows and
 futures; a backend only runs these primitive statements on its own
-connection, in its own dialect: :mod:`controller.sqlite_writes` and
-:mod:`controller.postgres_writes`.
+connection, in its own dialect: :mod:`controller.storage.sqlite` and
+:mod:`controller.storage.postgres`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 from controller.errors import CommandConflict
 from controller.records import CommandRecord
-from controller.store import command_values
+from controller.storage.rows import command_values
 
 __all__ = [
     "Acknowledge",
+    "BackendFactory",
     "InsertCommand",
     "Operation",
     "PruneReadings",
@@ -26,10 +27,12 @@ __all__ = [
     "StoredReading",
     "StoredValues",
     "WriteBackend",
-    "backend_for",
     "command_conflict",
 ]
 
+# Makes the backend for a new write connection from its DBAPI driver
+# connection; chosen by whoever chose the database (Database.open).
+BackendFactory = Callable[[Any], "WriteBackend"]
 # (sensor_id, boot_id): one run of a sensor process, a row of sensor_runs.
 RunKey = tuple[str, str]
 # A readings row as inserted: (run_id, seq, payload, timestamp_us, received_at_us).
@@ -150,21 +153,3 @@ def command_conflict(record: CommandRecord, stored: Mapping[str, Any] | None) ->
             else f" (status {stored['status']}, window from {stored['window_start']} µs)"
         )
     )
-
-
-def backend_for(driver_connection: Any) -> WriteBackend:
-    """The backend for a DBAPI driver connection (aiosqlite or asyncpg)."""
-    # Imported here: the backends import this module.
-    import aiosqlite
-
-    if isinstance(driver_connection, aiosqlite.Connection):
-        from controller.sqlite_writes import SqliteWrites
-
-        return SqliteWrites(driver_connection)
-    import asyncpg
-
-    if isinstance(driver_connection, asyncpg.Connection):
-        from controller.postgres_writes import PostgresWrites
-
-        return PostgresWrites(driver_connection)
-    raise TypeError(f"no write backend for {type(driver_connection).__name__}")

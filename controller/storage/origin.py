@@ -16,7 +16,7 @@ from typing import Any
 from sqlalchemy import Row, delete, insert, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from controller.schema import database_origin
+from controller.storage.schema import database_origin
 
 __all__ = ["NoOrigin", "Origin", "read_origin", "replace_origin"]
 

@@ -15,20 +15,19 @@ from typing import Protocol
 
 import grpc
 
-from controller.admission import StreamLimits, StreamRefused, StreamRegistry, peer_host
+from controller.api.admission import StreamLimits, StreamRefused, StreamRegistry, peer_host
+from controller.api.validation import MAX_SEQ, check_identity, reading_timestamp
 from controller.errors import InvalidReading
 from controller.metrics import ControllerMetrics
-from controller.records import ReadingRow
-from controller.validation import (
-    MAX_SEQ,
+from controller.records import ReadingRow, StreamTally
+from workcell.timeconv import (
     MAX_TIMESTAMP_US,
     MIN_TIMESTAMP_US,
     NANOS_PER_SECOND,
-    check_identity,
-    reading_timestamp,
+    US_PER_SECOND,
+    Clock,
+    now_us,
 )
-from controller.writer import StreamTally
-from workcell.timeconv import US_PER_SECOND, Clock, now_us
 from workcell.v1 import telemetry_pb2, telemetry_pb2_grpc
 
 __all__ = ["ReadingSink", "TelemetryServicer"]
@@ -148,7 +147,7 @@ class _StreamReader:
     """Turns one stream's messages into rows, remembering the identity it checked.
 
     The loop does the cheap checks inline and only calls into
-    :mod:`controller.validation` when something looks wrong (or for a new
+    :mod:`controller.api.validation` when something looks wrong (or for a new
     sensor identity): that is where the rules and their messages live.
     """
 

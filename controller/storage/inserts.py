@@ -11,9 +11,9 @@ Three ways, from the common to the rare:
   error), how far it takes the readings, in savepoints, halving the attempt
   after each refusal; the reading it stopped at is the culprit.
 
-The writer (:mod:`controller.writer`) owns the transaction, the tallies and
+The writer (:mod:`controller.storage.writer`) owns the transaction, the tallies and
 the windows; these functions only run statements through a
-:class:`~controller.writes.WriteBackend`.
+:class:`~controller.storage.write_backend.WriteBackend`.
 """
 
 from __future__ import annotations
@@ -21,8 +21,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-from controller.records import ReadingRow
-from controller.writes import RunKey, StoredReading, WriteBackend
+from controller.records import BOOT_ID, SENSOR_ID, ReadingRow
+from controller.storage.write_backend import RunKey, StoredReading, WriteBackend
 
 __all__ = [
     "CONFLICT",
@@ -82,7 +82,12 @@ async def insert_all(
     """
     try:
         # The hot path: one comprehension over the group, no copies.
-        stored = [(known[r[0], r[1]], r[2], r[3], r[4], r[5]) for _, rs in segments for r in rs]
+        # Unpacked by name: as fast as indexing, and says which field is which.
+        stored = [
+            (known[sensor, boot], seq, payload, stamp, received)
+            for _, rs in segments
+            for sensor, boot, seq, payload, stamp, received in rs
+        ]
         new_runs: dict[RunKey, int] = {}
     except KeyError:
         flat = [r for _, rs in segments for r in rs]
@@ -112,13 +117,13 @@ async def insert_new(
     states = done.states
     new_rows: list[StoredReading] = []
     for reading, row in zip(rows, stored, strict=True):
-        key = (row[0], row[1])
-        first = seen.get(key)
+        run_id, seq, payload, stamp, _ = row
+        first = seen.get((run_id, seq))
         if first is None:
-            seen[key] = (row[2], row[3])
+            seen[run_id, seq] = (payload, stamp)
             states.append(NEW)
             new_rows.append(row)
-        elif first == (row[2], row[3]):
+        elif first == (payload, stamp):
             states.append(DUPLICATE)
         else:
             states.append(CONFLICT)
@@ -166,10 +171,10 @@ async def _with_run_ids(
     """``rows`` as rows of the readings table (run ids for names), and the
     runs this transaction registered for them."""
     try:
-        return [(known[r[0], r[1]], r[2], r[3], r[4], r[5]) for r in rows], {}
+        return [(known[s, b], q, p, t, r) for s, b, q, p, t, r in rows], {}
     except KeyError:
         # A sensor run seen for the first time (a sensor started): once per run.
-        keys = {(r[0], r[1]) for r in rows} - known.keys()
+        keys = {(r[SENSOR_ID], r[BOOT_ID]) for r in rows} - known.keys()
         new = await backend.register_runs(sorted(keys))
         both = {**known, **new}
-        return [(both[r[0], r[1]], r[2], r[3], r[4], r[5]) for r in rows], new
+        return [(both[s, b], q, p, t, r) for s, b, q, p, t, r in rows], new

@@ -1,14 +1,14 @@
 """The decision loop: a thin shell that closes each window on time and issues its command.
 
-All the rules live in :mod:`controller.decision` and :mod:`controller.windows`;
+All the rules live in :mod:`controller.decision.rule` and :mod:`controller.decision.windows`;
 this module only waits for deadlines (with an injected clock and sleep),
 records each command before handing it to the manipulator link, and logs.
 
 The "previous window" each decision compares with is the last window decided: the window the
 current status rests on. On time that is window k-1. After windows were skipped (a stall, an
-outage, a restart: :func:`~controller.windows.due_windows`) it is the window of the last command
-issued, the same on both paths, so a change of level that happened while nobody decided is
-still seen by the first decision after it.
+outage, a restart: :func:`~controller.decision.windows.due_windows`) it is the window of the
+last command issued, the same on both paths, so a change of level that happened while nobody
+decided is still seen by the first decision after it.
 """
 
 from __future__ import annotations
@@ -19,19 +19,20 @@ import math
 from collections.abc import Awaitable, Callable
 from typing import Protocol
 
-from controller.decision import WindowStats, decide
+from controller.decision.rule import WindowStats, decide
+from controller.decision.windows import WindowBook, window_bounds
 from controller.errors import StorageError
 from controller.metrics import ControllerMetrics
 from controller.records import CommandRecord
-from controller.windows import WindowBook, window_bounds
+from workcell.backoff import Backoff
 from workcell.timeconv import Clock, now_us, to_iso
 
 __all__ = ["CommandRecorder", "CommandSender", "DecisionLoop", "report_skipped"]
 
 log = logging.getLogger(__name__)
 
-RETRY_INITIAL = 0.1
-RETRY_MAX = 5.0
+# Recording a command while the database refuses writes.
+RECORD_RETRY = Backoff(initial=0.1, maximum=5.0)
 
 
 class CommandRecorder(Protocol):
@@ -159,15 +160,15 @@ class DecisionLoop:
         decides the latest window that fell due and skips the older ones (the
         same rule as after a restart), so the manipulator gets no burst.
         """
-        delay = RETRY_INITIAL
-        while True:
+        for attempt, delay in enumerate(RECORD_RETRY.delays()):
             try:
                 await self._recorder.record_command(record)
                 return
             except StorageError as exc:
-                log.warning("command %d not recorded yet (%s); retrying", record.id, exc)
+                # Once per episode: the writer logs the database's trouble itself.
+                if attempt == 0:
+                    log.warning("command %d not recorded yet (%s); retrying", record.id, exc)
                 await self._sleep(delay)
-                delay = min(delay * 2, RETRY_MAX)
 
 
 def report_skipped(skipped: range, period_us: int, metrics: ControllerMetrics, cause: str) -> None:

@@ -6,7 +6,7 @@ fields for every reading.
 
 The rules are what both databases can store, checked here so that SQLite and
 PostgreSQL accept exactly the same readings: a value one of them refuses
-would otherwise fail a whole commit group (see :mod:`controller.writer`).
+would otherwise fail a whole commit group (see :mod:`controller.storage.writer`).
 """
 
 from __future__ import annotations
@@ -14,14 +14,11 @@ from __future__ import annotations
 import re
 
 from controller.errors import InvalidReading
-from workcell.timeconv import US_PER_SECOND
+from workcell.timeconv import US_PER_SECOND, timestamp_range_problem
 from workcell.v1 import telemetry_pb2
 
 __all__ = [
     "MAX_SEQ",
-    "MAX_TIMESTAMP_US",
-    "MIN_TIMESTAMP_US",
-    "NANOS_PER_SECOND",
     "SENSOR_ID_PATTERN",
     "check_identity",
     "reading_timestamp",
@@ -32,14 +29,6 @@ SENSOR_ID_PATTERN = re.compile(r"[A-Za-z0-9._-]{1,64}")
 MAX_BOOT_ID_LENGTH = 64
 # seq is a uint64 on the wire but SQL integers are signed 64-bit.
 MAX_SEQ = 2**63 - 1
-# protobuf's Timestamp range, 0001-01-01T00:00:00Z to 9999-12-31T23:59:59Z:
-# every time in it is a 64-bit count of microseconds (the int64 seconds on the
-# wire are not: below about -9.2e12 s the microseconds overflow a BIGINT).
-MIN_TIMESTAMP_SECONDS = -62_135_596_800
-MAX_TIMESTAMP_SECONDS = 253_402_300_799
-NANOS_PER_SECOND = 1_000_000_000
-MIN_TIMESTAMP_US = MIN_TIMESTAMP_SECONDS * US_PER_SECOND
-MAX_TIMESTAMP_US = (MAX_TIMESTAMP_SECONDS + 1) * US_PER_SECOND - 1
 
 
 def check_identity(sensor_id: str, boot_id: str) -> None:
@@ -87,13 +76,10 @@ def reading_timestamp(reading: telemetry_pb2.Reading, *, now_us: int, max_skew_u
             sensor_id=reading.sensor_id,
         )
     timestamp = reading.timestamp
-    if not MIN_TIMESTAMP_SECONDS <= timestamp.seconds <= MAX_TIMESTAMP_SECONDS or not (
-        0 <= timestamp.nanos < NANOS_PER_SECOND
-    ):
+    if (problem := timestamp_range_problem(timestamp)) is not None:
         raise InvalidReading(
-            f"timestamp of sensor {reading.sensor_id!r} (seq {reading.seq}) is out of range "
-            f"(seconds={timestamp.seconds}, nanos={timestamp.nanos}; expected years "
-            f"0001-9999 and nanos 0-{NANOS_PER_SECOND - 1})",
+            f"timestamp of sensor {reading.sensor_id!r} (seq {reading.seq}) is out of range: "
+            f"{problem}",
             field="timestamp",
             sensor_id=reading.sensor_id,
         )

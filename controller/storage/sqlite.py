@@ -14,9 +14,9 @@ from collections.abc import AsyncIterator, Sequence
 import aiosqlite
 
 from controller.errors import CommandConflict, DatabaseFileMoved
-from controller.schema import commands
-from controller.store import command_values
-from controller.writes import (
+from controller.storage.rows import command_values
+from controller.storage.schema import commands
+from controller.storage.write_backend import (
     Acknowledge,
     InsertCommand,
     Operation,
@@ -74,7 +74,7 @@ def is_data_error(exc: BaseException) -> bool:
 
 
 class SqliteWrites:
-    """:class:`controller.writes.WriteBackend` on an aiosqlite connection."""
+    """:class:`controller.storage.write_backend.WriteBackend` on an aiosqlite connection."""
 
     def __init__(self, conn: aiosqlite.Connection) -> None:
         self._conn = conn

@@ -1,7 +1,7 @@
 """The single database writer: every write of the controller, group-committed.
 
 This is the hot path, so it talks to the DBAPI connection under SQLAlchemy
-directly, through a small backend per database (:mod:`controller.writes`).
+directly, through a small backend per database (:mod:`controller.storage.write_backend`).
 Reads stay on SQLAlchemy.
 
 Ingest appends each message's readings to one shared buffer, tagged with the
@@ -36,7 +36,20 @@ from typing import Protocol
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from controller.errors import CommitOutcomeUnknown, InvalidReading, RejectedWrite, StorageError
-from controller.inserts import (
+from controller.metrics import ControllerMetrics
+from controller.records import (
+    BOOT_ID,
+    PAYLOAD,
+    RECEIVED_AT,
+    SENSOR_ID,
+    SEQ,
+    TIMESTAMP,
+    BatchResult,
+    CommandRecord,
+    ReadingRow,
+    StreamTally,
+)
+from controller.storage.inserts import (
     CONFLICT,
     NEW,
     REFUSED,
@@ -45,21 +58,20 @@ from controller.inserts import (
     insert_longest_prefix,
     insert_new,
 )
-from controller.metrics import ControllerMetrics
-from controller.notices import Notice, SensorNotices
-from controller.records import BatchResult, CommandRecord, ReadingRow
-from controller.writes import (
+from controller.storage.notices import Notice, SensorNotices
+from controller.storage.write_backend import (
     Acknowledge,
+    BackendFactory,
     InsertCommand,
     Operation,
     PruneReadings,
     RunKey,
     WriteBackend,
-    backend_for,
 )
+from workcell.backoff import Backoff
 from workcell.timeconv import US_PER_SECOND, to_iso
 
-__all__ = ["StreamTally", "WindowSink", "Writer"]
+__all__ = ["WindowSink", "Writer"]
 
 log = logging.getLogger(__name__)
 
@@ -88,31 +100,7 @@ DEFAULT_MAX_PENDING = 50_000
 # most latency the writer adds.
 MIN_COMMIT_INTERVAL = 0.01
 # Asking the database whether a transaction whose COMMIT reply was lost committed.
-RESOLVE_INITIAL = 0.05
-RESOLVE_MAX = 2.0
-
-
-class StreamTally:
-    """What became of one stream's readings, filled in as its groups commit."""
-
-    __slots__ = ("conflicts", "duplicates", "failure", "rejected", "stale", "stored")
-
-    def __init__(self) -> None:
-        self.stored = 0
-        self.duplicates = 0
-        self.stale = 0
-        self.conflicts = 0
-        # Set when a group holding some of this stream's readings failed:
-        # then the stream must not be acknowledged.
-        self.failure: StorageError | None = None
-        # Set when the database refused a value of one of this stream's
-        # readings (a data error validation let through): that reading and
-        # the rest of the stream are not stored, the stream fails with
-        # INVALID_ARGUMENT, and the other streams of the group commit.
-        self.rejected: InvalidReading | None = None
-
-    def result(self) -> BatchResult:
-        return BatchResult(self.stored, self.duplicates, self.stale, self.conflicts)
+RESOLVE_RETRY = Backoff(initial=0.05, maximum=2.0)
 
 
 @dataclass(slots=True)
@@ -131,7 +119,7 @@ class _Written:
     counts: list[int | RejectedWrite]
     """Per operation: the rows it touched, or why the database refused it."""
     states: list[int] | None
-    """Per reading of the group, in order (see :mod:`controller.inserts`); None: all new."""
+    """Per reading of the group, in order (see :mod:`controller.storage.inserts`); None: all new."""
     new_runs: dict[RunKey, int]
     conflicts: list[Conflict] = field(default_factory=list)
     rejections: list[tuple[StreamTally, InvalidReading]] = field(default_factory=list)
@@ -144,12 +132,16 @@ class Writer:
         self,
         engine: AsyncEngine,
         *,
+        backend: BackendFactory,
         windows: WindowSink,
         on_health: Callable[[bool], None] = lambda healthy: None,
         max_pending: int = DEFAULT_MAX_PENDING,
         metrics: ControllerMetrics | None = None,
     ) -> None:
         self._engine = engine
+        # Chosen by whoever chose the database (Database.write_backend): the
+        # writer is the same on every backend.
+        self._backend = backend
         self._metrics = metrics if metrics is not None else ControllerMetrics()
         self._windows = windows
         # Told False when a write fails and True when writes succeed again, so
@@ -277,7 +269,7 @@ class Writer:
             connection = await self._engine.connect()
             try:
                 raw = await connection.get_raw_connection()
-                writes = backend_for(raw.driver_connection)
+                writes = self._backend(raw.driver_connection)
                 await writes.opened()
                 self._writes = writes
             except BaseException:
@@ -369,7 +361,9 @@ class Writer:
         new_rows = [row for new in news for row in new]
         # One call for the whole group: per-stream stale counts are only
         # worked out in the rare group that has stale readings at all.
-        stale = self._windows.add_batch([r[4] for r in new_rows], [r[3] for r in new_rows])
+        stale = self._windows.add_batch(
+            [r[TIMESTAMP] for r in new_rows], [r[PAYLOAD] for r in new_rows]
+        )
         received = 0
         # sensor_id -> (stale readings, the newest of them)
         late: dict[str, tuple[int, ReadingRow]] = {}
@@ -382,11 +376,12 @@ class Writer:
             tally.duplicates += taken - len(new)
             tally.conflicts += clashes
             if stale:
-                stale_rows = [row for row in new if self._windows.is_stale(row[4])]
+                stale_rows = [row for row in new if self._windows.is_stale(row[TIMESTAMP])]
                 tally.stale += len(stale_rows)
                 for row in stale_rows:
-                    count, newest = late.get(row[0], (0, row))
-                    late[row[0]] = (count + 1, row if row[4] > newest[4] else newest)
+                    count, newest = late.get(row[SENSOR_ID], (0, row))
+                    later = row[TIMESTAMP] > newest[TIMESTAMP]
+                    late[row[SENSOR_ID]] = (count + 1, row if later else newest)
         conflicted = sum(conflicts)
         self.totals += BatchResult(len(new_rows), received - len(new_rows), stale, conflicted)
         # Group totals, not per reading: this runs once per commit.
@@ -399,7 +394,9 @@ class Writer:
         for sensor_id, (count, newest) in late.items():
             # How far behind its clock (or its delivery) is: the newest stale
             # reading's time against when the controller received it.
-            notice = self._stale_notices.add(sensor_id, count, newest[5] - newest[4], now=now)
+            notice = self._stale_notices.add(
+                sensor_id, count, newest[RECEIVED_AT] - newest[TIMESTAMP], now=now
+            )
             if notice is not None:
                 _log_stale(notice)
 
@@ -409,8 +406,9 @@ class Writer:
         if conflicts:
             per_sensor: dict[str, tuple[int, Conflict]] = {}
             for conflict in conflicts:
-                count, example = per_sensor.get(conflict.reading[0], (0, conflict))
-                per_sensor[conflict.reading[0]] = (count + 1, example)
+                sensor_id = conflict.reading[SENSOR_ID]
+                count, example = per_sensor.get(sensor_id, (0, conflict))
+                per_sensor[sensor_id] = (count + 1, example)
             for sensor_id, (count, example) in per_sensor.items():
                 notice = self._conflict_notices.add(sensor_id, count, example, now=now)
                 if notice is not None:
@@ -460,13 +458,12 @@ class Writer:
     async def _resolve(self, unknown: CommitOutcomeUnknown) -> bool:
         """Whether the transaction whose COMMIT reply was lost committed, asked of
         the database on a connection of its own until it can say."""
-        delay = RESOLVE_INITIAL
         told = False
-        while True:
+        for delay in RESOLVE_RETRY.delays():
             try:
                 async with self._engine.connect() as connection:
                     raw = await connection.get_raw_connection()
-                    committed = await backend_for(raw.driver_connection).committed(
+                    committed = await self._backend(raw.driver_connection).committed(
                         unknown.transaction
                     )
             except Exception as exc:
@@ -498,7 +495,7 @@ class Writer:
                 )
                 return committed
             await asyncio.sleep(delay)
-            delay = min(delay * 2, RESOLVE_MAX)
+        raise AssertionError("unreachable: the delays never end")
 
     async def _write_together(
         self, backend: WriteBackend, segments: list[Segment], operations: list[_Pending]
@@ -526,7 +523,7 @@ class Writer:
         """The group again, each part in a savepoint, without what the database refuses.
 
         Each operation on its own; the readings as long a run as the database
-        takes (:func:`~controller.inserts.insert_longest_prefix`). The reading
+        takes (:func:`~controller.storage.inserts.insert_longest_prefix`). The reading
         it stops at rejects its stream: that reading and the stream's later
         ones are left out, the rest goes on. An outage at any point fails the
         whole group, as ever: only a data error is pinned on one stream.
@@ -616,9 +613,9 @@ def _log_conflicts(notice: Notice[Conflict]) -> None:
 def _describe_conflict(conflict: Conflict) -> str:
     reading = conflict.reading
     return (
-        f"boot_id {reading[1]!r} seq {reading[2]}: stored payload {conflict.stored_payload} "
-        f"at {_when(conflict.stored_timestamp_us)}, received payload {reading[3]} "
-        f"at {_when(reading[4])}"
+        f"boot_id {reading[BOOT_ID]!r} seq {reading[SEQ]}: stored payload "
+        f"{conflict.stored_payload} at {_when(conflict.stored_timestamp_us)}, received payload "
+        f"{reading[PAYLOAD]} at {_when(reading[TIMESTAMP])}"
     )
 
 
@@ -630,10 +627,10 @@ def _when(timestamp_us: int) -> str:
 
 
 def _refused_reading(row: ReadingRow, error: BaseException) -> InvalidReading:
-    sensor_id, boot_id, seq = row[0], row[1], row[2]
+    sensor_id, boot_id, seq, payload, timestamp, _ = row
     return InvalidReading(
         f"the database refused reading seq {seq} of sensor {sensor_id!r} "
-        f"(boot_id {boot_id!r}, payload {row[3]}, timestamp {row[4]} µs): {error}",
+        f"(boot_id {boot_id!r}, payload {payload}, timestamp {timestamp} µs): {error}",
         field="reading",
         sensor_id=sensor_id,
     )

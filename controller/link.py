@@ -5,7 +5,7 @@ connection the link reconnects with capped exponential backoff (with jitter)
 and resends every pending command in order; the manipulator acknowledges a
 resend without journaling it twice, so delivery is exactly once in effect.
 
-Each command carries the database's origin (:mod:`controller.origin`): the
+Each command carries the database's origin (:mod:`controller.storage.origin`): the
 manipulator identifies a command by (origin, id). An ack carrying an error is
 a refusal, not an acknowledgement: the journal holds a different command
 under that origin and id (a database restored from a backup). The command
@@ -34,8 +34,8 @@ from google.protobuf.message import DecodeError
 
 from controller.errors import CommandRefused
 from controller.metrics import ControllerMetrics
-from controller.origin import Origin
 from controller.records import CommandRecord
+from controller.storage.origin import Origin
 from workcell.flags import Address
 from workcell.framing import FrameDecoder, FrameError, encode_frame
 from workcell.status import status_from_name

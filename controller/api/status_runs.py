@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from controller.decision import WindowSummary
+from controller.decision.rule import WindowSummary
 from controller.records import CommandRecord
 from workcell.timeconv import to_timestamp
 from workcell.v1 import command_pb2, history_pb2

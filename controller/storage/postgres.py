@@ -12,9 +12,9 @@ from collections.abc import AsyncIterator, Sequence
 import asyncpg
 
 from controller.errors import CommandConflict, CommitOutcomeUnknown
-from controller.schema import commands
-from controller.store import command_values
-from controller.writes import (
+from controller.storage.rows import command_values
+from controller.storage.schema import commands
+from controller.storage.write_backend import (
     Acknowledge,
     InsertCommand,
     Operation,
@@ -81,7 +81,7 @@ def _row_count(status: str) -> int:
 
 
 class PostgresWrites:
-    """:class:`controller.writes.WriteBackend` on an asyncpg connection."""
+    """:class:`controller.storage.write_backend.WriteBackend` on an asyncpg connection."""
 
     def __init__(self, conn: asyncpg.Connection) -> None:
         self._conn = conn

@@ -1,7 +1,7 @@
 """The database layout (user-facing: documented in the README).
 
 The tables are created and changed by the Alembic migrations in
-``controller/migrations``; this metadata is what the code queries, and a test
+``controller/storage/migrations``; this metadata is what the code queries, and a test
 checks that the migrations produce exactly it on every backend.
 
 Times are INTEGER microseconds since the Unix epoch, UTC: exact, compact, and

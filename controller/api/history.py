@@ -7,20 +7,24 @@ from typing import Protocol
 
 import grpc
 
-from controller.paging import (
+from controller.api.paging import (
     QueryFilter,
     decode_page_token,
     effective_page_size,
     encode_page_token,
 )
+from controller.api.status_runs import Run, RunGrouper, entry_for_run
 from controller.records import CommandRecord
-from controller.runs import Run, RunGrouper, entry_for_run
 from workcell.timeconv import from_timestamp, timestamp_range_problem
 from workcell.v1 import history_pb2, history_pb2_grpc
 
 __all__ = ["CommandSource", "HistoryServicer"]
 
 log = logging.getLogger(__name__)
+
+
+# Rows a merged page may read in chunks, in pages' worth; then it seeks.
+MERGE_ROW_BUDGET = 16
 
 
 class CommandSource(Protocol):
@@ -67,10 +71,11 @@ class HistoryServicer(history_pb2_grpc.HistoryServicer):
             return [Run.of(record) for record in records[:size]], len(records) > size
         grouper = RunGrouper(merge=True)
         runs: list[Run] = []
-        # Rows are read in chunks while that is cheap; a run still open at the
-        # end of a chunk is completed by index seeks instead of being read, so
-        # a run of any length costs a few queries and no memory.
-        budget = 2 * (size + 1)
+        # Rows are read in chunks of a page while that is cheap: short runs
+        # cost a row each. A run that outlasts a whole chunk is completed by
+        # index seeks instead of being read, so a run of any length costs a
+        # few queries and no memory; past the row budget, every run is.
+        budget = MERGE_ROW_BUDGET * (size + 1)
         cursor = after_id
         while True:
             limit = max(1, min(budget, size + 1))
@@ -86,10 +91,11 @@ class HistoryServicer(history_pb2_grpc.HistoryServicer):
                 return runs[:size], len(runs) > size
             if len(runs) >= size:  # a run is complete once the next one has begun
                 return runs[:size], True
-            last, acknowledged = await source.run_end(run.first, to_us=query.to_us)
-            run.extend_to(last, acknowledged=acknowledged)
+            if run.count >= len(records) or budget <= 0:
+                last, acknowledged = await source.run_end(run.first, to_us=query.to_us)
+                run.extend_to(last, acknowledged=acknowledged)
             grouper.resume(run)
-            cursor = last.id
+            cursor = run.last_id
 
 
 def parse_query(request: history_pb2.QueryRequest) -> tuple[QueryFilter, int, int]:

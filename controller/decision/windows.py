@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from controller.decision import WindowStats
+from controller.decision.rule import WindowStats
 
 __all__ = ["DueWindows", "WindowBook", "due_windows", "latest_due", "window_bounds", "window_index"]
 

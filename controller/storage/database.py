@@ -1,8 +1,9 @@
 """The database: engine set-up, migrations at start, and the read queries.
 
-Every write goes through the single :class:`controller.writer.Writer`; this
-module only reads, on pooled connections that run beside the writer (WAL on
-SQLite, MVCC on PostgreSQL). The queries are SQLAlchemy Core, the same on
+Every write goes through the single :class:`controller.storage.writer.Writer`,
+on the write backend this module chooses for the URL (:attr:`Database.write_backend`);
+this module only reads, on pooled connections that run beside the writer (WAL
+on SQLite, MVCC on PostgreSQL). The queries are SQLAlchemy Core, the same on
 both backends.
 """
 
@@ -13,17 +14,20 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Row, event, select, tuple_
+from sqlalchemy import event, select, tuple_
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
-from controller.decision import WindowSummary
 from controller.errors import DatabaseOpenError
-from controller.migrate import UnknownRevision, upgrade
-from controller.origin import NoOrigin, Origin, read_origin, replace_origin
 from controller.records import CommandRecord
-from controller.schema import commands, readings
+from controller.storage.migrate import UnknownRevision, upgrade
+from controller.storage.origin import NoOrigin, Origin, read_origin, replace_origin
+from controller.storage.postgres import PostgresWrites
+from controller.storage.rows import command_from_row
+from controller.storage.schema import commands, readings
+from controller.storage.sqlite import SqliteWrites
+from controller.storage.write_backend import BackendFactory
 from workcell.timeconv import now_us
 
 __all__ = ["Database"]
@@ -48,12 +52,16 @@ def _sqlite_pragmas(busy_timeout_ms: int) -> Callable[[Any, Any], None]:
 class Database:
     """An async engine on the configured URL, with the schema created."""
 
-    def __init__(self, engine: AsyncEngine, revision: str, origin: Origin) -> None:
+    def __init__(
+        self, engine: AsyncEngine, revision: str, origin: Origin, write_backend: BackendFactory
+    ) -> None:
         self.engine = engine
+        self.write_backend = write_backend
+        """Makes the writer's backend for a connection of this database's kind."""
         self.revision = revision
         """The schema revision the migrations brought the database to."""
         self.origin = origin
-        """The database's identity, sent with every command (see :mod:`controller.origin`)."""
+        """The database's identity, sent with every command (:mod:`controller.storage.origin`)."""
 
     @classmethod
     async def open(
@@ -64,7 +72,7 @@ class Database:
         ``busy_timeout`` is how long (seconds) a write waits for a lock held
         by another process before it fails. ``new_origin`` gives the database
         a fresh origin (the operator's remedy for a database restored from a
-        backup; see :mod:`controller.origin`).
+        backup; see :mod:`controller.storage.origin`).
         """
         parsed = make_url(url)
         timeout_ms = round(busy_timeout * 1000)
@@ -107,7 +115,8 @@ class Database:
                 origin.id,
             )
         log.info("database ready at %s (schema revision %s, origin %s)", shown, revision, origin.id)
-        return cls(engine, revision, origin)
+        sqlite = parsed.get_backend_name() == "sqlite"
+        return cls(engine, revision, origin, SqliteWrites if sqlite else PostgresWrites)
 
     async def close(self) -> None:
         """Dispose of the engine's connections."""
@@ -119,14 +128,14 @@ class Database:
             row = (
                 await conn.execute(select(commands).order_by(commands.c.id.desc()).limit(1))
             ).first()
-        return None if row is None else command_from_row(row)
+        return None if row is None else command_from_row(row._mapping)
 
     async def unacknowledged_commands(self) -> list[CommandRecord]:
         """Commands the manipulator has not acknowledged, oldest first."""
         query = select(commands).where(commands.c.acknowledged_at.is_(None)).order_by(commands.c.id)
         async with self.engine.connect() as conn:
             rows = (await conn.execute(query)).all()
-        return [command_from_row(row) for row in rows]
+        return [command_from_row(row._mapping) for row in rows]
 
     async def readings_since(self, timestamp_us: int) -> list[tuple[int, int]]:
         """``(timestamp, payload)`` of readings created at or after ``timestamp_us``."""
@@ -166,7 +175,7 @@ class Database:
                 query = query.where(commands.c.issued_at < to_us)
             query = query.order_by(commands.c.issued_at, commands.c.id).limit(limit)
             rows = (await conn.execute(query)).all()
-        return [command_from_row(row) for row in rows]
+        return [command_from_row(row._mapping) for row in rows]
 
     async def run_end(
         self, first: CommandRecord, *, to_us: int | None
@@ -200,11 +209,9 @@ class Database:
                     c.issued_at <= boundary.issued_at, key < tuple_(boundary.issued_at, boundary.id)
                 )
             last = command_from_row(
-                (
-                    await conn.execute(
-                        last_query.order_by(c.issued_at.desc(), c.id.desc()).limit(1)
-                    )
-                ).one()
+                (await conn.execute(last_query.order_by(c.issued_at.desc(), c.id.desc()).limit(1)))
+                .one()
+                ._mapping
             )
             unacknowledged = (
                 await conn.execute(
@@ -220,44 +227,3 @@ class Database:
                 )
             ).first()
         return last, unacknowledged is None
-
-
-def command_from_row(row: Row[Any]) -> CommandRecord:
-    """A CommandRecord from a ``commands`` row."""
-    m = row._mapping
-    return CommandRecord(
-        id=m["id"],
-        status=m["status"],
-        window_start=m["window_start"],
-        window_end=m["window_end"],
-        issued_at=m["issued_at"],
-        acknowledged_at=m["acknowledged_at"],
-        outcome=m["outcome"],
-        changed=bool(m["changed"]),
-        p_value=m["p_value"],
-        alpha=m["alpha"],
-        window=WindowSummary(m["window_count"], m["window_mean"], m["window_std"]),
-        previous=WindowSummary(m["previous_count"], m["previous_mean"], m["previous_std"]),
-    )
-
-
-def command_values(record: CommandRecord) -> dict[str, Any]:
-    """The ``commands`` row for a CommandRecord."""
-    return {
-        "id": record.id,
-        "status": record.status,
-        "window_start": record.window_start,
-        "window_end": record.window_end,
-        "issued_at": record.issued_at,
-        "acknowledged_at": record.acknowledged_at,
-        "outcome": record.outcome,
-        "changed": record.changed,
-        "p_value": record.p_value,
-        "alpha": record.alpha,
-        "window_count": record.window.count,
-        "window_mean": record.window.mean,
-        "window_std": record.window.std,
-        "previous_count": record.previous.count,
-        "previous_mean": record.previous.mean,
-        "previous_std": record.previous.std,
-    }

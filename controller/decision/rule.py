@@ -1,7 +1,7 @@
 """Window statistics and the decision rule, with no I/O.
 
 Each period the controller compares the window just closed with the one before it using
-Welch's two-sided t-test (see DESIGN.md, "Decision semantics"):
+Welch's two-sided t-test (see docs/design.md, "Decision semantics"):
 
 - p < alpha: the status follows the mean ("up" when the current mean is higher, "down" when
   lower);

@@ -1,6 +1,6 @@
 """Alembic's entry point: run the migrations on the connection we were handed.
 
-:func:`controller.migrate.upgrade` puts an open (sync-facing) connection in
+:func:`controller.storage.migrate.upgrade` puts an open (sync-facing) connection in
 ``config.attributes["connection"]``; offline SQL generation is not offered.
 """
 
@@ -9,11 +9,13 @@ from __future__ import annotations
 from alembic import context
 from sqlalchemy.engine import Connection
 
-from controller.schema import metadata
+from controller.storage.schema import metadata
 
 connection = context.config.attributes.get("connection")
 if not isinstance(connection, Connection):
-    raise RuntimeError("run migrations through controller.migrate, which passes a connection")
+    raise RuntimeError(
+        "run migrations through controller.storage.migrate, which passes a connection"
+    )
 context.configure(
     connection=connection,
     target_metadata=metadata,
