@@ -4,7 +4,7 @@ Run with ``.venv/bin/python scripts/client_memory.py [--commands 100000] [--dir 
 
 It makes an SQLite database with the controller's schema and ``--commands`` commands, one per
 5 s period ending now (100,000 is about 5.8 days), written through
-:func:`controller.store.command_values` as the controller writes them: statuses in runs of
+:func:`controller.storage.rows.command_values` as the controller writes them: statuses in runs of
 random length, means that drift and shift, p-values from 1e-30 to 1, one decision in twenty
 untested, one command in a hundred pending. Then it starts a real controller on that file
 (``--manipulator`` at a closed port, so nothing is acknowledged meanwhile) and runs each client
@@ -33,9 +33,9 @@ import time
 from pathlib import Path
 
 from benchmarks.storage import create_schema
-from controller.decision import WindowSummary
+from controller.decision.rule import WindowSummary
 from controller.records import CommandRecord
-from controller.store import command_values
+from controller.storage.rows import command_values
 
 PERIOD_US = 5_000_000
 ROOT = Path(__file__).resolve().parent.parent
