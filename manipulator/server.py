@@ -7,6 +7,8 @@ command the journal refuses (a different command under a journaled origin
 and id) gets a ``CommandAck`` carrying the error, and the connection goes on;
 the commands after it on that connection are refused too until it is
 accepted, so a pipelining controller's later commands never overtake it.
+With TLS, each connection does its own handshake, so a failed one is logged
+(rate-limited: :mod:`manipulator.handshakes`) instead of vanishing.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import ssl as ssl_module
 from types import TracebackType
 
 from manipulator.errors import BadCommand, CommandRefused, JournalError
+from manipulator.handshakes import HANDSHAKE_LOG_INTERVAL, LogThrottle, handshake_failure_reason
 from manipulator.journal import Journal, JournalRecord, parse_command
 from manipulator.records import shown_origin
 from workcell.flags import Address
@@ -74,12 +77,34 @@ class _Connection:
 
     async def run(self) -> None:
         """Serve until EOF, a bad frame, a timeout or :meth:`stop`; then close."""
+        if self._server.ssl is not None and not await self._handshake(self._server.ssl):
+            return
         try:
             await self._serve()
         except ConnectionError as exc:
             log.info("%s: connection lost: %s", self.peer, exc)
         finally:
             await self._close()
+
+    async def _handshake(self, context: ssl_module.SSLContext) -> bool:
+        """TLS on this connection; False (reported to the server, connection closed) if it fails.
+
+        Done here rather than by ``start_server(ssl=...)``, where asyncio
+        drops a failed handshake without a word (an ``SSLError`` is an
+        ``OSError``, which it logs only in debug mode).
+        """
+        self._reading = True  # nothing half-done: stop() may interrupt it
+        try:
+            await self._writer.start_tls(context, ssl_handshake_timeout=self._server.read_timeout)
+        except (OSError, TimeoutError) as exc:  # ssl.SSLError is an OSError
+            self._server.handshake_failed(self.peer, exc)
+            # asyncio has closed the socket; the stream never hears of it,
+            # so do not wait for it to close (that would wait forever).
+            self._writer.transport.abort()
+            return False
+        finally:
+            self._reading = False
+        return True
 
     async def _close(self) -> None:
         self._writer.close()
@@ -219,7 +244,9 @@ class ManipulatorServer:
     free port; :attr:`port` tells which. ``clock`` gives ``received_at``.
     With ``ssl`` (a server context) only TLS connections are accepted; a
     client that fails the handshake (plaintext, or a certificate the context
-    does not trust) is closed before it can send a command.
+    does not trust) is closed before it can send a command, and logged with
+    its peer and reason: the first at once, then at most one line per
+    ``handshake_log_interval`` seconds, counting the others.
     Use ``async with ManipulatorServer(...) as server:`` or start()/close().
     """
 
@@ -233,6 +260,7 @@ class ManipulatorServer:
         read_timeout: float = 10.0,
         clock: Clock = now_us,
         ssl: ssl_module.SSLContext | None = None,
+        handshake_log_interval: float = HANDSHAKE_LOG_INTERVAL,
     ) -> None:
         if read_timeout <= 0:
             raise ValueError("read_timeout must be > 0")
@@ -253,6 +281,8 @@ class ManipulatorServer:
         self._connections: set[_Connection] = set()
         self._closing = False
         self._close_task: asyncio.Task[None] | None = None
+        self._handshake_log = LogThrottle(handshake_log_interval)
+        self._last_handshake_failure = ""
 
     @property
     def port(self) -> int:
@@ -285,14 +315,10 @@ class ManipulatorServer:
             len(journal.origins),
         )
         try:
+            # Plain TCP: each connection does its own TLS handshake
+            # (_Connection._handshake), so a failed one can be logged.
             self._server = await asyncio.start_server(
-                self._on_connect,
-                self.host,
-                self._requested_port,
-                ssl=self.ssl,
-                # A client that opens a connection and never completes the
-                # handshake is dropped as soon as one stuck mid-frame would be.
-                ssl_handshake_timeout=self.read_timeout if self.ssl is not None else None,
+                self._on_connect, self.host, self._requested_port
             )
         except BaseException:
             await self._close_journal()
@@ -330,6 +356,22 @@ class ManipulatorServer:
                 extra={"origin": record.origin, "previous_origin": previous},
             )
         return journaled
+
+    def handshake_failed(self, peer: str, exc: BaseException) -> None:
+        """Log a failed TLS handshake: the first at once, then at most one a minute."""
+        reason = handshake_failure_reason(exc)
+        self._last_handshake_failure = f"{peer}: {reason}"
+        skipped = self._handshake_log.admit()
+        if skipped is None:
+            log.debug("%s: TLS handshake failed: %s", peer, reason)
+            return
+        log.warning(
+            "%s: TLS handshake failed: %s; connection closed%s",
+            peer,
+            reason,
+            f" ({skipped} more failed handshakes since the last such line)" if skipped else "",
+            extra={"peer": peer},
+        )
 
     async def _on_connect(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         if self._closing:
@@ -372,6 +414,12 @@ class ManipulatorServer:
         if self._server is not None:
             await self._server.wait_closed()
         await self._close_journal()
+        if skipped := self._handshake_log.take_suppressed():
+            log.warning(
+                "%d more failed TLS handshakes not logged (the last: %s)",
+                skipped,
+                self._last_handshake_failure,
+            )
         log.info("stopped")
 
     async def _close_journal(self) -> None:
