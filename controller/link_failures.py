@@ -123,23 +123,20 @@ def describe_failure(
         if exc is None or isinstance(exc, EOFError)
         else f"broke the connection ({_exception_text(exc)})"
     )
-    if isinstance(exc, ssl.SSLError):
+    cannot_take = (
+        "Or it cannot take the command: --max-frame too small, its journal deleted or moved. "
+        "Its log says which"
+    )
+    if isinstance(exc, ssl.SSLError) or tls:
         hint = (
-            "the manipulator refused this controller in the TLS handshake: does it require a "
-            "client certificate (--tls-ca) that --manipulator-tls-cert/--manipulator-tls-key "
-            "do not give, or one signed by another CA? its log says why"
-        )
-    elif tls:
-        hint = (
-            "a manipulator with --tls-ca requires a client certificate signed by that CA "
-            "(--manipulator-tls-cert and --manipulator-tls-key); or its --max-frame is smaller "
-            "than a command; its log says why"
+            "does it require a client certificate (--tls-ca) that this controller does not "
+            "present, or that another CA signed? see --manipulator-tls-cert and "
+            f"--manipulator-tls-key. {cannot_take}"
         )
     else:
         hint = (
-            "this link is plaintext: a TLS-only manipulator (--tls-cert) closes it during the TLS "
-            "handshake (then give this controller --manipulator-tls-ca); or its --max-frame is "
-            "smaller than a command; its log says why"
+            "is the manipulator TLS-only (--tls-cert)? it closes a plaintext link during the "
+            f"TLS handshake: give this controller --manipulator-tls-ca. {cannot_take}"
         )
     return LinkFailure(
         f"connected:{'eof' if exc is None else type(exc).__name__}",

@@ -19,7 +19,7 @@ import os
 import ssl as ssl_module
 from types import TracebackType
 
-from manipulator.errors import BadCommand, CommandRefused, JournalError
+from manipulator.errors import BadCommand, CommandRefused, JournalDisplaced, JournalError
 from manipulator.handshakes import HANDSHAKE_LOG_INTERVAL, LogThrottle, handshake_failure_reason
 from manipulator.journal import Journal, JournalRecord, parse_command
 from manipulator.records import shown_origin
@@ -187,6 +187,16 @@ class _Connection:
             # At or below any id refused before (the others were refused above).
             self._refused[record.origin] = record.command_id
             return await self._reply(record.command_id, str(exc))
+        except JournalDisplaced:
+            # The server said so once for the episode; closing without an
+            # ack keeps the command pending in the controller, which resends it.
+            log.debug(
+                "%s: command %d not acknowledged (the journal is not at its path); "
+                "closing the connection",
+                self.peer,
+                record.command_id,
+            )
+            return False
         except JournalError as exc:
             log.error(
                 "%s: command %d not journaled, not acknowledged: %s; closing the connection",
@@ -282,6 +292,8 @@ class ManipulatorServer:
         self._closing = False
         self._close_task: asyncio.Task[None] | None = None
         self._handshake_log = LogThrottle(handshake_log_interval)
+        # What is wrong with the journal's path (JournalDisplaced.problem); None: nothing.
+        self._displaced: str | None = None
         self._last_handshake_failure = ""
 
     @property
@@ -343,7 +355,15 @@ class ManipulatorServer:
         async with self._journal_lock:
             previous = journal.last_origin
             known = journal.knows_origin(record.origin)
-            journaled = await asyncio.to_thread(journal.append, record)
+            try:
+                journaled = await asyncio.to_thread(journal.append, record)
+            except JournalDisplaced as exc:
+                self._journal_displaced(exc)
+                raise
+            except CommandRefused:
+                self._journal_sound()  # the path was checked first: the journal is fine
+                raise
+            self._journal_sound()
         if journaled and previous is not None and record.origin != previous:
             log.warning(
                 "commands now come from origin %s%s (last journaled origin %s): %s",
@@ -356,6 +376,21 @@ class ManipulatorServer:
                 extra={"origin": record.origin, "previous_origin": previous},
             )
         return journaled
+
+    def _journal_displaced(self, exc: JournalDisplaced) -> None:
+        """Say loudly, once per episode (and when it changes), that nothing is acknowledged."""
+        if exc.problem != self._displaced:
+            self._displaced = exc.problem
+            log.error("%s", exc, extra={"journal_problem": exc.problem})
+
+    def _journal_sound(self) -> None:
+        if self._displaced is not None:
+            log.warning(
+                "journal %s is at its path again: journaling and acknowledging again "
+                "(the commands refused meanwhile arrive as the controller resends them)",
+                self.journal.path,
+            )
+            self._displaced = None
 
     def handshake_failed(self, peer: str, exc: BaseException) -> None:
         """Log a failed TLS handshake: the first at once, then at most one a minute."""

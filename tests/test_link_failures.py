@@ -287,7 +287,7 @@ def test_failure_reasons_are_readable_and_never_empty() -> None:
     assert reason(Phase.CONNECTED, ConnectionResetError()).startswith(
         "the manipulator broke the connection (ConnectionResetError) 0.00s after connect"
     )
-    assert "TLS-only manipulator" in reason(Phase.CONNECTED, None)
+    assert "TLS-only" in reason(Phase.CONNECTED, None)
     assert "--manipulator-tls-cert" in reason(Phase.CONNECTED, None, tls=True)
     assert reason(Phase.CONNECT, ConnectionRefusedError(111, "Connection refused")) == (
         "cannot connect: ConnectionRefusedError: [Errno 111] Connection refused"
