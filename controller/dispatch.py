@@ -267,10 +267,11 @@ class ManipulatorLink:
             self._episode = FailureEpisode(started=now)
         if self._episode.failed(failure):
             log.warning(
-                "%s the manipulator at %s: %s; trying again with backoff up to %gs "
+                "%s: %s; trying again with backoff up to %gs "
                 "(further failures of this kind are logged at DEBUG)",
-                "cannot use the link to" if first else "the link now fails differently to",
-                self._address,
+                f"cannot use the link to the manipulator at {self._address}"
+                if first
+                else f"the link to the manipulator at {self._address} now fails otherwise",
                 failure.reason,
                 self._max_backoff,
             )

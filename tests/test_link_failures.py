@@ -23,7 +23,7 @@ from controller.link_failures import Backoff, FailureEpisode, Phase, describe_fa
 from manipulator.handshakes import LogThrottle
 from manipulator.server import ManipulatorServer
 from tests.chaos_proxy import ChaosProxy
-from tests.test_dispatch import ORIGIN, Acks, command
+from tests.test_dispatch import ORIGIN, Acks, command, free_port
 from tests.test_tls import Pki, _issue, _make_ca, _write_cert, _write_key
 from workcell.flags import Address
 from workcell.tls import TlsConfig, client_ssl_context, server_ssl_context
@@ -127,12 +127,16 @@ async def test_link_without_the_required_client_certificate_backs_off(
 class Slammer:
     """A TCP server that accepts and closes every connection at once, counting them."""
 
-    def __init__(self) -> None:
+    def __init__(self, port: int = 0) -> None:
         self.accepted = 0
+        self._accepting = asyncio.Event()
+        self._requested_port = port
         self._server: asyncio.Server | None = None
 
     async def __aenter__(self) -> Slammer:
-        self._server = await asyncio.start_server(self._on_connect, "127.0.0.1", 0)
+        self._server = await asyncio.start_server(
+            self._on_connect, "127.0.0.1", self._requested_port
+        )
         return self
 
     @property
@@ -142,7 +146,13 @@ class Slammer:
 
     async def _on_connect(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.accepted += 1
+        self._accepting.set()
         writer.close()
+
+    async def wait_for(self, connections: int) -> None:
+        while self.accepted < connections:
+            self._accepting.clear()
+            await asyncio.wait_for(self._accepting.wait(), 30)
 
     async def __aexit__(self, *exc_info: object) -> None:
         assert self._server is not None
@@ -180,6 +190,27 @@ async def test_server_that_closes_at_once_gets_few_attempts_then_recovery_is_log
         if "works again" in line
     ]
     assert len(recovered) == 1, recovered
+
+
+async def test_a_new_kind_of_failure_in_an_episode_is_logged_once_more(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO)
+    port = free_port()
+    async with trying_link(port):
+        await asyncio.sleep(1.0)  # nothing listens: connection refused
+        async with Slammer(port) as slammer:  # then something that hangs up at once
+            await slammer.wait_for(2)
+    first, second = lines_of(caplog, "controller.dispatch", logging.WARNING)
+    assert "cannot connect: ConnectionRefusedError" in first, first
+    assert "now fails otherwise: the manipulator closed the connection" in second, second
+    # The first successful connect of the episode is logged, the next ones are not.
+    connected = [
+        line
+        for line in lines_of(caplog, "controller.dispatch", logging.INFO)
+        if "connected" in line
+    ]
+    assert len(connected) == 1, connected
 
 
 async def test_tls_link_to_a_plaintext_manipulator_backs_off(
