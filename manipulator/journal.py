@@ -5,6 +5,9 @@ damage a crash can leave (an unterminated last line) and reads every line
 once to know each origin's last id (:mod:`manipulator.journal_index`), so a
 resend is recognised and a different command under a journaled (origin, id)
 is refused. The records and the line layout are in :mod:`manipulator.records`.
+Before each append it checks that its path still names the file it has open
+(one ``stat``, 3 µs), since lines written into a deleted or moved journal
+would be acknowledged and then lost or never read.
 """
 
 from __future__ import annotations
