@@ -1,9 +1,18 @@
 """The link to the manipulator: one TCP connection, commands in id order, acks back.
 
 Every command stays pending until its CommandAck arrives. On a lost
-connection the link reconnects with capped exponential backoff (with jitter)
-and resends every pending command in order; the manipulator acknowledges a
-resend without journaling it twice, so delivery is exactly once in effect.
+connection the link reconnects and resends every pending command in order;
+the manipulator acknowledges a resend without journaling it twice, so
+delivery is exactly once in effect.
+
+Every failure of the link waits on one capped exponential backoff (with
+jitter): a failed connect, and a connection that ends before it did useful
+work (no ack arrived and it was open less than ``healthy_after`` seconds),
+as when a TLS-only manipulator closes a plaintext link or refuses its
+certificate. Only useful work resets the backoff, so such a connection
+cannot turn into a reconnect storm. A run of failures is logged once, with a
+readable reason (:mod:`controller.link_failures`), and once when the link
+works again.
 
 Each command carries the database's origin (:mod:`controller.storage.origin`): the
 manipulator identifies a command by (origin, id). An ack carrying an error is
@@ -33,6 +42,14 @@ from collections.abc import Awaitable, Callable, Iterable
 from google.protobuf.message import DecodeError
 
 from controller.errors import CommandRefused
+from controller.link_failures import (
+    Backoff,
+    FailureEpisode,
+    LinkFailure,
+    Phase,
+    describe_failure,
+    describe_loss,
+)
 from controller.metrics import ControllerMetrics
 from controller.records import CommandRecord
 from controller.storage.origin import Origin
@@ -76,6 +93,7 @@ class ManipulatorLink:
         refused_backoff: float = 1.0,
         max_refused_backoff: float = 60.0,
         connect_timeout: float = 5.0,
+        healthy_after: float = 5.0,
         ssl: ssl_module.SSLContext | None = None,
         server_hostname: str | None = None,
         metrics: ControllerMetrics | None = None,
@@ -95,6 +113,11 @@ class ManipulatorLink:
         self._refused_backoff = refused_backoff
         self._max_refused_backoff = max_refused_backoff
         self._connect_timeout = connect_timeout
+        self._healthy_after = healthy_after
+        # One backoff for every way the link fails; only useful work resets it.
+        self._backoff = Backoff(initial_backoff, max_backoff)
+        self._episode: FailureEpisode | None = None
+        self._useful = False  # the current connection did useful work
         # Insertion order is id order: commands are enqueued as they are issued.
         self._pending: dict[int, bytes] = {}
         self._wake = asyncio.Event()
@@ -166,8 +189,7 @@ class ManipulatorLink:
         self._metrics.manipulator_link_up.set(0)
 
     async def _run(self) -> None:
-        backoff = self._initial_backoff
-        failing = False
+        loop = asyncio.get_running_loop()
         while not self._closing:
             try:
                 reader, writer = await asyncio.wait_for(
@@ -180,27 +202,37 @@ class ManipulatorLink:
                     self._connect_timeout,
                 )
             except (OSError, TimeoutError) as exc:
-                if not failing:
-                    log.warning("cannot reach the manipulator at %s: %s", self._address, exc)
-                    failing = True
-                await asyncio.sleep(backoff * random.uniform(0.5, 1.0))
-                backoff = min(backoff * 2, self._max_backoff)
+                await self._failed(self._describe(Phase.CONNECT, exc, 0.0))
                 continue
-            failing = False
-            backoff = self._initial_backoff
+            connected_at = loop.time()
             self.connected = True
+            self._useful = False
             self._metrics.manipulator_link_up.set(1)
-            log.info(
-                "connected to the manipulator at %s (%d pending)", self._address, len(self._pending)
+            # When connects succeed and the link then fails, every attempt
+            # connects: one line per episode, not one per attempt.
+            log.log(
+                logging.INFO
+                if self._episode is None or self._episode.first_connect()
+                else logging.DEBUG,
+                "connected to the manipulator at %s (%d pending)",
+                self._address,
+                len(self._pending),
             )
+            # A connection that stays open this long counts as working even
+            # with nothing to acknowledge (an idle link between commands).
+            healthy = loop.call_later(self._healthy_after, self._link_works)
             refused: CommandRefused | None = None
+            ended: BaseException | None = None  # None: the manipulator closed it (EOF)
             try:
                 await self._serve(reader, writer)
             except CommandRefused as exc:
                 refused = exc
+            except _ClosedByManipulator:
+                pass
             except (OSError, FrameError, DecodeError, ConnectionError) as exc:
-                log.warning("lost the manipulator connection: %s", exc)
+                ended = exc
             finally:
+                healthy.cancel()
                 self.connected = False
                 self._metrics.manipulator_link_up.set(0)
                 self._metrics.manipulator_reconnects.inc()
@@ -209,6 +241,60 @@ class ManipulatorLink:
                     await writer.wait_closed()
             if refused is not None:
                 await self._back_off_refused(refused)
+            elif self._useful:
+                # It worked, then broke (the manipulator restarted, a network
+                # cut): dial again at once; the backoff starts from the bottom.
+                log.warning("lost the manipulator connection: %s", describe_loss(ended))
+            else:
+                await self._failed(
+                    self._describe(Phase.CONNECTED, ended, loop.time() - connected_at)
+                )
+
+    def _describe(self, phase: Phase, exc: BaseException | None, seconds: float) -> LinkFailure:
+        return describe_failure(
+            phase,
+            exc,
+            tls=self._ssl is not None,
+            seconds=seconds,
+            connect_timeout=self._connect_timeout,
+        )
+
+    async def _failed(self, failure: LinkFailure) -> None:
+        """One failed attempt: logged if it starts an episode (or is a new kind), then wait."""
+        now = asyncio.get_running_loop().time()
+        first = self._episode is None
+        if self._episode is None:
+            self._episode = FailureEpisode(started=now)
+        if self._episode.failed(failure):
+            log.warning(
+                "%s: %s; trying again with backoff up to %gs "
+                "(further failures of this kind are logged at DEBUG)",
+                f"cannot use the link to the manipulator at {self._address}"
+                if first
+                else f"the link to the manipulator at {self._address} now fails otherwise",
+                failure.reason,
+                self._max_backoff,
+            )
+        else:
+            log.debug(
+                "manipulator link attempt %d failed: %s", self._episode.failures, failure.reason
+            )
+        await asyncio.sleep(self._backoff.next_delay())
+
+    def _link_works(self) -> None:
+        """The connection did useful work (an ack, or a while open): end any failure episode."""
+        if self._useful:
+            return
+        self._useful = True
+        self._backoff.reset()
+        if self._episode is not None:
+            episode, self._episode = self._episode, None
+            log.info(
+                "the link to the manipulator at %s works again, after %d failed attempts in %.1fs",
+                self._address,
+                episode.failures,
+                asyncio.get_running_loop().time() - episode.started,
+            )
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         acks = asyncio.create_task(self._read_acks(reader), name="manipulator-acks")
@@ -227,7 +313,7 @@ class ManipulatorLink:
                 woken.cancel()
                 if acks.done():
                     acks.result()  # raises the reader's error
-                    raise ConnectionError("the manipulator closed the connection")
+                    raise _ClosedByManipulator("the manipulator closed the connection")
         finally:
             acks.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
@@ -239,6 +325,7 @@ class ManipulatorLink:
         while data := await reader.read(65536):
             for payload in decoder.feed(data):
                 ack = command_pb2.CommandAck.FromString(payload)
+                self._link_works()
                 if ack.error:
                     # The commands after it were sent too; the manipulator
                     # refuses them on this connection, which is dropped.
@@ -328,6 +415,10 @@ class ManipulatorLink:
                 failed.update(command_id for command_id, _ in errors)
                 await asyncio.sleep(backoff * random.uniform(0.5, 1.0))
                 backoff = min(backoff * 2, self._max_backoff)
+
+
+class _ClosedByManipulator(ConnectionError):
+    """The manipulator ended the connection cleanly (EOF on the ack stream)."""
 
 
 def _ids(ids: Iterable[int]) -> str:

@@ -60,7 +60,8 @@ def parse_config(
         default="data/journal.jsonl",
         type=Path,
         metavar="PATH",
-        help="JSON-lines journal of received commands (parent directories are created)",
+        help="JSON-lines journal of received commands (parent directories are created); "
+        "PATH.lock beside it is its lock file",
     )
     parser.flag(
         "--max-frame",

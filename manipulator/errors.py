@@ -4,12 +4,23 @@ ManipulatorError
  ├── BadCommand       a frame whose payload is not a valid Command (the connection is closed)
  ├── CommandRefused   a valid Command the journal must not take (the ack says so; connection kept)
  └── JournalError     the journal file cannot be used
-      └── JournalCorrupt   a complete line of the journal is not a journal record
+      ├── JournalCorrupt     a complete line of the journal is not a journal record
+      ├── JournalDisplaced   the journal's path no longer names the file open (deleted, moved,
+      │                      replaced): nothing is acknowledged until it does again
+      └── JournalMissing     at start: no journal at the path, but its lock file shows one was there
 """
 
 from __future__ import annotations
 
-__all__ = ["BadCommand", "CommandRefused", "JournalCorrupt", "JournalError", "ManipulatorError"]
+__all__ = [
+    "BadCommand",
+    "CommandRefused",
+    "JournalCorrupt",
+    "JournalDisplaced",
+    "JournalError",
+    "JournalMissing",
+    "ManipulatorError",
+]
 
 
 class ManipulatorError(Exception):
@@ -42,4 +53,27 @@ class JournalCorrupt(JournalError):
     A crash mid-write only ever leaves an unterminated tail, which is
     repaired at open; a bad complete line means the file was damaged some
     other way, so the manipulator refuses to guess.
+    """
+
+
+class JournalDisplaced(JournalError):
+    """The journal's path no longer names the file the manipulator has open.
+
+    Deleted (the lines would go into an unlinked file, lost at the next
+    start), moved (into a file nobody looks at) or replaced by another file.
+    Nothing is journaled or acknowledged until the path names the open file
+    again; ``problem`` says which of the three it is, for logging an episode once.
+    """
+
+    def __init__(self, message: str, *, problem: str) -> None:
+        super().__init__(message)
+        self.problem = problem
+
+
+class JournalMissing(JournalError):
+    """At start: no journal at the path, but the lock file beside it shows there was one.
+
+    Starting an empty journal there would journal again every resend of a
+    command the lost journal held, so it is only done when asked for (the
+    lock file removed).
     """

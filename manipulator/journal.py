@@ -5,6 +5,9 @@ damage a crash can leave (an unterminated last line) and reads every line
 once to know each origin's last id (:mod:`manipulator.journal_index`), so a
 resend is recognised and a different command under a journaled (origin, id)
 is refused. The records and the line layout are in :mod:`manipulator.records`.
+Before each append it checks that its path still names the file it has open
+(one ``stat``, 3 µs), since lines written into a deleted or moved journal
+would be acknowledged and then lost or never read.
 """
 
 from __future__ import annotations
@@ -17,9 +20,15 @@ import re
 import threading
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
-from manipulator.errors import CommandRefused, JournalCorrupt, JournalError
+from manipulator.errors import (
+    CommandRefused,
+    JournalCorrupt,
+    JournalDisplaced,
+    JournalError,
+    JournalMissing,
+)
 from manipulator.journal_index import RECENT_RECORDS, JournalIndex, Verdict, judge_against
 from manipulator.records import (
     RECORD_KEYS,
@@ -29,7 +38,14 @@ from manipulator.records import (
     record_from_entry,
 )
 
-__all__ = ["RECORD_KEYS", "Journal", "JournalRecord", "parse_command", "read_journal"]
+__all__ = [
+    "LOCK_SUFFIX",
+    "RECORD_KEYS",
+    "Journal",
+    "JournalRecord",
+    "parse_command",
+    "read_journal",
+]
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +61,12 @@ _LINE_START = re.compile(
     rb'\{"command_id": ([1-9][0-9]{0,19}), (?:"origin": "([A-Za-z0-9._:-]*)", )?"status": "'
 )
 _OBJECT_START = b'{"command_id": '
+LOCK_SUFFIX = ".lock"
+"""The lock file beside the journal: ``journal.jsonl.lock``."""
+_LOCK_NOTE = (
+    "The manipulator holds a lock on this file while it runs, and it says that a journal "
+    "{name} was created beside it. Do not delete it (see the README, The manipulator's journal).\n"
+)
 
 
 def read_journal(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
@@ -155,42 +177,142 @@ class Journal:
     Blocking and thread-safe: the server calls :meth:`append` through
     ``asyncio.to_thread``. An internal lock serializes appends and
     :meth:`close`, so lines never interleave and closing waits for the write
-    in progress. The file is ``flock``-ed: one manipulator per journal.
+    in progress. One manipulator per journal: the journal and a lock file
+    beside it (``journal.jsonl.lock``) are ``flock``-ed; the lock file stays
+    when the journal is deleted or moved, so a second manipulator cannot start
+    on its path meanwhile. Before each append (and after its fsync) the path
+    must still name the open file, or :class:`JournalDisplaced` is raised and
+    nothing may be acknowledged: lines would go into a deleted or moved file.
+    A missing journal is created only where none was before: the lock file
+    records that one was (:class:`JournalMissing`).
     Opening reads every line once (1.4 s per million lines on a 2-core machine); memory
     stays bounded by ``recent`` records whatever the journal's length.
     """
 
     def __init__(self, path: str | os.PathLike[str], *, recent: int = RECENT_RECORDS) -> None:
         self.path = Path(path)
+        self.lock_path = self.path.with_name(self.path.name + LOCK_SUFFIX)
         self._lock = threading.Lock()
         self._fd: int | None = None
+        self._lock_fd: int | None = None
         self._index = JournalIndex(recent)
         self._recent = recent
         self._size = 0
         self._broken: str | None = None
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
+            lock_fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        except OSError as exc:
+            raise JournalError(f"cannot open journal lock {self.lock_path}: {exc}") from exc
+        try:
+            fd = self._open_locked(lock_fd)
+        except BaseException:
+            os.close(lock_fd)
+            raise
+        self._lock_fd = lock_fd
+        self._fd = fd
+        stat = os.fstat(fd)
+        self._identity = (stat.st_dev, stat.st_ino)
+
+    def _open_locked(self, lock_fd: int) -> int:
+        """Lock, open (or create) and read the journal; its descriptor."""
+        # The lock is taken on a file beside the journal, which stays when
+        # the journal is deleted or moved: a second manipulator cannot start
+        # on the path while the first still runs on the displaced file.
+        self._lock_file(lock_fd)
+        try:
+            # Non-empty once a journal was created beside it (written after the journal).
+            journal_was_here = os.fstat(lock_fd).st_size > 0
             created = not self.path.exists()
+            if created and journal_was_here:
+                raise JournalMissing(
+                    f"journal {self.path} is missing, but {self.lock_path} shows a journal was "
+                    f"kept there: it was deleted or moved. Put it back; or, to start an empty "
+                    f"journal knowingly (a resend of a command the lost one held would then be "
+                    f"journaled again), delete {self.lock_path}"
+                )
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o644)
         except OSError as exc:
             raise JournalError(f"cannot open journal {self.path}: {exc}") from exc
         try:
+            # The journal's own lock too: it follows the file wherever it is moved.
             self._lock_file(fd)
             if created:
                 # Make the new directory entry durable too, not just the lines.
                 self._fsync_dir()
+            if not journal_was_here:
+                _write_all(lock_fd, _LOCK_NOTE.format(name=self.path.name).encode())
+                os.fsync(lock_fd)
             self._recover(fd)
             self._scan(fd)
+        except OSError as exc:
+            os.close(fd)
+            raise JournalError(f"cannot open journal {self.path}: {exc}") from exc
         except BaseException:
             os.close(fd)
             raise
-        self._fd = fd
+        return fd
 
     def _lock_file(self, fd: int) -> None:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             raise JournalError(f"journal {self.path} is in use by another manipulator") from None
+
+    def check_path(self) -> None:
+        """Raise :class:`JournalDisplaced` unless the path still names the open file.
+
+        One ``stat``: the path's (device, inode) against the open file's.
+        """
+        assert self._fd is not None
+        try:
+            named = os.stat(self.path)
+        except FileNotFoundError:
+            named = None
+        except OSError as exc:
+            raise JournalDisplaced(
+                f"journal {self.path} cannot be checked ({exc}): nothing is acknowledged until "
+                "it can",
+                problem="unreadable",
+            ) from exc
+        if named is not None and (named.st_dev, named.st_ino) == self._identity:
+            return
+        deleted = os.fstat(self._fd).st_nlink == 0
+        problem = ("deleted" if deleted else "moved") if named is None else "replaced"
+        raise JournalDisplaced(self._displaced_message(problem), problem=problem)
+
+    def _displaced_message(self, problem: str) -> str:
+        assert self._fd is not None
+        stop = (
+            "commands are not journaled or acknowledged (the controller keeps them pending "
+            "and resends them)"
+        )
+        if problem == "deleted":
+            proc = f"/proc/{os.getpid()}/fd/{self._fd}"
+            rescue = (
+                f"copy them back with `cp {proc} {self.path}`, then restart the manipulator"
+                if Path(proc).exists()
+                else "copy them back from the process's open file, then restart the manipulator"
+            )
+            return (
+                f"journal {self.path} was deleted while in use: {stop}. Its lines are still "
+                f"readable while this manipulator runs: {rescue}, which then opens the copy. "
+                f"Or, to start an empty journal knowingly (the commands journaled so far are "
+                f"then in no journal, and a resend of one is journaled again), delete "
+                f"{self.lock_path} and restart it"
+            )
+        if problem == "moved":
+            return (
+                f"journal {self.path} was moved or renamed while in use: {stop}. Move it back "
+                f"to {self.path}: acknowledging resumes by itself. (A restart without it "
+                f"refuses to start: {self.lock_path} shows a journal was there)"
+            )
+        return (
+            f"journal {self.path} now names another file than the one this manipulator opened "
+            f"(replaced, or deleted and created again): {stop}. Put the original back at "
+            f"{self.path} to resume; or, if the file now there is the journal to keep, restart "
+            f"the manipulator (a command it does not hold is journaled again when resent)"
+        )
 
     def _fsync_dir(self) -> None:
         dir_fd = os.open(self.path.parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
@@ -289,6 +411,9 @@ class Journal:
                 raise JournalError(f"journal {self.path} is closed")
             if self._broken is not None:
                 raise JournalError(self._broken)
+            # Before each command, acknowledged or not: a journal no longer at
+            # its path would take lines nobody will read, or lose them.
+            self.check_path()
             judgement = self._index.judge(record)
             if judgement.verdict is Verdict.LOOK_UP:
                 journaled = self._find(record.origin, record.command_id)
@@ -298,6 +423,10 @@ class Journal:
             if judgement.verdict is Verdict.REFUSED:
                 raise CommandRefused(judgement.reason, command_id=record.command_id)
             self._write(self._fd, record)
+            # Again after the fsync: displaced meanwhile, the line may be in
+            # a file that is gone, so it must not be acknowledged. It is in
+            # the index: should the file come back, a resend is recognised.
+            self.check_path()
             return True
 
     def _write(self, fd: int, record: JournalRecord) -> None:
@@ -347,12 +476,13 @@ class Journal:
     def close(self) -> None:
         """Close the file (waiting for an append in progress); idempotent."""
         with self._lock:
-            if self._fd is not None:
-                fd, self._fd = self._fd, None
-                with contextlib.suppress(OSError):
-                    os.close(fd)
+            for fd in (self._fd, self._lock_fd):
+                if fd is not None:
+                    with contextlib.suppress(OSError):
+                        os.close(fd)
+            self._fd = self._lock_fd = None
 
-    def __enter__(self) -> Journal:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc_info: object) -> None:

@@ -7,6 +7,8 @@ command the journal refuses (a different command under a journaled origin
 and id) gets a ``CommandAck`` carrying the error, and the connection goes on;
 the commands after it on that connection are refused too until it is
 accepted, so a pipelining controller's later commands never overtake it.
+With TLS, each connection does its own handshake, so a failed one is logged
+(rate-limited: :mod:`manipulator.handshakes`) instead of vanishing.
 """
 
 from __future__ import annotations
@@ -17,7 +19,8 @@ import os
 import ssl as ssl_module
 from types import TracebackType
 
-from manipulator.errors import BadCommand, CommandRefused, JournalError
+from manipulator.errors import BadCommand, CommandRefused, JournalDisplaced, JournalError
+from manipulator.handshakes import HANDSHAKE_LOG_INTERVAL, LogThrottle, handshake_failure_reason
 from manipulator.journal import Journal, JournalRecord, parse_command
 from manipulator.records import shown_origin
 from workcell.flags import Address
@@ -74,12 +77,34 @@ class _Connection:
 
     async def run(self) -> None:
         """Serve until EOF, a bad frame, a timeout or :meth:`stop`; then close."""
+        if self._server.ssl is not None and not await self._handshake(self._server.ssl):
+            return
         try:
             await self._serve()
         except ConnectionError as exc:
             log.info("%s: connection lost: %s", self.peer, exc)
         finally:
             await self._close()
+
+    async def _handshake(self, context: ssl_module.SSLContext) -> bool:
+        """TLS on this connection; False (reported to the server, connection closed) if it fails.
+
+        Done here rather than by ``start_server(ssl=...)``, where asyncio
+        drops a failed handshake without a word (an ``SSLError`` is an
+        ``OSError``, which it logs only in debug mode).
+        """
+        self._reading = True  # nothing half-done: stop() may interrupt it
+        try:
+            await self._writer.start_tls(context, ssl_handshake_timeout=self._server.read_timeout)
+        except (OSError, TimeoutError) as exc:  # ssl.SSLError is an OSError
+            self._server.handshake_failed(self.peer, exc)
+            # asyncio has closed the socket; the stream never hears of it,
+            # so do not wait for it to close (that would wait forever).
+            self._writer.transport.abort()
+            return False
+        finally:
+            self._reading = False
+        return True
 
     async def _close(self) -> None:
         self._writer.close()
@@ -162,6 +187,16 @@ class _Connection:
             # At or below any id refused before (the others were refused above).
             self._refused[record.origin] = record.command_id
             return await self._reply(record.command_id, str(exc))
+        except JournalDisplaced:
+            # The server said so once for the episode; closing without an
+            # ack keeps the command pending in the controller, which resends it.
+            log.debug(
+                "%s: command %d not acknowledged (the journal is not at its path); "
+                "closing the connection",
+                self.peer,
+                record.command_id,
+            )
+            return False
         except JournalError as exc:
             log.error(
                 "%s: command %d not journaled, not acknowledged: %s; closing the connection",
@@ -219,7 +254,9 @@ class ManipulatorServer:
     free port; :attr:`port` tells which. ``clock`` gives ``received_at``.
     With ``ssl`` (a server context) only TLS connections are accepted; a
     client that fails the handshake (plaintext, or a certificate the context
-    does not trust) is closed before it can send a command.
+    does not trust) is closed before it can send a command, and logged with
+    its peer and reason: the first at once, then at most one line per
+    ``handshake_log_interval`` seconds, counting the others.
     Use ``async with ManipulatorServer(...) as server:`` or start()/close().
     """
 
@@ -233,6 +270,7 @@ class ManipulatorServer:
         read_timeout: float = 10.0,
         clock: Clock = now_us,
         ssl: ssl_module.SSLContext | None = None,
+        handshake_log_interval: float = HANDSHAKE_LOG_INTERVAL,
     ) -> None:
         if read_timeout <= 0:
             raise ValueError("read_timeout must be > 0")
@@ -253,6 +291,10 @@ class ManipulatorServer:
         self._connections: set[_Connection] = set()
         self._closing = False
         self._close_task: asyncio.Task[None] | None = None
+        self._handshake_log = LogThrottle(handshake_log_interval)
+        # What is wrong with the journal's path (JournalDisplaced.problem); None: nothing.
+        self._displaced: str | None = None
+        self._last_handshake_failure = ""
 
     @property
     def port(self) -> int:
@@ -285,14 +327,10 @@ class ManipulatorServer:
             len(journal.origins),
         )
         try:
+            # Plain TCP: each connection does its own TLS handshake
+            # (_Connection._handshake), so a failed one can be logged.
             self._server = await asyncio.start_server(
-                self._on_connect,
-                self.host,
-                self._requested_port,
-                ssl=self.ssl,
-                # A client that opens a connection and never completes the
-                # handshake is dropped as soon as one stuck mid-frame would be.
-                ssl_handshake_timeout=self.read_timeout if self.ssl is not None else None,
+                self._on_connect, self.host, self._requested_port
             )
         except BaseException:
             await self._close_journal()
@@ -317,7 +355,15 @@ class ManipulatorServer:
         async with self._journal_lock:
             previous = journal.last_origin
             known = journal.knows_origin(record.origin)
-            journaled = await asyncio.to_thread(journal.append, record)
+            try:
+                journaled = await asyncio.to_thread(journal.append, record)
+            except JournalDisplaced as exc:
+                self._journal_displaced(exc)
+                raise
+            except CommandRefused:
+                self._journal_sound()  # the path was checked first: the journal is fine
+                raise
+            self._journal_sound()
         if journaled and previous is not None and record.origin != previous:
             log.warning(
                 "commands now come from origin %s%s (last journaled origin %s): %s",
@@ -330,6 +376,37 @@ class ManipulatorServer:
                 extra={"origin": record.origin, "previous_origin": previous},
             )
         return journaled
+
+    def _journal_displaced(self, exc: JournalDisplaced) -> None:
+        """Say loudly, once per episode (and when it changes), that nothing is acknowledged."""
+        if exc.problem != self._displaced:
+            self._displaced = exc.problem
+            log.error("%s", exc, extra={"journal_problem": exc.problem})
+
+    def _journal_sound(self) -> None:
+        if self._displaced is not None:
+            log.warning(
+                "journal %s is at its path again: journaling and acknowledging again "
+                "(the commands refused meanwhile arrive as the controller resends them)",
+                self.journal.path,
+            )
+            self._displaced = None
+
+    def handshake_failed(self, peer: str, exc: BaseException) -> None:
+        """Log a failed TLS handshake: the first at once, then at most one a minute."""
+        reason = handshake_failure_reason(exc)
+        self._last_handshake_failure = f"{peer}: {reason}"
+        skipped = self._handshake_log.admit()
+        if skipped is None:
+            log.debug("%s: TLS handshake failed: %s", peer, reason)
+            return
+        log.warning(
+            "%s: TLS handshake failed: %s; connection closed%s",
+            peer,
+            reason,
+            f" ({skipped} more failed handshakes since the last such line)" if skipped else "",
+            extra={"peer": peer},
+        )
 
     async def _on_connect(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         if self._closing:
@@ -372,6 +449,12 @@ class ManipulatorServer:
         if self._server is not None:
             await self._server.wait_closed()
         await self._close_journal()
+        if skipped := self._handshake_log.take_suppressed():
+            log.warning(
+                "%d more failed TLS handshakes not logged (the last: %s)",
+                skipped,
+                self._last_handshake_failure,
+            )
         log.info("stopped")
 
     async def _close_journal(self) -> None:
