@@ -35,7 +35,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import random
 import ssl as ssl_module
 from collections.abc import Awaitable, Callable, Iterable
 
@@ -43,7 +42,6 @@ from google.protobuf.message import DecodeError
 
 from controller.errors import CommandRefused
 from controller.link_failures import (
-    Backoff,
     FailureEpisode,
     LinkFailure,
     Phase,
@@ -53,6 +51,7 @@ from controller.link_failures import (
 from controller.metrics import ControllerMetrics
 from controller.records import CommandRecord
 from controller.storage.origin import Origin
+from workcell.backoff import Backoff
 from workcell.flags import Address
 from workcell.framing import FrameDecoder, FrameError, encode_frame
 from workcell.status import status_from_name
@@ -108,14 +107,11 @@ class ManipulatorLink:
         self._origin = origin
         self._metrics = metrics if metrics is not None else ControllerMetrics()
         self._clock = clock
-        self._initial_backoff = initial_backoff
-        self._max_backoff = max_backoff
-        self._refused_backoff = refused_backoff
-        self._max_refused_backoff = max_refused_backoff
         self._connect_timeout = connect_timeout
         self._healthy_after = healthy_after
         # One backoff for every way the link fails; only useful work resets it.
-        self._backoff = Backoff(initial_backoff, max_backoff)
+        self._failure_backoff = Backoff(initial_backoff, max_backoff)
+        self._failure_delays = self._failure_backoff.delays()
         self._episode: FailureEpisode | None = None
         self._useful = False  # the current connection did useful work
         # Insertion order is id order: commands are enqueued as they are issued.
@@ -126,7 +122,8 @@ class ManipulatorLink:
         self._closing = False
         # Refusals in the current episode (0: none), and the wait before the next try.
         self._refusals = 0
-        self._refused_delay = refused_backoff
+        self._refused_backoff = Backoff(refused_backoff, max_refused_backoff)
+        self._refused_delays = self._refused_backoff.delays()
         # Acknowledged, not recorded yet: command id -> when the ack arrived.
         self._unrecorded: dict[int, int] = {}
         self._ack_arrived = asyncio.Event()
@@ -273,20 +270,20 @@ class ManipulatorLink:
                 if first
                 else f"the link to the manipulator at {self._address} now fails otherwise",
                 failure.reason,
-                self._max_backoff,
+                self._failure_backoff.maximum,
             )
         else:
             log.debug(
                 "manipulator link attempt %d failed: %s", self._episode.failures, failure.reason
             )
-        await asyncio.sleep(self._backoff.next_delay())
+        await asyncio.sleep(next(self._failure_delays))
 
     def _link_works(self) -> None:
         """The connection did useful work (an ack, or a while open): end any failure episode."""
         if self._useful:
             return
         self._useful = True
-        self._backoff.reset()
+        self._failure_delays = self._failure_backoff.delays()
         if self._episode is not None:
             episode, self._episode = self._episode, None
             log.info(
@@ -346,7 +343,7 @@ class ManipulatorLink:
                 self._refusals,
             )
             self._refusals = 0
-            self._refused_delay = self._refused_backoff
+            self._refused_delays = self._refused_backoff.delays()
         self._unrecorded[command_id] = self._clock()
         self._ack_arrived.set()
 
@@ -363,17 +360,16 @@ class ManipulatorLink:
                 "replaced)",
                 refused.command_id,
                 refused.reason,
-                self._max_refused_backoff,
+                self._refused_backoff.maximum,
                 extra={"command_id": refused.command_id, "refused": True},
             )
         else:
             log.debug("command %d refused again (%d refusals)", refused.command_id, self._refusals)
-        await asyncio.sleep(self._refused_delay * random.uniform(0.5, 1.0))
-        self._refused_delay = min(self._refused_delay * 2, self._max_refused_backoff)
+        await asyncio.sleep(next(self._refused_delays))
 
     async def _record_acks(self) -> None:
         """Record acknowledgements as they arrive; keep and retry the ones that fail."""
-        backoff = self._initial_backoff
+        delays = self._failure_backoff.delays()
         failed: set[int] = set()  # in the current failure episode
         while True:
             await self._ack_arrived.wait()
@@ -400,7 +396,7 @@ class ManipulatorLink:
                             _ids(failed),
                         )
                         failed.clear()
-                    backoff = self._initial_backoff
+                    delays = self._failure_backoff.delays()
                     continue
                 if not failed:
                     command_id, error = errors[0]
@@ -413,8 +409,7 @@ class ManipulatorLink:
                         extra={"command_id": command_id},
                     )
                 failed.update(command_id for command_id, _ in errors)
-                await asyncio.sleep(backoff * random.uniform(0.5, 1.0))
-                backoff = min(backoff * 2, self._max_backoff)
+                await asyncio.sleep(next(delays))
 
 
 class _ClosedByManipulator(ConnectionError):

@@ -1,10 +1,10 @@
-"""When the manipulator link fails: how long to wait, and what to say (pure, no I/O).
+"""When the manipulator link fails: what to say, and when (pure, no I/O).
 
 A link fails when a connect fails, and also when a connection is made but
 ends before it did useful work (no ack arrived, and it was not open for
 long): a plaintext link to a TLS-only manipulator, a client certificate the
 manipulator refuses, a manipulator that closes on the first command. All of
-them wait on one :class:`Backoff`, which only useful work resets, so no
+them wait on one backoff (:class:`workcell.backoff.Backoff`), which only useful work resets, so no
 failure can turn into a reconnect storm. A run of failures is an episode,
 logged once with its reason (and once more for each other kind of failure
 in it) and once when the link works again: :class:`FailureEpisode`.
@@ -13,40 +13,10 @@ in it) and once when the link works again: :class:`FailureEpisode`.
 from __future__ import annotations
 
 import enum
-import random
 import ssl
-from collections.abc import Callable
 from dataclasses import dataclass, field
 
-__all__ = ["Backoff", "FailureEpisode", "LinkFailure", "Phase", "describe_failure", "describe_loss"]
-
-
-class Backoff:
-    """Capped exponential backoff with jitter: ``initial`` doubling up to ``maximum``.
-
-    Each delay is drawn from [half, all] of the current step, so links that
-    failed together do not retry together.
-    """
-
-    def __init__(
-        self, initial: float, maximum: float, *, jitter: Callable[[], float] = random.random
-    ) -> None:
-        if not 0 < initial <= maximum:
-            raise ValueError("backoff needs 0 < initial <= maximum")
-        self._initial = initial
-        self._maximum = maximum
-        self._jitter = jitter
-        self._step = initial
-
-    def next_delay(self) -> float:
-        """The wait before the next try; the one after it is twice as long (up to the cap)."""
-        delay = self._step * (0.5 + 0.5 * self._jitter())
-        self._step = min(self._step * 2, self._maximum)
-        return delay
-
-    def reset(self) -> None:
-        """After useful work: the next failure waits ``initial`` again."""
-        self._step = self._initial
+__all__ = ["FailureEpisode", "LinkFailure", "Phase", "describe_failure", "describe_loss"]
 
 
 class Phase(enum.Enum):

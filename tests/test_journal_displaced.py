@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from controller.dispatch import ManipulatorLink
+from controller.link import ManipulatorLink
 from manipulator.errors import JournalDisplaced, JournalError, JournalMissing
 from manipulator.journal import Journal, JournalRecord, parse_command, read_journal
 from manipulator.server import ManipulatorServer

@@ -18,13 +18,14 @@ from pathlib import Path
 
 import pytest
 
-from controller.dispatch import ManipulatorLink
-from controller.link_failures import Backoff, FailureEpisode, Phase, describe_failure
+from controller.link import ManipulatorLink
+from controller.link_failures import FailureEpisode, Phase, describe_failure
 from manipulator.handshakes import LogThrottle
 from manipulator.server import ManipulatorServer
 from tests.chaos_proxy import ChaosProxy
 from tests.test_dispatch import ORIGIN, Acks, command, free_port
 from tests.test_tls import Pki, _issue, _make_ca, _write_cert, _write_key
+from workcell.backoff import Backoff
 from workcell.flags import Address
 from workcell.tls import TlsConfig, client_ssl_context, server_ssl_context
 
@@ -96,10 +97,10 @@ async def storm_against_tls_manipulator(
             if "TLS handshake" in line
         ]
     assert 1 <= attempts <= MAX_ATTEMPTS, f"{attempts} connections in {WATCH_SECONDS}s"
-    controller_lines = lines_of(caplog, "controller.dispatch", logging.INFO)
+    controller_lines = lines_of(caplog, "controller.link", logging.INFO)
     # "connected" once, the episode's warning once: not a line per attempt.
     assert len(controller_lines) <= 2, controller_lines
-    warnings = lines_of(caplog, "controller.dispatch", logging.WARNING)
+    warnings = lines_of(caplog, "controller.link", logging.WARNING)
     assert len(warnings) == 1, warnings
     assert len(handshake_lines) == 1, handshake_lines
     assert "127.0.0.1:" in handshake_lines[0]
@@ -174,9 +175,9 @@ async def test_server_that_closes_at_once_gets_few_attempts_then_recovery_is_log
         attempts = slammer.accepted
     try:
         assert 1 <= attempts <= MAX_ATTEMPTS, f"{attempts} connections in {WATCH_SECONDS}s"
-        (warning,) = lines_of(caplog, "controller.dispatch", logging.WARNING)
+        (warning,) = lines_of(caplog, "controller.link", logging.WARNING)
         assert "closed the connection" in warning, warning
-        assert len(lines_of(caplog, "controller.dispatch", logging.INFO)) <= 2
+        assert len(lines_of(caplog, "controller.link", logging.INFO)) <= 2
 
         # A real manipulator on that port: the command goes through, and the
         # link says once that it works again.
@@ -185,9 +186,7 @@ async def test_server_that_closes_at_once_gets_few_attempts_then_recovery_is_log
     finally:
         await link.close()
     recovered = [
-        line
-        for line in lines_of(caplog, "controller.dispatch", logging.INFO)
-        if "works again" in line
+        line for line in lines_of(caplog, "controller.link", logging.INFO) if "works again" in line
     ]
     assert len(recovered) == 1, recovered
 
@@ -201,14 +200,12 @@ async def test_a_new_kind_of_failure_in_an_episode_is_logged_once_more(
         await asyncio.sleep(1.0)  # nothing listens: connection refused
         async with Slammer(port) as slammer:  # then something that hangs up at once
             await slammer.wait_for(2)
-    first, second = lines_of(caplog, "controller.dispatch", logging.WARNING)
+    first, second = lines_of(caplog, "controller.link", logging.WARNING)
     assert "cannot connect: ConnectionRefusedError" in first, first
     assert "now fails otherwise: the manipulator closed the connection" in second, second
     # The first successful connect of the episode is logged, the next ones are not.
     connected = [
-        line
-        for line in lines_of(caplog, "controller.dispatch", logging.INFO)
-        if "connected" in line
+        line for line in lines_of(caplog, "controller.link", logging.INFO) if "connected" in line
     ]
     assert len(connected) == 1, connected
 
@@ -224,7 +221,7 @@ async def test_tls_link_to_a_plaintext_manipulator_backs_off(
             assert link.pending == [1]
         attempts = proxy.accepted
     assert 1 <= attempts <= MAX_ATTEMPTS, f"{attempts} connections in {WATCH_SECONDS}s"
-    (warning,) = lines_of(caplog, "controller.dispatch", logging.WARNING)
+    (warning,) = lines_of(caplog, "controller.link", logging.WARNING)
     assert "TLS handshake failed" in warning, warning
     assert "--tls-cert" in warning, warning
 
@@ -276,36 +273,13 @@ def test_log_throttle_admits_one_line_per_interval_and_counts_the_rest() -> None
     assert throttle.take_suppressed() == 0
 
 
-def test_backoff_doubles_to_the_cap_with_jitter_and_resets() -> None:
-    low = Backoff(0.1, 5.0, jitter=lambda: 0.0)
-    assert [round(low.next_delay(), 3) for _ in range(8)] == [
-        0.05,
-        0.1,
-        0.2,
-        0.4,
-        0.8,
-        1.6,
-        2.5,
-        2.5,
-    ]
-    high = Backoff(0.1, 5.0, jitter=lambda: 1.0)
-    assert [round(high.next_delay(), 3) for _ in range(8)] == [
-        0.1,
-        0.2,
-        0.4,
-        0.8,
-        1.6,
-        3.2,
-        5.0,
-        5.0,
-    ]
-    high.reset()
-    assert high.next_delay() == 0.1
-    # The storm bound the tests above rely on: at the shortest delays, the
-    # attempts that fit in WATCH_SECONDS.
-    fastest = Backoff(0.1, 5.0, jitter=lambda: 0.0)
+def test_the_link_backoff_bounds_a_storm() -> None:
+    # The bound the tests above rely on: at the shortest delays the link's backoff
+    # (workcell.backoff, as ManipulatorLink's defaults make it) allows, the attempts
+    # that fit in WATCH_SECONDS.
+    shortest = Backoff(0.1, 5.0).delays(lambda: 0.999999)
     elapsed, attempts = 0.0, 1
-    while (elapsed := elapsed + fastest.next_delay()) <= WATCH_SECONDS:
+    while (elapsed := elapsed + next(shortest)) <= WATCH_SECONDS:
         attempts += 1
     assert attempts < MAX_ATTEMPTS
 
