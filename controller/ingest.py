@@ -28,6 +28,7 @@ from controller.validation import (
     reading_timestamp,
 )
 from controller.writer import StreamTally
+from workcell.refusals import Refusal
 from workcell.timeconv import US_PER_SECOND, Clock, now_us
 from workcell.v1 import telemetry_pb2, telemetry_pb2_grpc
 
@@ -135,7 +136,13 @@ class TelemetryServicer(telemetry_pb2_grpc.TelemetryServicer):
         if problem is not None:
             metrics.readings_invalid.inc()
             log.warning("rejected a stream: %s", problem)
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(problem))
+            # Which reading, for the sender to drop it and deliver the rest.
+            refused = (
+                Refusal(problem.seq, problem.latest_us).metadata()
+                if problem.seq is not None
+                else ()
+            )
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(problem), refused)
         return telemetry_pb2.StreamReadingsResponse(
             stored=tally.stored,
             duplicates=tally.duplicates,
