@@ -80,4 +80,5 @@ def test_counters_add_up_against_the_database_through_an_outage(tmp_path: Path) 
     assert dropped == created - stored
     assert dropped > 0, sensor.output()  # the outage did overflow the buffer
     assert acked <= sent <= created
-    print(f"\nCOUNTERS created={created} sent={sent} acked={acked} dropped={dropped} stored={stored}")
+    print(f"\nCOUNTERS created={created} sent={sent} acked={acked} dropped={dropped}", end="")
+    print(f" stored={stored}")
