@@ -233,7 +233,7 @@ async def _run(
 def main(argv: Sequence[str] | None = None) -> int:
     """Parse flags, set up logging, run the sensor; the exit status."""
     config = parse_config(argv)
-    configure_logging(config.log_level, config.log_format)
+    configure_logging(config.log_level, config.log_format, native_stderr=True)
     return uvloop.run(run_sensor(config))
 
 

@@ -46,7 +46,7 @@ from sensor.buffer import PendingBuffer
 from sensor.wire import encode_reading, request_bytes
 from workcell.refusals import Refusal, parse_refusal
 from workcell.timeconv import US_PER_SECOND
-from workcell.tls import PLAINTEXT, TlsConfig, grpc_aio_channel
+from workcell.tls import PLAINTEXT, TlsConfig, connection_hint, grpc_aio_channel
 from workcell.v1 import telemetry_pb2
 
 __all__ = ["Backoff", "Delivery"]
@@ -617,12 +617,15 @@ class Delivery:
                 len(self._buffer),
             )
         else:
+            # A TLS refusal reads "Socket closed": say what is likely wrong.
+            hint = connection_hint(details, self._tls, server="the controller")
             log.warning(
-                "delivery to %s failed (%s: %s); reconnecting with backoff, %d readings held",
+                "delivery to %s failed (%s: %s); reconnecting with backoff, %d readings held%s",
                 self.target,
                 code.name,
                 details,
                 len(self._buffer),
+                f". {hint}" if hint else "",
             )
 
     def _report_conflicts(self, count: int) -> None:

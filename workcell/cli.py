@@ -33,7 +33,14 @@ from workcell.liveview import CellState, Display, LiveScreen, SummaryLines
 from workcell.logs import configure_logging, log_format, log_level
 from workcell.runner import CellConfig, run_cell
 from workcell.timeconv import from_iso, to_timestamp
-from workcell.tls import PLAINTEXT, TlsConfig, add_tls_flags, grpc_channel, parse_tls
+from workcell.tls import (
+    PLAINTEXT,
+    TlsConfig,
+    add_tls_flags,
+    connection_hint,
+    grpc_channel,
+    parse_tls,
+)
 from workcell.v1 import history_pb2, history_pb2_grpc
 
 __all__ = ["HistoryConfig", "main"]
@@ -278,6 +285,8 @@ def _fetch_or_explain(config: HistoryConfig, command: str) -> list[history_pb2.H
         return fetch_all(config)
     except grpc.RpcError as exc:
         reason = f"{exc.code().name}: {exc.details()}" if isinstance(exc, grpc.Call) else str(exc)
+        hint = connection_hint(reason, config.tls, server="the controller")
+        reason += f". {hint}" if hint else ""
         sys.stderr.write(f"workcell {command}: {config.controller}: {reason}\n")
         return None
 
@@ -321,7 +330,7 @@ def report_command(config: HistoryConfig, *, alpha: float, output: Path) -> int:
 
 def _setup_run_logging(level: str, fmt: str, log_file: Path, *, to_stderr: bool) -> None:
     """Log to ``<data>/logs/workcell.log``, and to stderr unless the live view owns the screen."""
-    configure_logging(level, fmt)
+    configure_logging(level, fmt, native_stderr=True)
     root = logging.getLogger()
     file_handler = logging.FileHandler(log_file, encoding="utf-8")
     file_handler.setFormatter(root.handlers[0].formatter)
@@ -369,7 +378,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "run":
         return run_command(args)
     if args.command == "history":
-        configure_logging("WARNING", args.log_format)
+        configure_logging("WARNING", args.log_format, native_stderr=True)
         tls = parse_tls(args.command_parser, args, side="client")
         return history_command(
             HistoryConfig(
