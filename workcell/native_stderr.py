@@ -138,10 +138,17 @@ def capture_native_stderr() -> TextIO:
     Idempotent. Sets ``sys.stderr`` to that stream, so tracebacks and
     warnings still reach the terminal directly; log handlers must write to it
     too (a handler writing to descriptor 2 would read its own lines back).
+    Nothing is done when ``sys.stderr`` is not descriptor 2 (a test harness
+    captures it: a command's ``main`` called in-process leaves it alone).
     """
     global _capture
     with _lock:
         if _capture is None:
+            try:
+                if sys.stderr.fileno() != 2:
+                    return sys.stderr
+            except (AttributeError, OSError, ValueError):  # no descriptor at all
+                return sys.stderr
             _capture = _Capture()
             sys.stderr = _capture.stream
         return _capture.stream
