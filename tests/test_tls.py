@@ -383,9 +383,22 @@ def test_with_json_logs_a_refused_client_shows_no_raw_core_line_and_hears_why(
             ["--controller", target, "--rate", "50", "--no-progress", "--log-format", "json"],
             wait_listening=False,
         )
-        with running(sensor):
+        untrusting = start_service(
+            "sensor",
+            [
+                "--controller", target, "--rate", "50", "--no-progress", "--log-format", "json",
+                "--tls-ca", str(pki.wrong_ca),
+                "--tls-cert", str(pki.client_cert), "--tls-key", str(pki.client_key),
+            ],
+            name="untrusting sensor",
+            wait_listening=False,
+        )  # fmt: skip
+        with running(sensor, untrusting):
             sensor.wait_for_line("delivery to .* failed")
+            # This client's own core logs why it gave up the handshake.
+            untrusting.wait_for_line("CERTIFICATE_VERIFY_FAILED.*grpc_source")
             assert sensor.stop() == 0, sensor.output()
+            assert untrusting.stop() == 0, untrusting.output()
         no_cert = _run_cli("history", "--controller", target, "--tls-ca", str(pki.ca))
         controller.wait_for_line("PEER_DID_NOT_RETURN_A_CERTIFICATE")
         assert controller.stop() == 0, controller.output()
@@ -400,6 +413,10 @@ def test_with_json_logs_a_refused_client_shows_no_raw_core_line_and_hears_why(
 
     warnings = [e["message"] for e in _json_events(sensor) if e["level"] == "WARNING"]
     assert any("does it require TLS? Then give --tls-ca" in w for w in warnings), warnings
+    events = _json_events(untrusting)
+    assert any(e["logger"] == "grpc.core" for e in events)
+    warnings = [e["message"] for e in events if e["level"] == "WARNING"]
+    assert any("does not trust the controller's certificate" in w for w in warnings), warnings
     assert no_cert.returncode == 1
     assert no_cert.stderr.count("\n") == 1, no_cert.stderr
     assert "does it require a client certificate (--tls-cert/--tls-key)?" in no_cert.stderr
