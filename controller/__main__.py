@@ -26,7 +26,7 @@ async def serve(config: ControllerConfig) -> None:
 
 def main() -> int:
     config = parse_config()
-    configure_logging(config.log_level, config.log_format)
+    configure_logging(config.log_level, config.log_format, native_stderr=True)
     try:
         uvloop.run(serve(config))
     except (OSError, DatabaseOpenError) as exc:

@@ -35,12 +35,29 @@ class ControllerError(Exception):
 
 
 class InvalidReading(ControllerError, ValueError):
-    """A reading that must not be stored; ``field`` names the offending field."""
+    """A reading that must not be stored; ``field`` names the offending field.
 
-    def __init__(self, message: str, *, field: str, sensor_id: str = "") -> None:
+    ``seq`` is the refused reading's, when one reading is at fault (not for a
+    bad sensor_id or boot_id, which every reading of the run shares);
+    ``latest_us`` is the latest timestamp accepted when the reading was refused
+    for being too far in the future. Both are told to the sender, so that it
+    can drop what is refused and deliver the rest.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        field: str,
+        sensor_id: str = "",
+        seq: int | None = None,
+        latest_us: int | None = None,
+    ) -> None:
         super().__init__(message)
         self.field = field
         self.sensor_id = sensor_id
+        self.seq = seq
+        self.latest_us = latest_us
 
 
 class StorageError(ControllerError):

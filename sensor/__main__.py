@@ -150,6 +150,8 @@ async def run_sensor(config: SensorConfig) -> int:
             dropped=delivery.dropped,
             reconnects=delivery.reconnects,
             stale=delivery.stale,
+            rejected=delivery.rejected,
+            undelivered=delivery.undelivered,
         )
 
     reporter = ProgressReporter(
@@ -202,7 +204,7 @@ async def _run(
                 draining = asyncio.create_task(delivery.drain())
                 await _until_first(draining, stopped)
                 draining.cancel()
-            if delivery.buffered:
+            if delivery.undelivered:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(delivery.drain(), STOP_FLUSH_SECONDS)
         finally:
@@ -210,18 +212,20 @@ async def _run(
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
-        if delivery.buffered:
+        if delivery.undelivered:
             log.warning(
-                "sensor %s: %d readings left undelivered", config.sensor_id, delivery.buffered
+                "sensor %s: %d readings left undelivered", config.sensor_id, delivery.undelivered
             )
+    # created = acked + rejected + dropped + undelivered (README: the sensor's counters)
     log.info(
-        "sensor %s: stopped: created=%d sent=%d acked=%d dropped=%d undelivered=%d",
+        "sensor %s: stopped: created=%d sent=%d acked=%d dropped=%d undelivered=%d rejected=%d",
         config.sensor_id,
         make_reading.created,
         delivery.sent,
         delivery.acked,
         delivery.dropped,
-        delivery.buffered,
+        delivery.undelivered,
+        delivery.rejected,
     )
     return 0
 
@@ -229,7 +233,7 @@ async def _run(
 def main(argv: Sequence[str] | None = None) -> int:
     """Parse flags, set up logging, run the sensor; the exit status."""
     config = parse_config(argv)
-    configure_logging(config.log_level, config.log_format)
+    configure_logging(config.log_level, config.log_format, native_stderr=True)
     return uvloop.run(run_sensor(config))
 
 

@@ -17,6 +17,17 @@ has room; when it is full the oldest readings are dropped, counted and logged.
 Responses also count stale readings (kept in :attr:`Delivery.stale` for the
 progress line) and conflicts (another sender stored other readings under
 this sensor id and boot id: a warning, at most once a minute).
+
+A reading the controller refuses as invalid (``INVALID_ARGUMENT`` naming it,
+see :mod:`workcell.refusals`) is dropped and counted in :attr:`Delivery.rejected`,
+and the rest is sent again at once: it must not hold back the readings behind
+it. When it was refused for being too far in the future, so are the held
+readings stamped later than the controller then accepted, and for a short
+while new ones are checked against that limit before being sent.
+
+Every reading added is, at any time, exactly one of: acknowledged, rejected,
+dropped, or undelivered (held, or evicted from the full buffer while the
+stream carrying it awaits its response); see :attr:`Delivery.undelivered`.
 """
 
 from __future__ import annotations
@@ -33,7 +44,9 @@ from grpc import aio
 
 from sensor.buffer import PendingBuffer
 from sensor.wire import encode_reading, request_bytes
-from workcell.tls import PLAINTEXT, TlsConfig, grpc_aio_channel
+from workcell.refusals import Refusal, parse_refusal
+from workcell.timeconv import US_PER_SECOND
+from workcell.tls import PLAINTEXT, TlsConfig, connection_hint, grpc_aio_channel
 from workcell.v1 import telemetry_pb2
 
 __all__ = ["Backoff", "Delivery"]
@@ -48,6 +61,15 @@ PROBE_READINGS = 1000
 # Seconds between two warnings about conflicting readings.
 CONFLICT_WARNING_INTERVAL = 60.0
 
+# Seconds between two warnings about readings the controller rejected.
+REJECTION_WARNING_INTERVAL = 10.0
+
+# Seconds for which the latest timestamp the controller accepted, learned from
+# a refusal, is applied to new readings before sending them: a clock that is
+# ahead then costs one refused stream per interval, not one per reading. Kept
+# short, as the controller's clock may be the one that was wrong.
+REFUSAL_MEMORY = 1.0
+
 # What grpc.aio reports when a write fails because the stream already ended.
 _WRITE_RACE_DETAILS = "Internal error from Core"
 
@@ -57,8 +79,32 @@ _METHOD = "/workcell.v1.Telemetry/StreamReadings"
 _ReadingsCall = aio.StreamUnaryCall[bytes, telemetry_pb2.StreamReadingsResponse]
 _ReadingsMethod = aio.StreamUnaryMultiCallable[bytes, telemetry_pb2.StreamReadingsResponse]
 
-# A held reading: its seq (to count distinct readings sent) and its encoded field.
-_Held = tuple[int, bytes]
+
+class _Held:
+    """A reading held until acknowledged: its encoded field and what delivery looks at."""
+
+    __slots__ = ("field", "seq", "timestamp_us", "written")
+
+    def __init__(self, seq: int, timestamp_us: int, field: bytes) -> None:
+        self.seq = seq
+        self.timestamp_us = timestamp_us
+        self.field = field
+        self.written = False  # written to a stream once: counted in Delivery.sent
+
+
+class _FutureLimit:
+    """The latest timestamp the controller accepts, learned from a refusal, as time goes on."""
+
+    __slots__ = ("_latest_us", "_learned_at", "until")
+
+    def __init__(self, latest_us: int, learned_at: float) -> None:
+        self._latest_us = latest_us
+        self._learned_at = learned_at
+        self.until = learned_at + REFUSAL_MEMORY
+
+    def refuses(self, timestamp_us: int, now: float) -> bool:
+        """Whether the controller would refuse ``timestamp_us`` at monotonic time ``now``."""
+        return timestamp_us > self._latest_us + (now - self._learned_at) * US_PER_SECOND
 
 
 @dataclass(frozen=True)
@@ -92,12 +138,14 @@ class _StreamFailed(Exception):
         *,
         reported: bool = False,
         ambiguous: bool = False,
+        refusal: Refusal | None = None,
     ) -> None:
         super().__init__(f"{code.name}: {details}")
         self.code = code
         self.details = details
         self.reported = reported  # already logged by whoever saw it first
         self.ambiguous = ambiguous
+        self.refusal = refusal  # INVALID_ARGUMENT naming the reading refused
 
 
 class Delivery:
@@ -144,14 +192,24 @@ class Delivery:
         # (INVALID_ARGUMENT) or an outage, each logged once per episode.
         self._episode_rejected: bool | None = None
         self._drops_logged_at: int | None = None
-        self._max_seq_sent = 0
+        self._drops_seen = 0
+        self._future_limit: _FutureLimit | None = None
+        self._rejection_reason = ""
+        self._rejections_unreported = 0
+        self._rejections_warned_at: float | None = None
         self._streams = 0
         self._channel: aio.Channel | None = None
         self._sender: asyncio.Task[None] | None = None
         self._waiters: set[asyncio.Task[None]] = set()
         self._conflicts_warned_at: float | None = None
         self.sent = 0
-        """Distinct readings written to the controller at least once."""
+        """Distinct readings written to a stream at least once (the write completed:
+        handed to an open connection). Resends count once; nothing is written,
+        so nothing counted, while the controller cannot be reached."""
+        self.rejected = 0
+        """Readings dropped because the controller refuses them as invalid: each it
+        named, and those stamped later than it accepted when it refused one for
+        being too far in the future (checked before sending for a while after)."""
         self.stale = 0
         """Readings acknowledged as stale: stored, but too late to count in any decision."""
         self.conflicts = 0
@@ -162,13 +220,28 @@ class Delivery:
 
     @property
     def acked(self) -> int:
-        """Readings the controller acknowledged (stored or already stored)."""
+        """Readings a controller response covered (stored, or already stored).
+
+        Including readings the full buffer evicted while their stream was in
+        flight: they were stored all the same.
+        """
         return self._buffer.acked
 
     @property
     def buffered(self) -> int:
-        """Readings held, unsent or awaiting their stream's response."""
+        """Readings held, unsent or awaiting their stream's response (at most the capacity)."""
         return len(self._buffer)
+
+    @property
+    def undelivered(self) -> int:
+        """Readings not yet acknowledged, rejected or dropped.
+
+        Those held, and those evicted from the full buffer while the stream
+        carrying them awaits its response. After :meth:`close`, these were not
+        confirmed delivered (the evicted ones, and any on a stream cancelled
+        in flight, may have been stored).
+        """
+        return len(self._buffer) + self._buffer.evicted
 
     @property
     def reconnects(self) -> int:
@@ -177,7 +250,12 @@ class Delivery:
 
     @property
     def dropped(self) -> int:
-        """Readings dropped because the buffer was full."""
+        """Readings given up unacknowledged because the buffer was full.
+
+        The oldest unsent readings evicted for new ones, and readings evicted
+        while in flight whose stream then failed (a stream can fail after the
+        controller stored its readings: those are counted here too).
+        """
         return self._buffer.dropped
 
     # -- lifecycle ----------------------------------------------------------
@@ -225,17 +303,45 @@ class Delivery:
 
     def add(self, reading: telemetry_pb2.Reading) -> None:
         """Hold ``reading`` until acknowledged and send it as soon as its batch is full."""
+        stamp = reading.timestamp
+        timestamp_us = stamp.seconds * US_PER_SECOND + stamp.nanos // 1000
+        limit = self._future_limit
+        if limit is not None:
+            now = time.monotonic()
+            if now >= limit.until:
+                self._future_limit = None  # ask the controller again
+            elif limit.refuses(timestamp_us, now):
+                self.rejected += 1
+                self._report_rejected(1)
+                return
         self._idle.clear()
         # Encoded once here: a send or a resend only concatenates bytes.
-        dropped = self._buffer.append((reading.seq, encode_reading(reading)))
-        if dropped and self._drops_logged_at is None:
-            self._drops_logged_at = self._buffer.dropped - dropped
+        if self._buffer.append(_Held(reading.seq, timestamp_us, encode_reading(reading))):
+            self._note_drops()
+        if self._sendable():
+            self._ready.set()
+
+    def _note_drops(self) -> None:
+        """Warn once when the full buffer starts dropping readings (summed up on recovery)."""
+        dropped = self._buffer.dropped
+        if dropped > self._drops_seen and self._drops_logged_at is None:
+            self._drops_logged_at = self._drops_seen
             log.warning(
                 "buffer full (%d unacknowledged readings): dropping the oldest",
                 self._buffer.capacity,
             )
-        if self._sendable():
-            self._ready.set()
+        self._drops_seen = dropped
+
+    def _fail(self, stream: int) -> None:
+        """``stream`` failed: its readings are unsent again (those evicted are dropped)."""
+        self._buffer.fail(stream)
+        self._note_drops()
+        self._settle()
+
+    def _settle(self) -> None:
+        """Set idle once nothing is held or awaited any more."""
+        if not self._buffer and not self._buffer.evicted:
+            self._idle.set()
 
     def flush(self) -> None:
         """No more readings are coming soon: send partial batches and end streams early."""
@@ -277,6 +383,11 @@ class Delivery:
                 else:
                     await self._send_stream(stub, self._streams)
             except _StreamFailed as failure:
+                if failure.refusal is not None and self._drop_refused(
+                    failure.refusal, failure.details
+                ):
+                    # Not an outage: the rest goes at once (a probe stays a probe).
+                    continue
                 self._failures += 1
                 if failure.ambiguous:
                     log.info(
@@ -305,9 +416,9 @@ class Delivery:
         epoch = self._failures
         call: _ReadingsCall = stub(None, timeout=self._response_timeout)
         readings = self._buffer.take(stream, max(self._batch, PROBE_READINGS))
-        self._count_sent(readings)
         try:
-            await call.write(request_bytes(field for _, field in readings))
+            await call.write(request_bytes(held.field for held in readings))
+            self._count_sent(readings)
             await call.done_writing()
             response = await call
         except asyncio.CancelledError:
@@ -315,7 +426,7 @@ class Delivery:
             call.cancel()
             raise
         except Exception as exc:  # any error of the call's operations fails the stream
-            self._buffer.fail(stream)
+            self._fail(stream)
             failure = await _failure_of(call, exc)
             call.cancel()
             raise failure from None
@@ -337,8 +448,8 @@ class Delivery:
             while not self._abort and loop.time() < deadline:
                 if self._sendable():
                     readings = self._buffer.take(stream, self._batch)
+                    await call.write(request_bytes(held.field for held in readings))
                     self._count_sent(readings)
-                    await call.write(request_bytes(field for _, field in readings))
                     written += len(readings)
                 elif self._flushing and written:
                     break  # all sent: end the stream now so its response comes now
@@ -355,7 +466,7 @@ class Delivery:
             call.cancel()
             raise
         except Exception as exc:  # any error of the call's operations fails the stream
-            self._buffer.fail(stream)
+            self._fail(stream)
             failure = await _failure_of(call, exc)
             call.cancel()
             raise failure from None
@@ -366,9 +477,10 @@ class Delivery:
         waiter.add_done_callback(self._waiters.discard)
 
     def _count_sent(self, readings: list[_Held]) -> None:
-        for seq, _ in readings:
-            if seq > self._max_seq_sent:
-                self._max_seq_sent = seq
+        """``readings`` were written to a stream: count those written for the first time."""
+        for held in readings:
+            if not held.written:
+                held.written = True
                 self.sent += 1
 
     async def _await_response(
@@ -377,10 +489,15 @@ class Delivery:
         try:
             response = await call
         except aio.AioRpcError as exc:
-            self._buffer.fail(stream)
+            self._fail(stream)
             # Its readings are unsent again: wake the sender, which may be
             # idle (no new readings after --duration or --count ends).
             self._ready.set()
+            refusal = _refusal_of(exc)
+            if refusal is not None and self._drop_refused(refusal, exc.details() or ""):
+                # The controller is up and took the readings before the
+                # refused one: the streams after this one go on.
+                return
             if epoch != self._failures:
                 # Opened before a failure that was already handled (and backed
                 # off from): its readings are resent, nothing more to do.
@@ -433,8 +550,53 @@ class Delivery:
                 self._buffer.dropped - self._drops_logged_at,
             )
             self._drops_logged_at = None
-        if not self._buffer:
-            self._idle.set()
+        if self._rejections_unreported:
+            self._report_rejected(0)
+        self._settle()
+
+    # -- refused readings -----------------------------------------------------
+
+    def _drop_refused(self, refusal: Refusal, details: str) -> bool:
+        """Drop the reading the controller refused, and what it would refuse likewise.
+
+        Called once the refused stream's readings are unsent again. The ones
+        before the refused reading were stored: resending them is harmless
+        (duplicates). False when none of it is held any more (evicted from a
+        full buffer meanwhile): nothing to drop, the failure is handled as any.
+        """
+        seq, latest_us = refusal.seq, refusal.latest_us
+        if latest_us is None:
+            count = self._buffer.discard(lambda held: held.seq == seq)
+        else:
+            count = self._buffer.discard(
+                lambda held: held.seq == seq or held.timestamp_us > latest_us
+            )
+            self._future_limit = _FutureLimit(latest_us, time.monotonic())
+        if not count:
+            return False
+        self.rejected += count
+        self._rejection_reason = details
+        self._report_rejected(count)
+        self._settle()
+        return True
+
+    def _report_rejected(self, count: int) -> None:
+        """Warn about rejected readings, at most once per REJECTION_WARNING_INTERVAL."""
+        self._rejections_unreported += count
+        now = time.monotonic()
+        warned = self._rejections_warned_at
+        if warned is not None and now - warned < REJECTION_WARNING_INTERVAL:
+            return
+        self._rejections_warned_at = now
+        # Dropped, not retried: the controller would refuse them every time.
+        log.warning(
+            "controller %s rejected %d readings, dropped (%d in all; the last reason: %s)",
+            self.target,
+            self._rejections_unreported,
+            self.rejected,
+            self._rejection_reason,
+        )
+        self._rejections_unreported = 0
 
     # -- episodes -----------------------------------------------------------
 
@@ -455,12 +617,15 @@ class Delivery:
                 len(self._buffer),
             )
         else:
+            # A TLS refusal reads "Socket closed": say what is likely wrong.
+            hint = connection_hint(details, self._tls, server="the controller")
             log.warning(
-                "delivery to %s failed (%s: %s); reconnecting with backoff, %d readings held",
+                "delivery to %s failed (%s: %s); reconnecting with backoff, %d readings held%s",
                 self.target,
                 code.name,
                 details,
                 len(self._buffer),
+                f". {hint}" if hint else "",
             )
 
     def _report_conflicts(self, count: int) -> None:
@@ -506,4 +671,11 @@ async def _failure_of(call: _ReadingsCall, exc: BaseException) -> _StreamFailed:
         return _StreamFailed(grpc.StatusCode.UNKNOWN, f"the stream ended early ({exc!r})")
     code, details = exc.code(), exc.details() or ""
     ambiguous = code == grpc.StatusCode.INTERNAL and details == _WRITE_RACE_DETAILS
-    return _StreamFailed(code, details, ambiguous=ambiguous)
+    return _StreamFailed(code, details, ambiguous=ambiguous, refusal=_refusal_of(exc))
+
+
+def _refusal_of(error: aio.AioRpcError) -> Refusal | None:
+    """The reading an ``INVALID_ARGUMENT`` names (see :mod:`workcell.refusals`), if any."""
+    if error.code() != grpc.StatusCode.INVALID_ARGUMENT:
+        return None
+    return parse_refusal(error.trailing_metadata())

@@ -42,16 +42,27 @@ class SensorCollector(Collector):
         # under the GIL, so a scrape may mix instants a few readings apart, never torn values.
         counters = self._counters()
         labels = [self._sensor_id]
+        # created = acknowledged + rejected + dropped + undelivered
         for name, doc, value in (
-            ("sent", "Distinct readings written to the controller at least once", counters.sent),
+            ("created", "Readings made", counters.created),
+            (
+                "sent",
+                "Distinct readings written to an open stream at least once",
+                counters.sent,
+            ),
             (
                 "acknowledged",
-                "Readings the controller acknowledged as stored (or already stored)",
+                "Readings a controller response covered (stored, or already stored)",
                 counters.acked,
             ),
             (
+                "rejected",
+                "Readings dropped because the controller refuses them as invalid",
+                counters.rejected,
+            ),
+            (
                 "dropped",
-                "Readings dropped unacknowledged because the buffer was full",
+                "Readings given up unacknowledged because the buffer was full",
                 counters.dropped,
             ),
             (
@@ -70,6 +81,14 @@ class SensorCollector(Collector):
         )
         buffered.add_metric(labels, counters.buffered)
         yield buffered
+        undelivered = GaugeMetricFamily(
+            PREFIX + "undelivered",
+            "Readings not yet acknowledged, rejected or dropped (held, or evicted from "
+            "the full buffer while their stream awaits its response)",
+            labels=_LABELS,
+        )
+        undelivered.add_metric(labels, counters.undelivered)
+        yield undelivered
         rate = GaugeMetricFamily(
             PREFIX + "actual_rate",
             "Readings created per second over the last progress interval (5 s)",

@@ -5,9 +5,10 @@ The log line has a stable format that ``workcell run`` parses::
     sensor <id>: rate=<readings/s, 1 decimal>/s sent=<n> acked=<n> buffered=<n> dropped=<n>
 
 where rate is the readings *created* per second over the last interval. Once
-the controller has reported stale readings (stored too late to count in a
-decision: the sensor's clock is behind, or its delivery late), the line ends
-with `` stale=<n>``.
+the controller has rejected readings (dropped: see ``Delivery.rejected``), the
+line goes on with `` rejected=<n>``; once it has reported stale readings
+(stored too late to count in a decision: the sensor's clock is behind, or its
+delivery late), it ends with `` stale=<n>``.
 """
 
 from __future__ import annotations
@@ -39,6 +40,10 @@ class Counters:
     reconnects: int = 0
     stale: int = 0
     """Acknowledged readings the controller stored too late to count in a decision."""
+    rejected: int = 0
+    """Readings dropped because the controller refuses them as invalid."""
+    undelivered: int = 0
+    """Readings not yet acknowledged, rejected or dropped (held, or evicted in flight)."""
 
 
 def progress_line(sensor_id: str, rate: float, counters: Counters) -> str:
@@ -48,6 +53,8 @@ def progress_line(sensor_id: str, rate: float, counters: Counters) -> str:
         f"buffered={counters.buffered} dropped={counters.dropped}"
     )
     # Only once there are any, so the usual line stays as it always was.
+    if counters.rejected:
+        line += f" rejected={counters.rejected}"
     return f"{line} stale={counters.stale}" if counters.stale else line
 
 
@@ -114,6 +121,7 @@ class ProgressReporter:
                     "acked": counters.acked,
                     "buffered": counters.buffered,
                     "dropped": counters.dropped,
+                    "rejected": counters.rejected,
                     "stale": counters.stale,
                 },
             )
@@ -141,6 +149,8 @@ class ProgressReporter:
             postfix = (
                 f"acked={counters.acked} buffered={counters.buffered} dropped={counters.dropped}"
             )
+            if counters.rejected:
+                postfix += f" rejected={counters.rejected}"
             if counters.stale:
                 postfix += f" stale={counters.stale}"
             bar.set_postfix_str(postfix, refresh=False)

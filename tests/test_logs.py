@@ -22,6 +22,7 @@ from workcell.logs import (
     log_message,
     make_formatter,
 )
+from workcell.native_stderr import CoreLine, parse_core_line
 
 TIME = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z")
 LISTENING = re.compile(r"listening on (\S+):(\d+)")
@@ -323,3 +324,70 @@ def test_workcell_run_with_json_logs_still_shows_the_cell(tmp_path: Path) -> Non
         assert lines, name
         for line in lines:
             assert "message" in json.loads(line), (name, line)
+
+
+# ------------------------------------------------------------ native stderr (gRPC core)
+
+
+@pytest.mark.parametrize(
+    ("line", "level", "message", "source"),
+    [
+        (
+            "I1202 01:43:14.769861    8255 ssl_transport_security.cc:2563] Handshake failed",
+            logging.INFO,
+            "Handshake failed",
+            "ssl_transport_security.cc:2563",
+        ),
+        (
+            "E0000 00:00:1744377140.613412 35892123 init.cc:229] timed out.",
+            logging.ERROR,
+            "timed out.",
+            "init.cc:229",
+        ),
+        ("W1231 23:59:59.000001 1 a/b.cc:1] ", logging.WARNING, "", "a/b.cc:1"),
+        ("F0101 00:00:00.000000 7 x.cc:9] fatal] here", logging.CRITICAL, "fatal] here", "x.cc:9"),
+        ("Segmentation fault", logging.WARNING, "Segmentation fault", None),
+        ("I am not absl] at all", logging.WARNING, "I am not absl] at all", None),
+    ],
+)
+def test_core_lines_are_read_with_their_severity(
+    line: str, level: int, message: str, source: str | None
+) -> None:
+    assert parse_core_line(line) == CoreLine(level, message, source)
+
+
+NATIVE_WRITER = """
+import logging, os, sys
+from workcell.logs import configure_logging
+configure_logging("INFO", "json", native_stderr=True)
+logging.getLogger("test").info("before")
+os.write(2, b"I1202 01:43:14.769861 8255 ssl_transport_security.cc:2563] Handshake fai")
+os.write(2, b"led with error X\\nsomething else\\n")
+print("python's own stderr", file=sys.stderr)
+os.write(2, b"E1202 01:43:15.000000 8255 init.cc:229] the last words\\n")
+"""
+
+
+def test_what_native_code_writes_to_stderr_is_logged_in_the_format() -> None:
+    # A real process: descriptor 2 is redirected, and read to the end at exit.
+    result = subprocess.run(
+        [sys.executable, "-c", NATIVE_WRITER],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    lines = result.stderr.splitlines()
+    # Python's own writes go straight out, as before; everything else is JSON.
+    assert "python's own stderr" in lines
+    events = [json.loads(line) for line in lines if line != "python's own stderr"]
+    got = {(e["logger"], e["level"], e["message"], e.get("grpc_source")) for e in events}
+    assert got == {
+        ("test", "INFO", "before", None),
+        ("grpc.core", "INFO", "Handshake failed with error X", "ssl_transport_security.cc:2563"),
+        ("stderr", "WARNING", "something else", None),
+        ("grpc.core", "ERROR", "the last words", "init.cc:229"),  # written just before exit
+    }

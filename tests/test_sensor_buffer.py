@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from sensor.buffer import PendingBuffer
 
@@ -23,14 +25,55 @@ def test_full_buffer_drops_the_oldest_and_counts() -> None:
     assert len(buffer) == 5
 
 
-def test_drop_oldest_also_drops_in_flight_items() -> None:
+def test_a_full_buffer_evicts_the_oldest_even_in_flight() -> None:
     buffer = filled(4, range(1, 5))
     assert buffer.take(1, 2) == [1, 2]
     buffer.append(5)
     assert list(buffer) == [2, 3, 4, 5]
     assert (buffer.in_flight, buffer.unsent) == (1, 3)
-    assert buffer.ack(1) == 1  # only what is left of the stream
+    assert buffer.ack(1) == 2  # what is left of the stream, and the evicted item
+    buffer = filled(4, range(1, 5))
+    buffer.take(1, 2)
+    buffer.append(5)
+    # Item 1 is no longer held, but its stream may still be acknowledged.
+    assert (buffer.dropped, buffer.evicted) == (0, 1)
+    assert buffer.ack(1) == 2  # what is left of the stream, and the evicted item
     assert list(buffer) == [3, 4, 5]
+
+
+def test_an_item_evicted_in_flight_is_acknowledged_with_its_stream() -> None:
+    # --buffer 1: every new reading evicts the one in flight; all were stored.
+    buffer = filled(1, range(1, 2))
+    for item in range(1, 6):
+        assert buffer.take(item, 1) == [item]
+        buffer.append(item + 1)
+    assert list(buffer) == [6]
+    for stream in range(1, 6):
+        buffer.ack(stream)
+    assert (buffer.acked, buffer.dropped) == (5, 0)
+    assert buffer.evicted == 0
+
+
+def test_an_item_evicted_in_flight_is_dropped_when_its_stream_fails() -> None:
+    buffer = filled(2, range(1, 3))
+    assert buffer.take(1, 2) == [1, 2]
+    buffer.append(3)
+    buffer.append(4)
+    assert (buffer.dropped, buffer.evicted) == (0, 2)
+    assert buffer.fail(1) == 0  # nothing of it is left to resend
+    assert (buffer.acked, buffer.dropped, buffer.evicted) == (0, 2, 0)
+    assert list(buffer) == [3, 4]
+
+
+def test_discard_removes_matching_unsent_items_only() -> None:
+    buffer = filled(100, range(1, 11))
+    assert buffer.take(1, 3) == [1, 2, 3]
+    assert buffer.discard(lambda item: item % 2 == 0) == 4  # 4, 6, 8, 10; 2 is in flight
+    assert list(buffer) == [1, 2, 3, 5, 7, 9]
+    assert (buffer.unsent, buffer.in_flight) == (3, 3)
+    assert buffer.take(2, 10) == [5, 7, 9]
+    assert buffer.ack(1) + buffer.ack(2) == 6
+    assert len(buffer) == 0
 
 
 def test_ack_removes_the_streams_items_only() -> None:
@@ -98,3 +141,44 @@ def test_take_respects_the_limit_and_an_empty_buffer() -> None:
 def test_capacity_must_be_positive() -> None:
     with pytest.raises(ValueError, match="capacity"):
         PendingBuffer[int](0)
+
+
+# One operation on a buffer: append, take (stream, limit), ack, fail, or discard the even items.
+_operations = st.lists(
+    st.one_of(
+        st.just(("append", 0, 0)),
+        st.tuples(st.just("take"), st.integers(1, 4), st.integers(0, 5)),
+        st.tuples(st.just("ack"), st.integers(1, 4), st.just(0)),
+        st.tuples(st.just("fail"), st.integers(1, 4), st.just(0)),
+        st.just(("discard", 0, 0)),
+    ),
+    max_size=60,
+)
+
+
+@given(capacity=st.integers(1, 6), operations=_operations)
+def test_every_item_appended_is_accounted_for_exactly_once(
+    capacity: int, operations: list[tuple[str, int, int]]
+) -> None:
+    # appended = acknowledged + dropped + discarded + held + evicted awaiting their stream
+    buffer: PendingBuffer[int] = PendingBuffer(capacity)
+    appended = discarded = 0
+    acked_streams: set[int] = set()
+    for name, stream, limit in operations:
+        if name == "append":
+            appended += 1
+            buffer.append(appended)
+        elif name == "take" and stream not in acked_streams:
+            buffer.take(stream, limit)
+        elif name == "ack":
+            buffer.ack(stream)
+            acked_streams.add(stream)  # a stream id is never reused once answered
+        elif name == "fail":
+            buffer.fail(stream)
+        elif name == "discard":
+            discarded += buffer.discard(lambda item: item % 2 == 0)
+        assert len(buffer) <= capacity
+        assert buffer.unsent + buffer.in_flight == len(buffer)
+        assert appended == (
+            buffer.acked + buffer.dropped + discarded + len(buffer) + buffer.evicted
+        ), (name, stream, list(buffer))

@@ -22,8 +22,8 @@ from tests.test_sensor_process import SensorProcess, final_counts
 from workcell.flags import Address
 from workcell.v1 import telemetry_pb2, telemetry_pb2_grpc
 
-COUNTERS = ("sent", "acknowledged", "dropped", "reconnects")
-GAUGES = ("buffered", "actual_rate")
+COUNTERS = ("created", "sent", "acknowledged", "rejected", "dropped", "reconnects")
+GAUGES = ("buffered", "undelivered", "actual_rate")
 
 
 class HeldTelemetry(RecordingTelemetry):
@@ -128,8 +128,9 @@ async def test_count_run_every_metric_and_endpoint_closed_on_exit() -> None:
         )
         values = await scrape_until(metrics_port, "metrics-1", lambda v: v["sent_total"] == 200)
         assert values["acknowledged_total"] == 0
-        assert values["buffered"] == 200
-        assert values["dropped_total"] == 0
+        assert values["buffered"] == values["undelivered"] == 200
+        assert values["created_total"] == 200
+        assert values["dropped_total"] == values["rejected_total"] == 0
         assert values["reconnects_total"] == 0
         assert values["actual_rate"] >= 0
         assert set(values) == {f"{name}_total" for name in COUNTERS} | set(GAUGES)
@@ -165,9 +166,14 @@ async def test_counts_follow_acknowledgements_through_an_outage() -> None:
         assert held["sent_total"] > held["acknowledged_total"]
         assert held["buffered"] >= held["sent_total"] - held["acknowledged_total"]
         await server.stop(None)  # the held streams fail: the sensor reconnects and keeps all
-        down = await scrape_until(metrics_port, "metrics-2", lambda v: v["reconnects_total"] >= 1)
+        down = await scrape_until(metrics_port, "metrics-2", lambda v: v["reconnects_total"] >= 2)
         assert down["acknowledged_total"] == telemetry.answered
         assert down["dropped_total"] == 0
+        await scrape_until(metrics_port, "metrics-2", lambda v: v["reconnects_total"] >= 4)
+        still_down = await scrape(metrics_port, "metrics-2")
+        # Nothing reaches a controller: nothing more is sent (it used to rise).
+        assert still_down["sent_total"] == down["sent_total"]
+        assert still_down["created_total"] > down["created_total"]
 
         telemetry.open.set()
         server, _ = await serve(telemetry, port)  # back: the held readings are resent
@@ -186,4 +192,4 @@ async def test_counts_follow_acknowledgements_through_an_outage() -> None:
     assert code == 0, sensor.output
     counts = final_counts(sensor.output)
     assert counts["acked"] == counts["created"] == counts["sent"]
-    assert counts["dropped"] == 0
+    assert counts["dropped"] == counts["rejected"] == counts["undelivered"] == 0

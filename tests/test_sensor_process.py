@@ -63,11 +63,18 @@ class SensorProcess:
 
 def final_counts(output: str) -> dict[str, int]:
     match = re.search(
-        r"stopped: created=(\d+) sent=(\d+) acked=(\d+) dropped=(\d+) undelivered=(\d+)", output
+        r"stopped: created=(\d+) sent=(\d+) acked=(\d+) dropped=(\d+) undelivered=(\d+) "
+        r"rejected=(\d+)",
+        output,
     )
     assert match, output
-    names = ("created", "sent", "acked", "dropped", "undelivered")
-    return dict(zip(names, map(int, match.groups()), strict=True))
+    names = ("created", "sent", "acked", "dropped", "undelivered", "rejected")
+    counts = dict(zip(names, map(int, match.groups()), strict=True))
+    # Every reading made is exactly one of these.
+    assert counts["created"] == sum(
+        counts[k] for k in ("acked", "rejected", "dropped", "undelivered")
+    ), counts
+    return counts
 
 
 async def test_count_run_delivers_every_seq_and_exits_0() -> None:
@@ -82,7 +89,7 @@ async def test_count_run_delivers_every_seq_and_exits_0() -> None:
     assert received.seqs("proc-1") == list(range(1, 301))
     assert len({boot for (sid, boot, _) in received.stored if sid == "proc-1"}) == 1
     assert final_counts(sensor.output) == {
-        "created": 300, "sent": 300, "acked": 300, "dropped": 0, "undelivered": 0,
+        "created": 300, "sent": 300, "acked": 300, "dropped": 0, "undelivered": 0, "rejected": 0,
     }  # fmt: skip
 
 

@@ -30,6 +30,14 @@ def test_the_line_tells_stale_readings_once_there_are_any() -> None:
     assert re.match(LINE.pattern.removesuffix("$"), line)
 
 
+def test_the_line_tells_rejected_readings_once_there_are_any() -> None:
+    line = progress_line("s-1", 300.0, Counters(10, 9, 5, 2, 1, stale=7, rejected=2))
+    assert line == (
+        "sensor s-1: rate=300.0/s sent=9 acked=5 buffered=2 dropped=1 rejected=2 stale=7"
+    )
+    assert re.match(LINE.pattern.removesuffix("$"), line)
+
+
 def test_rate_meter_measures_each_interval() -> None:
     meter = RateMeter(0, 100.0)
     assert meter.sample(1500, 105.0) == pytest.approx(300.0)

@@ -23,6 +23,7 @@ import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
@@ -36,15 +37,17 @@ from manipulator.config import parse_config as parse_manipulator_config
 from manipulator.server import ManipulatorServer
 from sensor.config import parse_config as parse_sensor_config
 from tests.controller_harness import make_reading, running_cell, stream
-from tests.processes import ROOT, running, start_service
+from tests.processes import ROOT, Service, running, start_service
 from workcell import cli, healthcheck
 from workcell.framing import FrameDecoder, encode_frame
 from workcell.timeconv import now_us, to_timestamp
 from workcell.tls import (
+    PLAINTEXT,
     TlsConfig,
     TlsError,
     check_tls,
     client_ssl_context,
+    connection_hint,
     grpc_aio_channel,
     server_ssl_context,
 )
@@ -298,6 +301,144 @@ async def test_grpcurl_with_client_certificate(tmp_path: Path, pki: Pki) -> None
         wrong_cert = await _grpcurl("-cacert", str(pki.ca), *wrong, target, "list")
         assert wrong_cert.returncode != 0
         assert "Failed to dial" in wrong_cert.stderr
+
+
+# -- a refused client: what each side is told (issue 10, item 9) ---------------
+
+
+async def _refusal_details(target: str, tls: TlsConfig) -> str:
+    async with grpc_aio_channel(target, tls) as channel:
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            await _query(channel)
+    assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
+    return refused.value.details() or ""
+
+
+async def test_a_refused_client_is_told_the_likely_cause(tmp_path: Path, pki: Pki) -> None:
+    # All a refused client hears is "Socket closed": the hint guesses from its own settings.
+    cases = {
+        "plaintext": (PLAINTEXT, "closed the connection at once: does it require TLS?"),
+        "no certificate": (TlsConfig(ca=pki.ca), "does it require a client certificate"),
+        "a certificate of another CA": (
+            pki.wrong_client(),
+            "does it not trust this client certificate",
+        ),
+        "a CA that did not sign the server's": (
+            TlsConfig(pki.client_cert, pki.client_key, pki.wrong_ca),
+            "does not trust the controller's certificate",
+        ),
+        "another name": (
+            TlsConfig(pki.client_cert, pki.client_key, pki.ca, server_name="elsewhere"),
+            "--tls-server-name",
+        ),
+    }
+    async with running_cell(tmp_path, with_manipulator=False, tls=pki.server()) as cell:
+        target = f"127.0.0.1:{cell.controller.port}"
+        for case, (tls, expected) in cases.items():
+            details = await _refusal_details(target, tls)
+            hint = connection_hint(details, tls, server="the controller")
+            assert expected in (hint or ""), (case, details, hint)
+    plain_folder = tmp_path / "plaintext"
+    plain_folder.mkdir()
+    async with running_cell(plain_folder, with_manipulator=False) as plain:
+        target = f"127.0.0.1:{plain.controller.port}"
+        details = await _refusal_details(target, pki.client())
+        hint = connection_hint(details, pki.client(), server="the controller")
+        assert "plaintext" in (hint or ""), details
+    # Nothing listening is an outage, not a TLS problem: no hint.
+    details = await _refusal_details(target, pki.client())
+    assert connection_hint(details, pki.client()) is None, details
+
+
+def _json_events(service: Service) -> list[dict[str, Any]]:
+    """Every stderr line of ``service`` as a JSON object (fails on the first that is not)."""
+    events = []
+    for line in service.output().splitlines():
+        try:
+            event = json.loads(line)
+        except ValueError:
+            pytest.fail(f"{service.name}: not a JSON line: {line!r}\n{service.output()}")
+        assert isinstance(event, dict), line
+        events.append(event)
+    return events
+
+
+def test_with_json_logs_a_refused_client_shows_no_raw_core_line_and_hears_why(
+    tmp_path: Path, pki: Pki
+) -> None:
+    controller = start_service(
+        "controller",
+        [
+            "--listen", "127.0.0.1:0",
+            "--manipulator", "127.0.0.1:1",
+            "--database", f"sqlite+aiosqlite:///{tmp_path / 'workcell.db'}",
+            "--log-format", "json",
+            *_flags("", pki.server()),
+        ],
+    )  # fmt: skip
+    with running(controller):
+        target = f"127.0.0.1:{controller.port}"
+        sensor = start_service(
+            "sensor",
+            ["--controller", target, "--rate", "50", "--no-progress", "--log-format", "json"],
+            wait_listening=False,
+        )
+        untrusting = start_service(
+            "sensor",
+            [
+                "--controller", target, "--rate", "50", "--no-progress", "--log-format", "json",
+                "--tls-ca", str(pki.wrong_ca),
+                "--tls-cert", str(pki.client_cert), "--tls-key", str(pki.client_key),
+            ],
+            name="untrusting sensor",
+            wait_listening=False,
+        )  # fmt: skip
+        with running(sensor, untrusting):
+            sensor.wait_for_line("delivery to .* failed")
+            # This client's own core logs why it gave up the handshake.
+            untrusting.wait_for_line("CERTIFICATE_VERIFY_FAILED.*grpc_source")
+            assert sensor.stop() == 0, sensor.output()
+            assert untrusting.stop() == 0, untrusting.output()
+        no_cert = _run_cli("history", "--controller", target, "--tls-ca", str(pki.ca))
+        controller.wait_for_line("PEER_DID_NOT_RETURN_A_CERTIFICATE")
+        assert controller.stop() == 0, controller.output()
+
+    # The server's reasons, in its own format (they were raw gRPC core lines).
+    core = [e for e in _json_events(controller) if e["logger"] == "grpc.core"]
+    reasons = " ".join(e["message"] for e in core)
+    assert "Handshake failed" in reasons, controller.output()
+    assert "WRONG_VERSION_NUMBER" in reasons  # the plaintext sensor
+    assert "PEER_DID_NOT_RETURN_A_CERTIFICATE" in reasons  # history without a certificate
+    assert all(e["grpc_source"].startswith("ssl_transport_security.cc:") for e in core), core
+
+    warnings = [e["message"] for e in _json_events(sensor) if e["level"] == "WARNING"]
+    assert any("does it require TLS? Then give --tls-ca" in w for w in warnings), warnings
+    events = _json_events(untrusting)
+    assert any(e["logger"] == "grpc.core" for e in events)
+    warnings = [e["message"] for e in events if e["level"] == "WARNING"]
+    assert any("does not trust the controller's certificate" in w for w in warnings), warnings
+    assert no_cert.returncode == 1
+    assert no_cert.stderr.count("\n") == 1, no_cert.stderr
+    assert "does it require a client certificate (--tls-cert/--tls-key)?" in no_cert.stderr
+
+
+def test_healthcheck_names_the_likely_cause(
+    tmp_path: Path, pki: Pki, capsys: pytest.CaptureFixture[str]
+) -> None:
+    controller = start_service(
+        "controller",
+        [
+            "--listen", "127.0.0.1:0",
+            "--manipulator", "127.0.0.1:1",
+            "--database", f"sqlite+aiosqlite:///{tmp_path / 'workcell.db'}",
+            *_flags("", pki.server()),
+        ],
+    )  # fmt: skip
+    with running(controller):
+        target = f"127.0.0.1:{controller.port}"
+        assert healthcheck.main([target, "--timeout", "2", *_flags("", pki.wrong_client())]) == 1
+        assert controller.stop() == 0
+    assert "does it not trust this client certificate" in capsys.readouterr().err
 
 
 # -- the manipulator link -----------------------------------------------------

@@ -102,3 +102,21 @@ def test_ingest_takes_the_readings_before_a_bad_one_and_stops_there(
     assert len(rows) == 3
     assert problem is not None
     assert problem.field in ("timestamp", "boot_id")
+
+
+def test_a_reading_too_far_ahead_is_named_with_the_latest_timestamp_accepted() -> None:
+    now = 1_700_000_000 * US_PER_SECOND
+    ahead = reading(1_700_000_060)
+    ahead.seq = 42
+    with pytest.raises(InvalidReading) as caught:
+        reading_timestamp(ahead, now_us=now, max_skew_us=5 * US_PER_SECOND)
+    # What the sender needs to drop it, and what it would refuse likewise.
+    assert (caught.value.seq, caught.value.latest_us) == (42, now + 5 * US_PER_SECOND)
+    with pytest.raises(InvalidReading) as unset:
+        reading_timestamp(
+            telemetry_pb2.Reading(sensor_id="s1", boot_id="b", seq=7), now_us=now, max_skew_us=0
+        )
+    assert (unset.value.seq, unset.value.latest_us) == (7, None)
+    with pytest.raises(InvalidReading) as identity:
+        check_identity("bad id", "b")
+    assert identity.value.seq is None  # every reading of the run shares it

@@ -38,7 +38,14 @@ from workcell.liveview import CellState, Display, LiveScreen, SummaryLines
 from workcell.logs import configure_logging, log_format, log_level
 from workcell.runner import CellConfig, run_cell
 from workcell.timeconv import from_iso, now_us, to_timestamp
-from workcell.tls import PLAINTEXT, TlsConfig, add_tls_flags, grpc_channel, parse_tls
+from workcell.tls import (
+    PLAINTEXT,
+    TlsConfig,
+    add_tls_flags,
+    connection_hint,
+    grpc_channel,
+    parse_tls,
+)
 from workcell.v1 import history_pb2, history_pb2_grpc
 
 __all__ = ["HistoryConfig", "main"]
@@ -325,6 +332,8 @@ def query_pages(
 def _explain(exc: grpc.RpcError, config: HistoryConfig, command: str) -> None:
     """One stderr line with the gRPC status."""
     reason = f"{exc.code().name}: {exc.details()}" if isinstance(exc, grpc.Call) else str(exc)
+    hint = connection_hint(reason, config.tls, server="the controller")
+    reason += f". {hint}" if hint else ""
     sys.stderr.write(f"workcell {command}: {config.controller}: {reason}\n")
 
 
@@ -421,7 +430,7 @@ def report_command(
 
 def _setup_run_logging(level: str, fmt: str, log_file: Path, *, to_stderr: bool) -> None:
     """Log to ``<data>/logs/workcell.log``, and to stderr unless the live view owns the screen."""
-    configure_logging(level, fmt)
+    configure_logging(level, fmt, native_stderr=True)
     root = logging.getLogger()
     file_handler = logging.FileHandler(log_file, encoding="utf-8")
     file_handler.setFormatter(root.handlers[0].formatter)
@@ -469,7 +478,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "run":
         return run_command(args)
     if args.command == "history":
-        configure_logging("WARNING", args.log_format)
+        configure_logging("WARNING", args.log_format, native_stderr=True)
         tls = parse_tls(args.command_parser, args, side="client")
         return history_command(
             HistoryConfig(

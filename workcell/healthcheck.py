@@ -15,7 +15,14 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from workcell.flags import Address, FlagParser, address, float_between
-from workcell.tls import PLAINTEXT, TlsConfig, add_tls_flags, grpc_channel, parse_tls
+from workcell.tls import (
+    PLAINTEXT,
+    TlsConfig,
+    add_tls_flags,
+    connection_hint,
+    grpc_channel,
+    parse_tls,
+)
 
 __all__ = ["check", "main"]
 
@@ -63,6 +70,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         code = exc.code() if isinstance(exc, grpc.Call) else None
         details = exc.details() if isinstance(exc, grpc.Call) else str(exc)
         name = code.name if code is not None else "ERROR"
+        hint = connection_hint(details, tls)
+        details += f". {hint}" if hint else ""
         sys.stderr.write(f"unhealthy: {args.address}: {name}: {details}\n")
         return 1
     if status != "SERVING":

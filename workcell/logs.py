@@ -1,6 +1,8 @@
 """Log set-up for the services' ``__main__`` modules (library code never calls it).
 
-Two formats, chosen by ``--log-format`` / ``WORKCELL_LOG_FORMAT``:
+Two formats, chosen by ``--log-format`` / ``WORKCELL_LOG_FORMAT``, for the
+service's own lines and, read back from stderr, gRPC core's (logger
+``grpc.core``, see :mod:`workcell.native_stderr`):
 
 - ``text`` (default): ``2025-01-31T12:00:00.123Z INFO controller.app: listening on …``
 - ``json``: one object per line with ``time``, ``level``, ``logger``, ``message``, the
@@ -22,6 +24,7 @@ import time
 from typing import Any
 
 from workcell.flags import FlagParser
+from workcell.native_stderr import capture_native_stderr
 
 __all__ = [
     "LOG_FORMATS",
@@ -96,9 +99,17 @@ def make_formatter(fmt: str = "text") -> logging.Formatter:
     raise ValueError(f"unknown log format {fmt!r}: expected one of {', '.join(LOG_FORMATS)}")
 
 
-def configure_logging(level: str = "INFO", fmt: str = "text") -> None:
-    """One line per record on stderr, as ``text`` (UTC time, level, logger, message) or ``json``."""
-    handler = logging.StreamHandler(sys.stderr)
+def configure_logging(
+    level: str = "INFO", fmt: str = "text", *, native_stderr: bool = False
+) -> None:
+    """One line per record on stderr, as ``text`` (UTC time, level, logger, message) or ``json``.
+
+    With ``native_stderr`` (a process's ``__main__``, never a library or a
+    test), what native code writes to stderr, gRPC core's log lines, is
+    logged the same way (see :mod:`workcell.native_stderr`).
+    """
+    stream = capture_native_stderr() if native_stderr else sys.stderr
+    handler = logging.StreamHandler(stream)
     handler.setFormatter(make_formatter(fmt))
     root = logging.getLogger()
     root.handlers[:] = [handler]

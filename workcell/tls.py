@@ -38,6 +38,7 @@ __all__ = [
     "add_tls_flags",
     "check_tls",
     "client_ssl_context",
+    "connection_hint",
     "grpc_aio_channel",
     "grpc_channel",
     "grpc_channel_credentials",
@@ -303,3 +304,50 @@ def add_grpc_port(server: grpc.aio.Server, address: str, tls: TlsConfig) -> int:
     if credentials is None:
         return server.add_insecure_port(address)
     return server.add_secure_port(address, credentials)
+
+
+# -- why a connection failed --------------------------------------------------
+
+
+def connection_hint(details: str, tls: TlsConfig, *, server: str = "the server") -> str | None:
+    """The likely cause of a failed connection, as a sentence for the client's error line.
+
+    ``details`` is a gRPC status's (UNAVAILABLE's) text, ``tls`` this client's
+    settings. A server that refuses a TLS handshake just closes the socket,
+    so a rejected client sees only "Socket closed": what it was asked for can
+    only be guessed from the client's own settings. None when nothing in
+    ``details`` points at TLS.
+    """
+    subject = server[:1].upper() + server[1:]
+    if "WRONG_VERSION_NUMBER" in details:
+        return (
+            f"{subject} did not answer the TLS handshake in TLS: does it run without "
+            "--tls-cert (plaintext)? Then connect without --tls-ca."
+        )
+    if "CERTIFICATE_VERIFY_FAILED" in details:
+        return (
+            f"This client does not trust {server}'s certificate: is it signed by the CA "
+            "given with --tls-ca, and still valid?"
+        )
+    if "Hostname Verification" in details or "Peer name" in details:
+        return (
+            f"{subject}'s certificate does not name the host dialled: give a name it holds "
+            "with --tls-server-name."
+        )
+    if "failed to connect" not in details or "Socket closed" not in details:
+        return None
+    if not tls.enabled("client"):
+        return (
+            f"{subject} closed the connection at once: does it require TLS? Then give "
+            "--tls-ca (and --tls-cert/--tls-key if it requires client certificates)."
+        )
+    if tls.cert is None:
+        return (
+            f"{subject} closed the connection during the TLS handshake: does it require "
+            "a client certificate (--tls-cert/--tls-key)?"
+        )
+    return (
+        f"{subject} closed the connection during the TLS handshake: does it not trust "
+        "this client certificate (--tls-cert)? It must be signed by the CA the server "
+        "was given with --tls-ca."
+    )

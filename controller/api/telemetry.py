@@ -20,6 +20,7 @@ from controller.api.validation import MAX_SEQ, check_identity, reading_timestamp
 from controller.errors import InvalidReading
 from controller.metrics import ControllerMetrics
 from controller.records import ReadingRow, StreamTally
+from workcell.refusals import Refusal
 from workcell.timeconv import (
     MAX_TIMESTAMP_US,
     MIN_TIMESTAMP_US,
@@ -134,7 +135,13 @@ class TelemetryServicer(telemetry_pb2_grpc.TelemetryServicer):
         if problem is not None:
             metrics.readings_invalid.inc()
             log.warning("rejected a stream: %s", problem)
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(problem))
+            # Which reading, for the sender to drop it and deliver the rest.
+            refused = (
+                Refusal(problem.seq, problem.latest_us).metadata()
+                if problem.seq is not None
+                else ()
+            )
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(problem), refused)
         return telemetry_pb2.StreamReadingsResponse(
             stored=tally.stored,
             duplicates=tally.duplicates,

@@ -68,12 +68,14 @@ def reading_timestamp(reading: telemetry_pb2.Reading, *, now_us: int, max_skew_u
             f"seq {reading.seq} of sensor {reading.sensor_id!r} exceeds {MAX_SEQ}",
             field="seq",
             sensor_id=reading.sensor_id,
+            seq=reading.seq,
         )
     if not reading.HasField("timestamp"):
         raise InvalidReading(
             f"timestamp of sensor {reading.sensor_id!r} (seq {reading.seq}) is not set",
             field="timestamp",
             sensor_id=reading.sensor_id,
+            seq=reading.seq,
         )
     timestamp = reading.timestamp
     if (problem := timestamp_range_problem(timestamp)) is not None:
@@ -82,6 +84,7 @@ def reading_timestamp(reading: telemetry_pb2.Reading, *, now_us: int, max_skew_u
             f"{problem}",
             field="timestamp",
             sensor_id=reading.sensor_id,
+            seq=reading.seq,
         )
     timestamp_us = timestamp.seconds * US_PER_SECOND + timestamp.nanos // 1000
     if timestamp_us > now_us + max_skew_us:
@@ -91,5 +94,7 @@ def reading_timestamp(reading: telemetry_pb2.Reading, *, now_us: int, max_skew_u
             f"(at most {max_skew_us / 1e6:g} s allowed)",
             field="timestamp",
             sensor_id=reading.sensor_id,
+            seq=reading.seq,
+            latest_us=now_us + max_skew_us,
         )
     return timestamp_us
