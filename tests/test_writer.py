@@ -168,6 +168,7 @@ async def test_a_row_the_database_refuses_fails_only_its_stream(
         assert tally.failure is None  # not UNAVAILABLE: resending would not help
         assert isinstance(tally.rejected, InvalidReading)
         assert tally.rejected.sensor_id == sensor
+        assert tally.rejected.seq is not None  # the sender is told which one to drop
         assert repr(sensor) in str(tally.rejected)
     assert bad_b.stored == 3  # the readings before the refused one are kept
     assert False not in health  # a data error is not an outage

@@ -633,6 +633,8 @@ def _refused_reading(row: ReadingRow, error: BaseException) -> InvalidReading:
         f"(boot_id {boot_id!r}, payload {payload}, timestamp {timestamp} µs): {error}",
         field="reading",
         sensor_id=sensor_id,
+        # Named, so the sensor drops this one reading and delivers the rest.
+        seq=seq,
     )
 
 
