@@ -21,7 +21,6 @@ import contextlib
 import os
 import pwd
 import shutil
-import socket
 import sqlite3
 import subprocess
 import tempfile
@@ -37,6 +36,8 @@ from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import NullPool
+
+from tests.processes import free_port
 
 __all__ = [
     "BACKENDS",
@@ -203,14 +204,6 @@ def find_postgres_bin(root: Path = POSTGRES_ROOT) -> Path | None:
     return max(found, key=_version_key, default=None)
 
 
-def _free_port() -> int:
-    # postgres cannot listen on port 0, so take one the kernel hands out and
-    # give it back; the start is retried should someone else grab it meanwhile.
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 def _tail(path: Path, lines: int = LOG_TAIL_LINES) -> str:
     try:
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
@@ -276,7 +269,7 @@ class PostgresServer:
             "--no-sync",
         )  # fmt: skip
         for attempt in range(3):
-            self.port = _free_port()
+            self.port = free_port()
             try:
                 self._start_server()
                 return

@@ -15,7 +15,8 @@ from concurrent import futures
 
 import grpc
 
-from workcell.timeconv import from_iso, to_timestamp
+from tests.builders import history_entry
+from workcell.timeconv import from_iso
 from workcell.v1 import command_pb2, history_pb2, history_pb2_grpc
 
 __all__ = ["PERIOD_US", "START_US", "ScriptedHistory", "serving", "synthetic_entry"]
@@ -31,27 +32,20 @@ def synthetic_entry(i: int) -> history_pb2.HistoryEntry:
     down to 1e-40, an untested decision every 17th and a pending command every 31st.
     """
     start = START_US + i * PERIOD_US
-    end = start + PERIOD_US
     up = (i // (1 + i % 6)) % 2 == 1
-    entry = history_pb2.HistoryEntry(
-        from_datetime=to_timestamp(start),
-        to_datetime=to_timestamp(end),
+    return history_entry(
+        i + 1,
+        window_start=start,
+        period_us=PERIOD_US,
         status=command_pb2.STATUS_UP if up else command_pb2.STATUS_DOWN,
-        command_id=i + 1,
-        last_command_id=i + 1,
-        command_count=1,
-        issued_at=to_timestamp(end + 500_000),
         window=history_pb2.WindowSummary(
             count=1400 + i % 200, mean=(160.0 if up else 100.0) + (i % 7) * 0.3, std_dev=10.0
         ),
-        previous_window=history_pb2.WindowSummary(count=1500, mean=100.0, std_dev=10.0),
+        previous=history_pb2.WindowSummary(count=1500, mean=100.0, std_dev=10.0),
         changed=i % 5 == 0,
+        p_value=10.0 ** -((i * 7919) % 41) * 0.9 if i % 17 else None,
+        acked=bool(i % 31),
     )
-    if i % 17:
-        entry.p_value = 10.0 ** -((i * 7919) % 41) * 0.9
-    if i % 31:
-        entry.acknowledged_at.CopyFrom(to_timestamp(end + 510_000))
-    return entry
 
 
 class ScriptedHistory(history_pb2_grpc.HistoryServicer):

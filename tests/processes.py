@@ -10,6 +10,7 @@ import contextlib
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -17,8 +18,19 @@ import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
-__all__ = ["ROOT", "Service", "start_service"]
+__all__ = [
+    "NO_MANIPULATOR",
+    "ROOT",
+    "Service",
+    "free_port",
+    "sqlite_url",
+    "start_controller",
+    "start_manipulator",
+    "start_sensor",
+    "start_service",
+]
 
 ROOT = Path(__file__).resolve().parent.parent
 _LISTENING = re.compile(r"listening on (\S+):(\d+)")
@@ -143,3 +155,57 @@ def running(*services: Service) -> Iterator[None]:
                 service.process.kill()
                 with contextlib.suppress(Exception):
                     service.process.wait(5)
+
+
+# The one place the tests spell each service's addressing flags: a flag
+# renamed touches this module only. Everything else is passed through.
+
+NO_MANIPULATOR = 1
+"""A port nothing listens on: a controller given it keeps trying to reach its manipulator."""
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 free at the moment of asking."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def sqlite_url(path: Path) -> str:
+    """The ``--database`` URL of a SQLite file."""
+    return f"sqlite+aiosqlite:///{path}"
+
+
+def start_manipulator(journal: Path, *flags: str, port: int = 0, **options: Any) -> Service:
+    """``python -m manipulator`` on 127.0.0.1:``port`` journaling to ``journal``."""
+    args = ["--listen", f"127.0.0.1:{port}", "--journal", str(journal), *flags]
+    return start_service("manipulator", args, **options)
+
+
+def start_controller(
+    database: str,
+    *flags: str,
+    manipulator_port: int = NO_MANIPULATOR,
+    port: int = 0,
+    **options: Any,
+) -> Service:
+    """``python -m controller`` on 127.0.0.1:``port`` storing into ``database`` (a URL)."""
+    args = [
+        "--listen", f"127.0.0.1:{port}",
+        "--manipulator", f"127.0.0.1:{manipulator_port}",
+        "--database", database,
+        *flags,
+    ]  # fmt: skip
+    return start_service("controller", args, **options)
+
+
+def start_sensor(
+    controller_port: int, *flags: str, sensor_id: str | None = None, **options: Any
+) -> Service:
+    """``python -m sensor`` streaming to 127.0.0.1:``controller_port``, without a progress bar."""
+    args = ["--controller", f"127.0.0.1:{controller_port}", "--no-progress"]
+    if sensor_id is not None:
+        args += ["--sensor-id", sensor_id]
+    options.setdefault("name", sensor_id or "sensor")
+    options.setdefault("wait_listening", False)
+    return start_service("sensor", [*args, *flags], **options)

@@ -14,9 +14,16 @@ from pathlib import Path
 
 import pytest
 
+from tests.builders import history_entry
 from tests.databases import TestDatabase
 from tests.history_server import ScriptedHistory, serving
-from tests.processes import ROOT, running, start_service
+from tests.processes import (
+    ROOT,
+    running,
+    sqlite_url,
+    start_controller,
+    start_manipulator,
+)
 from workcell.cli import main as cli_main
 from workcell.history_table import (
     STREAM_MIN_WIDTHS,
@@ -28,7 +35,7 @@ from workcell.history_table import (
     format_time,
 )
 from workcell.liveview import CellState, SummaryLines, render_screen, render_summary
-from workcell.timeconv import from_iso, to_timestamp
+from workcell.timeconv import from_iso
 from workcell.v1 import command_pb2
 from workcell.v1.history_pb2 import HistoryEntry, WindowSummary
 
@@ -45,25 +52,18 @@ def entry(
     acked: bool = True,
     count: int = 1,
 ) -> HistoryEntry:
-    start_us = from_iso(start)
-    end_us = start_us + seconds * 1_000_000 * count
-    message = HistoryEntry(
-        from_datetime=to_timestamp(start_us),
-        to_datetime=to_timestamp(end_us),
-        status=status,  # type: ignore[arg-type]
-        command_id=command_id,
-        issued_at=to_timestamp(end_us + 500_000),
+    return history_entry(
+        command_id,
+        window_start=from_iso(start),
+        period_us=seconds * 1_000_000,
+        status=status,
+        count=count,
         window=WindowSummary(count=1500, mean=101.25, std_dev=9.5),
-        previous_window=WindowSummary(count=1490, mean=99.0, std_dev=9.0),
+        previous=WindowSummary(count=1490, mean=99.0, std_dev=9.0),
+        p_value=p_value,
         changed=True,
-        command_count=count,
-        last_command_id=command_id + count - 1,
+        acked=acked,
     )
-    if p_value is not None:
-        message.p_value = p_value
-    if acked:
-        message.acknowledged_at.CopyFrom(to_timestamp(end_us + 512_000))
-    return message
 
 
 def test_table_has_a_header_and_one_row_per_entry() -> None:
@@ -84,7 +84,7 @@ def test_table_has_a_header_and_one_row_per_entry() -> None:
     assert "101.25" in row
     assert "9.50" in row
     assert "12:00:05.500Z" in row  # issued, date dropped on the window's day
-    assert "12:00:05.512Z" in row  # acknowledged
+    assert "12:00:05.510Z" in row  # acknowledged
 
 
 def test_columns_line_up() -> None:
@@ -248,20 +248,15 @@ def test_history_server_down_exits_1_with_one_line() -> None:
 def test_history_against_a_real_controller(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    manipulator = start_service(
-        "manipulator", ["--listen", "127.0.0.1:0", "--journal", str(tmp_path / "j.jsonl")]
-    )
+    manipulator = start_manipulator(tmp_path / "j.jsonl")
+    assert manipulator.port is not None
     results: dict[str, tuple[int, str, str]] = {}
     with running(manipulator):
-        controller = start_service(
-            "controller",
-            [
-                "--listen", "127.0.0.1:0",
-                "--manipulator", f"127.0.0.1:{manipulator.port}",
-                "--database", f"sqlite+aiosqlite:///{tmp_path / 'w.db'}",
-                "--period", "0.2",
-                "--grace", "0.05",
-            ],
+        controller = start_controller(
+            sqlite_url(tmp_path / "w.db"),
+            "--period", "0.2",
+            "--grace", "0.05",
+            manipulator_port=manipulator.port,
         )  # fmt: skip
         with running(controller):
             controller.wait_for_line(r"command 4 acknowledged")

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import shutil
-import socket
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -31,6 +30,7 @@ from tests.databases import (
     holding_write_lock,
     sqlite_database,
 )
+from tests.processes import free_port
 from workcell.timeconv import US_PER_SECOND, from_timestamp, now_us
 from workcell.v1 import command_pb2, history_pb2, telemetry_pb2
 
@@ -359,16 +359,10 @@ async def test_health_and_reflection_are_served(tmp_path: Path) -> None:
     assert {"workcell.v1.Telemetry", "workcell.v1.History", "grpc.health.v1.Health"} <= names
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 async def test_commands_wait_for_a_late_manipulator_and_arrive_once_in_order(
     tmp_path: Path,
 ) -> None:
-    port = _free_port()
+    port = free_port()
     async with running_cell(tmp_path, with_manipulator=False, manipulator_port=port) as cell:
         await wait_for_entries(cell, 3, acknowledged=False)
         async with ManipulatorServer(journal=tmp_path / "late.jsonl", port=port):
@@ -539,7 +533,7 @@ async def test_an_ack_that_could_not_be_recorded_is_recorded_once_the_database_r
     # Commands recorded while no manipulator listens; the manipulator comes
     # up (and acknowledges them) while another client holds the database's
     # write lock, so recording the acks fails; then the lock is released.
-    port = _free_port()
+    port = free_port()
     async with running_cell(
         tmp_path,
         with_manipulator=False,
@@ -570,7 +564,7 @@ async def test_an_ack_that_could_not_be_recorded_is_recorded_once_the_database_r
 async def test_an_ack_unrecorded_at_a_stop_is_recorded_after_the_restart(
     tmp_path: Path, database: TestDatabase, caplog: pytest.LogCaptureFixture
 ) -> None:
-    port = _free_port()
+    port = free_port()
     async with running_cell(
         tmp_path,
         with_manipulator=False,

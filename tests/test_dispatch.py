@@ -4,19 +4,19 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import socket
 import uuid
 from pathlib import Path
 
 import pytest
 
-from controller.decision.rule import WindowSummary
 from controller.link import ManipulatorLink, command_message
 from controller.metrics import PREFIX, ControllerMetrics
 from controller.records import CommandRecord
 from controller.storage.origin import Origin
 from manipulator.journal import Journal, parse_command, read_journal
 from manipulator.server import ManipulatorServer
+from tests.builders import command_record
+from tests.processes import free_port
 from workcell.flags import Address
 from workcell.timeconv import US_PER_SECOND
 
@@ -26,25 +26,13 @@ ORIGIN = Origin(str(uuid.uuid4()), BASE_US, 1)
 
 def command(command_id: int, status: str = "up") -> CommandRecord:
     start = BASE_US + command_id * US_PER_SECOND
-    return CommandRecord(
-        id=command_id,
-        status=status,
+    return command_record(
+        command_id,
         window_start=start,
-        window_end=start + US_PER_SECOND,
+        period_us=US_PER_SECOND,
+        status=status,
         issued_at=start + US_PER_SECOND + 100_000,
-        outcome="too_few_readings",
-        changed=False,
-        p_value=None,
-        alpha=0.05,
-        window=WindowSummary(0, 0.0, 0.0),
-        previous=WindowSummary(0, 0.0, 0.0),
     )
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 class Acks:

@@ -19,7 +19,14 @@ from scipy import stats
 
 from manipulator.journal import read_journal
 from tests.databases import READINGS_WITH_RUNS, TestDatabase
-from tests.processes import ROOT, Service, running, start_service
+from tests.processes import (
+    ROOT,
+    Service,
+    running,
+    start_controller,
+    start_manipulator,
+    start_sensor,
+)
 from workcell.timeconv import US_PER_SECOND, from_iso
 
 PERIOD = 1.0
@@ -55,20 +62,11 @@ def all_entries(port: int) -> list[dict[str, object]]:
 
 @pytest.fixture
 def cell(tmp_path: Path, database: TestDatabase) -> tuple[Service, Service, Path]:
-    manipulator = start_service(
-        "manipulator",
-        ["--listen", "127.0.0.1:0", "--journal", str(tmp_path / "journal.jsonl")],
+    manipulator = start_manipulator(tmp_path / "journal.jsonl")
+    assert manipulator.port is not None
+    controller = start_controller(
+        database.url, "--period", str(PERIOD), "--grace", "0.6", manipulator_port=manipulator.port
     )
-    controller = start_service(
-        "controller",
-        [
-            "--listen", "127.0.0.1:0",
-            "--manipulator", f"127.0.0.1:{manipulator.port}",
-            "--database", database.url,
-            "--period", str(PERIOD),
-            "--grace", "0.6",
-        ],
-    )  # fmt: skip
     return manipulator, controller, tmp_path
 
 
@@ -144,11 +142,10 @@ def test_a_cell_of_real_processes_stores_everything_and_decides_auditably(
 
 
 def _start_sensor(number: int, controller_port: int) -> Service:
-    args = ["--controller", f"127.0.0.1:{controller_port}", "--sensor-id", f"e2e-{number}"]
-    args += ["--count", str(COUNT), "--rate", str(RATE), "--seed", str(number), "--no-progress"]
+    flags = ["--count", str(COUNT), "--rate", str(RATE), "--seed", str(number)]
     # A level shift 1.5 s in: some window is significantly higher than the one before.
-    args += ["--profile", "step", "--step-at", "+1.5"]
-    return start_service("sensor", args, name=f"sensor-{number}", wait_listening=False)
+    flags += ["--profile", "step", "--step-at", "+1.5"]
+    return start_sensor(controller_port, *flags, sensor_id=f"e2e-{number}", name=f"sensor-{number}")
 
 
 def _audit(entries: list[dict[str, object]], readings: list[tuple[int, int]]) -> None:

@@ -31,9 +31,10 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from manipulator.journal import Journal, parse_command, read_journal
+from tests import processes
 from tests.chaos_proxy import ChaosProxy
 from tests.databases import READINGS_WITH_RUNS, TestDatabase, sqlite_database
-from tests.processes import Service, running, start_service
+from tests.processes import Service, running
 from workcell.framing import FrameDecoder, encode_frame
 from workcell.timeconv import from_timestamp, now_us, to_timestamp
 from workcell.v1 import command_pb2, history_pb2, history_pb2_grpc
@@ -50,11 +51,11 @@ ACK_LINE = r"stream \d+ acknowledged: \d+ readings \(stored=\d+ duplicates=(\d+)
 # -- services -----------------------------------------------------------------
 
 
+# The fault suite's settings on top of the one toolkit (tests/processes.py).
+
+
 def start_manipulator(tmp_path: Path, port: int = 0) -> Service:
-    return start_service(
-        "manipulator",
-        ["--listen", f"127.0.0.1:{port}", "--journal", str(tmp_path / "journal.jsonl")],
-    )
+    return processes.start_manipulator(tmp_path / "journal.jsonl", port=port)
 
 
 def start_controller(
@@ -66,29 +67,27 @@ def start_controller(
     grace: float = 0.3,
     shutdown_grace: float = 3.0,
 ) -> Service:
-    return start_service(
-        "controller",
-        [
-            "--listen", f"127.0.0.1:{port}",
-            "--manipulator", f"127.0.0.1:{manipulator_port}",
-            "--database", database.url,
-            "--period", str(period),
-            "--grace", str(grace),
-            "--shutdown-grace", str(shutdown_grace),
-        ],
-    )  # fmt: skip
+    timing = [
+        "--period",
+        str(period),
+        "--grace",
+        str(grace),
+        "--shutdown-grace",
+        str(shutdown_grace),
+    ]
+    return processes.start_controller(
+        database.url, *timing, manipulator_port=manipulator_port, port=port
+    )
 
 
 def start_sensor(
     sensor_id: str, controller_port: int, *extra: str, count: int | None = None
 ) -> Service:
-    args = ["--controller", f"127.0.0.1:{controller_port}", "--sensor-id", sensor_id]
-    args += ["--rate", str(RATE), "--profile", "uniform", "--no-progress"]
     # DEBUG shows each stream's response, so resends stored as duplicates can be counted.
-    args += ["--log-level", "DEBUG"]
+    flags = ["--rate", str(RATE), "--profile", "uniform", "--log-level", "DEBUG"]
     if count is not None:
-        args += ["--count", str(count)]
-    return start_service("sensor", [*args, *extra], name=sensor_id, wait_listening=False)
+        flags += ["--count", str(count)]
+    return processes.start_sensor(controller_port, *flags, *extra, sensor_id=sensor_id)
 
 
 def boot_id_of(sensor: Service) -> str:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import socket
 import sys
 from collections.abc import AsyncIterator
 
@@ -12,7 +11,7 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 
-from tests.processes import ROOT
+from tests.processes import ROOT, free_port
 
 
 @pytest.fixture
@@ -59,10 +58,7 @@ async def test_not_serving_exits_1(health_server: tuple[int, HealthServicer]) ->
 
 
 async def test_nothing_listening_exits_1() -> None:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    code, err = await probe(f"127.0.0.1:{port}", "--timeout", "2")
+    code, err = await probe(f"127.0.0.1:{free_port()}", "--timeout", "2")
     assert code == 1
     assert "UNAVAILABLE" in err
 

@@ -20,11 +20,11 @@ import pytest
 from sqlalchemy import insert
 
 from controller.api.history import MERGE_ROW_BUDGET, HistoryServicer
-from controller.decision.rule import WindowSummary
 from controller.records import CommandRecord
 from controller.storage.database import Database
 from controller.storage.rows import command_values
 from controller.storage.schema import commands
+from tests.builders import command_record
 from tests.databases import TestDatabase
 from workcell.timeconv import US_PER_SECOND, to_timestamp
 from workcell.v1 import history_pb2, history_pb2_grpc
@@ -54,21 +54,14 @@ class CountingSource:
 
 
 def _command(command_id: int, status: str, acknowledged: bool) -> CommandRecord:
-    window = WindowSummary(0, 0.0, 0.0)
     issued = START_US + command_id * PERIOD_US
-    return CommandRecord(
-        id=command_id,
-        status=status,
+    return command_record(
+        command_id,
         window_start=issued - PERIOD_US,
-        window_end=issued,
+        period_us=PERIOD_US,
+        status=status,
         issued_at=issued,
         acknowledged_at=issued + 1000 if acknowledged else None,
-        outcome="too_few_readings",
-        changed=False,
-        p_value=None,
-        alpha=0.05,
-        window=window,
-        previous=window,
     )
 
 

@@ -23,7 +23,8 @@ from controller.link_failures import FailureEpisode, Phase, describe_failure
 from manipulator.handshakes import LogThrottle
 from manipulator.server import ManipulatorServer
 from tests.chaos_proxy import ChaosProxy
-from tests.test_dispatch import ORIGIN, Acks, command, free_port
+from tests.processes import free_port
+from tests.test_dispatch import ORIGIN, Acks, command
 from tests.test_tls import Pki, _issue, _make_ca, _write_cert, _write_key
 from workcell.backoff import Backoff
 from workcell.flags import Address

@@ -13,7 +13,15 @@ from typing import Any
 
 import pytest
 
-from tests.processes import ROOT, Service, running, start_service
+from tests.processes import (
+    ROOT,
+    Service,
+    running,
+    sqlite_url,
+    start_controller,
+    start_manipulator,
+    start_sensor,
+)
 from workcell.liveview import CellState
 from workcell.logs import (
     JsonFormatter,
@@ -214,35 +222,22 @@ def messages(events: list[dict[str, Any]]) -> list[str]:
 
 
 def test_every_service_logs_json_lines_with_their_fields(tmp_path: Path) -> None:
-    manipulator = start_service(
-        "manipulator",
-        ["--listen", "127.0.0.1:0", "--journal", str(tmp_path / "journal.jsonl"),
-         "--log-format", "json"],
-    )  # fmt: skip
+    manipulator = start_manipulator(tmp_path / "journal.jsonl", "--log-format", "json")
+    assert manipulator.port is not None
     with running(manipulator):
-        controller = start_service(
-            "controller",
-            [
-                "--listen", "127.0.0.1:0",
-                "--manipulator", f"127.0.0.1:{manipulator.port}",
-                "--database", f"sqlite+aiosqlite:///{tmp_path / 'workcell.db'}",
-                "--period", "0.5",
-                "--grace", "0.1",
-            ],
+        controller = start_controller(
+            sqlite_url(tmp_path / "workcell.db"),
+            "--period", "0.5",
+            "--grace", "0.1",
+            manipulator_port=manipulator.port,
             env={"WORKCELL_LOG_FORMAT": "json"},  # the variable works like the flag
         )  # fmt: skip
+        assert controller.port is not None
         with running(controller):
-            sensor = start_service(
-                "sensor",
-                [
-                    "--controller", f"127.0.0.1:{controller.port}",
-                    "--sensor-id", "json-1",
-                    "--count", "50",
-                    "--rate", "100",
-                    "--no-progress",
-                    "--log-format", "json",
-                ],
-                wait_listening=False,
+            sensor = start_sensor(
+                controller.port,
+                "--count", "50", "--rate", "100", "--log-format", "json",
+                sensor_id="json-1",
             )  # fmt: skip
             with running(sensor):
                 assert sensor.wait(60) == 0, sensor.output()

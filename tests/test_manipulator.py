@@ -25,7 +25,7 @@ from manipulator.errors import BadCommand, CommandRefused, JournalCorrupt, Journ
 from manipulator.journal import RECORD_KEYS, Journal, JournalRecord, parse_command, read_journal
 from manipulator.journal_index import JournalIndex, Verdict
 from manipulator.server import ManipulatorServer
-from tests.processes import ROOT, running, start_service
+from tests.processes import ROOT, running, start_manipulator
 from workcell.framing import MAX_FRAME_BYTES, FrameDecoder, encode_frame
 from workcell.timeconv import US_PER_SECOND, to_iso, to_timestamp
 from workcell.v1 import command_pb2
@@ -778,7 +778,7 @@ def test_bad_flag_exits_2_with_one_line(
 
 def test_process_acks_then_exits_0_on_sigterm(tmp_path: Path) -> None:
     journal = tmp_path / "nested" / "journal.jsonl"
-    service = start_service("manipulator", ["--listen", "127.0.0.1:0", "--journal", str(journal)])
+    service = start_manipulator(journal)
     with running(service):
         assert service.port is not None
         with socket.create_connection(("127.0.0.1", service.port), timeout=TIMEOUT) as sock:

@@ -7,53 +7,21 @@ import math
 import socket
 import urllib.error
 import urllib.request
-from collections.abc import Callable
 from pathlib import Path
 
 import grpc
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from controller.config import parse_config
 from controller.decision.windows import window_bounds, window_index
 from tests.controller_harness import make_reading, running_cell, stream
-from tests.processes import running, start_service
+from tests.processes import running, sqlite_url, start_controller
+from tests.scrape import scrape, scrape_until
 from workcell.flags import Address
 from workcell.timeconv import US_PER_SECOND, from_timestamp, now_us
 
 P = "workcell_controller_"
 LOOPBACK_ANY_PORT = Address("127.0.0.1", 0)
-Samples = dict[str, float]
-
-
-def _scrape_blocking(port: int) -> Samples:
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
-        text = response.read().decode()
-    samples: Samples = {}
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            labels = ",".join(f'{k}="{v}"' for k, v in sorted(sample.labels.items()))
-            samples[f"{sample.name}{{{labels}}}" if labels else sample.name] = sample.value
-    return samples
-
-
-async def scrape(port: int) -> Samples:
-    """Every sample of ``/metrics``, keyed like ``name{label="value"}``."""
-    return await asyncio.to_thread(_scrape_blocking, port)
-
-
-async def scrape_until(
-    port: int, ready: Callable[[Samples], bool], within: float = 15.0
-) -> Samples:
-    """Scrape until ``ready`` holds (values that settle a moment after an event)."""
-    deadline = asyncio.get_running_loop().time() + within
-    while True:
-        samples = await scrape(port)
-        if ready(samples):
-            return samples
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"metrics never got ready: {samples}")
-        await asyncio.sleep(0.05)
 
 
 async def test_the_endpoint_counts_readings_decisions_and_commands(tmp_path: Path) -> None:
@@ -180,20 +148,12 @@ def test_a_bad_address_exits_with_one_line(capsys: pytest.CaptureFixture[str]) -
 
 
 def test_the_process_logs_its_metrics_port_and_serves_it(tmp_path: Path) -> None:
-    controller = start_service(
-        "controller",
-        [
-            "--listen=127.0.0.1:0",
-            "--manipulator=127.0.0.1:1",
-            f"--database=sqlite+aiosqlite:///{tmp_path / 'w.db'}",
-            "--metrics-listen=127.0.0.1:0",
-        ],
-    )
+    controller = start_controller(sqlite_url(tmp_path / "w.db"), "--metrics-listen=127.0.0.1:0")
     with running(controller):
         match = controller.wait_for_line(r"metrics on 127\.0\.0\.1:(\d+)")
         port = int(match.group(1))
         assert port > 0
-        samples = _scrape_blocking(port)
+        samples = asyncio.run(scrape(port))
         assert samples[f"{P}readings_stored_total"] == 0
         assert samples[f"{P}manipulator_link_up"] == 0  # nothing listens on port 1
         assert math.isnan(samples[f"{P}last_p_value"])
@@ -205,14 +165,9 @@ def test_a_metrics_port_in_use_fails_the_start_with_one_line(tmp_path: Path) -> 
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        controller = start_service(
-            "controller",
-            [
-                "--listen=127.0.0.1:0",
-                "--manipulator=127.0.0.1:1",
-                f"--database=sqlite+aiosqlite:///{tmp_path / 'w.db'}",
-                f"--metrics-listen=127.0.0.1:{port}",
-            ],
+        controller = start_controller(
+            sqlite_url(tmp_path / "w.db"),
+            f"--metrics-listen=127.0.0.1:{port}",
             wait_listening=False,
         )
         with running(controller):

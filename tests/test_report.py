@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
+from tests.builders import history_entry
 from tests.controller_harness import make_reading, running_cell, stream
 from tests.history_server import PERIOD_US as SCRIPTED_PERIOD_US
 from tests.history_server import START_US, ScriptedHistory, serving, synthetic_entry
@@ -34,7 +35,7 @@ from workcell.report_data import (
     prepare_report,
     status_spans,
 )
-from workcell.timeconv import from_iso, from_timestamp, now_us, to_datetime, to_timestamp
+from workcell.timeconv import from_iso, from_timestamp, now_us, to_datetime
 from workcell.v1 import command_pb2
 from workcell.v1.history_pb2 import HistoryEntry, WindowSummary
 
@@ -57,23 +58,15 @@ def entry(
     acked: bool = True,
 ) -> HistoryEntry:
     """The command deciding window k after START (windows of PERIOD_US)."""
-    start = START + k * PERIOD_US
-    end = start + PERIOD_US
-    message = HistoryEntry(
-        from_datetime=to_timestamp(start),
-        to_datetime=to_timestamp(end),
-        status=status,  # type: ignore[arg-type]
-        command_id=k + 1,
-        issued_at=to_timestamp(end + 500_000),
+    return history_entry(
+        k + 1,
+        window_start=START + k * PERIOD_US,
+        period_us=PERIOD_US,
+        status=status,
         window=WindowSummary(count=n, mean=mean, std_dev=std),
-        command_count=1,
-        last_command_id=k + 1,
+        p_value=p_value,
+        acked=acked,
     )
-    if p_value is not None:
-        message.p_value = p_value
-    if acked:
-        message.acknowledged_at.CopyFrom(to_timestamp(end + 510_000))
-    return message
 
 
 def at(us: int) -> datetime:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from controller.decision.restore import restore
 from controller.decision.rule import WindowSummary
 from controller.records import CommandRecord
+from tests.builders import command_record
 
 P = 1_000_000
 GRACE = 300_000
@@ -12,16 +13,14 @@ GRACE = 300_000
 
 def last_command(window: int, *, status: str = "up", issued_at: int | None = None) -> CommandRecord:
     summary = WindowSummary(4, 10.0, 2.0)
-    return CommandRecord(
-        id=41,
-        status=status,
+    return command_record(
+        41,
         window_start=window * P,
-        window_end=(window + 1) * P,
+        period_us=P,
+        status=status,
         issued_at=issued_at if issued_at is not None else (window + 1) * P + GRACE,
         outcome="not_significant",
-        changed=False,
         p_value=0.5,
-        alpha=0.05,
         window=summary,
         previous=summary,
     )

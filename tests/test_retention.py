@@ -14,9 +14,10 @@ from controller.records import CommandRecord, ReadingRow, StreamTally
 from controller.storage.database import Database
 from controller.storage.retention import Retention
 from controller.storage.writer import Writer
+from tests.builders import command_record
 from tests.controller_harness import CountEverything
 from tests.databases import READINGS_WITH_RUNS, TestDatabase
-from tests.processes import running, start_service
+from tests.processes import running, start_controller
 from workcell.timeconv import now_us as now
 
 HOUR_US = 3_600_000_000
@@ -32,16 +33,12 @@ def rows(sensor: str, first: int, count: int, timestamp_us: int) -> list[Reading
 
 def command(command_id: int, window_start: int) -> CommandRecord:
     summary = WindowSummary(3, 1.0, 0.5)
-    return CommandRecord(
-        id=command_id,
-        status="up",
+    return command_record(
+        command_id,
         window_start=window_start,
-        window_end=window_start + 5_000_000,
-        issued_at=window_start + 5_500_000,
         outcome="changed",
         changed=True,
         p_value=0.01,
-        alpha=0.05,
         window=summary,
         previous=summary,
     )
@@ -170,15 +167,7 @@ async def test_the_controller_process_sweeps_at_start(database: TestDatabase) ->
             seq=seq,
             t=now_us - age_us,
         )
-    controller = start_service(
-        "controller",
-        [
-            "--listen=127.0.0.1:0",
-            "--manipulator=127.0.0.1:1",
-            f"--database={database.url}",
-            "--retain-readings=1h",
-        ],
-    )
+    controller = start_controller(database.url, "--retain-readings=1h")
     with running(controller):
         controller.wait_for_line(r"retention: deleted 2 readings created before")
         assert controller.stop() == 0

@@ -13,8 +13,9 @@ import re
 import time
 from pathlib import Path
 
+from tests import processes
 from tests.databases import sqlite_database
-from tests.processes import Service, start_service
+from tests.processes import Service
 from tests.test_faults import boot_id_of, cleanup, runs_by_sensor, start_controller
 
 STOPPED = re.compile(
@@ -34,21 +35,16 @@ def test_counters_add_up_against_the_database_through_an_outage(tmp_path: Path) 
         assert port is not None
         # Streams of 0.5 s at 500/s hold about 250 readings in flight, more than
         # the buffer: in-flight readings are evicted all the time, and stored.
-        sensor = start_service(
-            "sensor",
-            [
-                "--controller", f"127.0.0.1:{port}",
-                "--sensor-id", "counted",
-                "--rate", "500",
-                "--count", "3000",
-                "--buffer", "50",
-                "--stream-seconds", "0.5",
-                "--profile", "uniform",
-                "--no-progress",
-                "--log-level", "DEBUG",
-            ],
+        sensor = processes.start_sensor(
+            port,
+            "--rate", "500",
+            "--count", "3000",
+            "--buffer", "50",
+            "--stream-seconds", "0.5",
+            "--profile", "uniform",
+            "--log-level", "DEBUG",
+            sensor_id="counted",
             name="sensor",
-            wait_listening=False,
         )  # fmt: skip
         services.append(sensor)
         boot = boot_id_of(sensor)

@@ -14,9 +14,9 @@ from collections.abc import AsyncIterator, Callable
 
 import pytest
 from grpc import aio
-from prometheus_client.parser import text_string_to_metric_families
 
 from sensor.config import parse_config
+from tests.scrape import metric_families, poll_until
 from tests.test_sensor_delivery import Received, RecordingTelemetry
 from tests.test_sensor_process import SensorProcess, final_counts
 from workcell.flags import Address
@@ -48,16 +48,10 @@ class HeldTelemetry(RecordingTelemetry):
         return response
 
 
-def _scrape_text(port: int) -> str:
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as reply:
-        return str(reply.read().decode())
-
-
 async def scrape(port: int, sensor_id: str) -> dict[str, float]:
     """Every ``workcell_sensor_*`` sample of ``sensor_id``, by name without the prefix."""
-    text = await asyncio.to_thread(_scrape_text, port)
     values: dict[str, float] = {}
-    for family in text_string_to_metric_families(text):
+    for family in await asyncio.to_thread(metric_families, port):
         if not family.name.startswith("workcell_sensor_"):
             continue
         expected = (
@@ -74,12 +68,7 @@ async def scrape_until(
     port: int, sensor_id: str, done: Callable[[dict[str, float]], bool]
 ) -> dict[str, float]:
     """Scrape every 50 ms (for up to 20 s) until ``done`` holds for a scrape; that scrape."""
-    for _ in range(400):
-        values = await scrape(port, sensor_id)
-        if done(values):
-            return values
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"the metrics never got there; last scrape: {values}")
+    return await poll_until(lambda: scrape(port, sensor_id), done)
 
 
 async def serve(telemetry: HeldTelemetry, port: int = 0) -> tuple[aio.Server, int]:
@@ -141,7 +130,7 @@ async def test_count_run_every_metric_and_endpoint_closed_on_exit() -> None:
     assert code == 0, sensor.output
     assert final_counts(sensor.output)["acked"] == telemetry.answered == 200
     with pytest.raises(urllib.error.URLError):  # the endpoint stopped with the sensor
-        await asyncio.to_thread(_scrape_text, metrics_port)
+        await asyncio.to_thread(metric_families, metrics_port)
 
 
 async def test_counts_follow_acknowledgements_through_an_outage() -> None:

@@ -5,22 +5,22 @@ from __future__ import annotations
 from controller.api.status_runs import Run, RunGrouper, entry_for_run
 from controller.decision.rule import WindowSummary
 from controller.records import CommandRecord
+from tests.builders import command_record
 from workcell.v1 import command_pb2
 
 
 def command(command_id: int, status: str, *, acknowledged: bool = True) -> CommandRecord:
     summary = WindowSummary(command_id, float(command_id), 1.0)
-    return CommandRecord(
-        id=command_id,
-        status=status,
+    return command_record(
+        command_id,
         window_start=command_id * 10,
-        window_end=command_id * 10 + 10,
+        period_us=10,
+        status=status,
         issued_at=command_id * 10 + 11,
         acknowledged_at=command_id * 10 + 12 if acknowledged else None,
         outcome="significant",
         changed=True,
         p_value=0.01,
-        alpha=0.05,
         window=summary,
         previous=summary,
     )

@@ -37,7 +37,15 @@ from manipulator.config import parse_config as parse_manipulator_config
 from manipulator.server import ManipulatorServer
 from sensor.config import parse_config as parse_sensor_config
 from tests.controller_harness import make_reading, running_cell, stream
-from tests.processes import ROOT, Service, running, start_service
+from tests.processes import (
+    ROOT,
+    Service,
+    running,
+    sqlite_url,
+    start_controller,
+    start_manipulator,
+    start_sensor,
+)
 from workcell import cli, healthcheck
 from workcell.framing import FrameDecoder, encode_frame
 from workcell.timeconv import now_us, to_timestamp
@@ -366,32 +374,19 @@ def _json_events(service: Service) -> list[dict[str, Any]]:
 def test_with_json_logs_a_refused_client_shows_no_raw_core_line_and_hears_why(
     tmp_path: Path, pki: Pki
 ) -> None:
-    controller = start_service(
-        "controller",
-        [
-            "--listen", "127.0.0.1:0",
-            "--manipulator", "127.0.0.1:1",
-            "--database", f"sqlite+aiosqlite:///{tmp_path / 'workcell.db'}",
-            "--log-format", "json",
-            *_flags("", pki.server()),
-        ],
-    )  # fmt: skip
+    controller = start_controller(
+        sqlite_url(tmp_path / "workcell.db"), "--log-format", "json", *_flags("", pki.server())
+    )
+    assert controller.port is not None
     with running(controller):
         target = f"127.0.0.1:{controller.port}"
-        sensor = start_service(
-            "sensor",
-            ["--controller", target, "--rate", "50", "--no-progress", "--log-format", "json"],
-            wait_listening=False,
-        )
-        untrusting = start_service(
-            "sensor",
-            [
-                "--controller", target, "--rate", "50", "--no-progress", "--log-format", "json",
-                "--tls-ca", str(pki.wrong_ca),
-                "--tls-cert", str(pki.client_cert), "--tls-key", str(pki.client_key),
-            ],
+        sensor = start_sensor(controller.port, "--rate", "50", "--log-format", "json")
+        untrusting = start_sensor(
+            controller.port,
+            "--rate", "50", "--log-format", "json",
+            "--tls-ca", str(pki.wrong_ca),
+            "--tls-cert", str(pki.client_cert), "--tls-key", str(pki.client_key),
             name="untrusting sensor",
-            wait_listening=False,
         )  # fmt: skip
         with running(sensor, untrusting):
             sensor.wait_for_line("delivery to .* failed")
@@ -425,15 +420,7 @@ def test_with_json_logs_a_refused_client_shows_no_raw_core_line_and_hears_why(
 def test_healthcheck_names_the_likely_cause(
     tmp_path: Path, pki: Pki, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    controller = start_service(
-        "controller",
-        [
-            "--listen", "127.0.0.1:0",
-            "--manipulator", "127.0.0.1:1",
-            "--database", f"sqlite+aiosqlite:///{tmp_path / 'workcell.db'}",
-            *_flags("", pki.server()),
-        ],
-    )  # fmt: skip
+    controller = start_controller(sqlite_url(tmp_path / "workcell.db"), *_flags("", pki.server()))
     with running(controller):
         target = f"127.0.0.1:{controller.port}"
         assert healthcheck.main([target, "--timeout", "2", *_flags("", pki.wrong_client())]) == 1
@@ -542,50 +529,23 @@ def _run_cli(*args: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_cell_of_processes_over_tls(tmp_path: Path, pki: Pki) -> None:
-    manipulator = start_service(
-        "manipulator",
-        [
-            "--listen",
-            "127.0.0.1:0",
-            "--journal",
-            str(tmp_path / "journal.jsonl"),
-            *_flags("", pki.server()),
-        ],
-    )
+    manipulator = start_manipulator(tmp_path / "journal.jsonl", *_flags("", pki.server()))
+    assert manipulator.port is not None
     with running(manipulator):
-        controller = start_service(
-            "controller",
-            [
-                "--listen",
-                "127.0.0.1:0",
-                "--manipulator",
-                f"127.0.0.1:{manipulator.port}",
-                "--database",
-                f"sqlite+aiosqlite:///{tmp_path / 'workcell.db'}",
-                "--period",
-                "1",
-                "--grace",
-                "0.1",
-                *_flags("", pki.server()),
-                *_flags("manipulator-", pki.client()),
-            ],
-        )
+        controller = start_controller(
+            sqlite_url(tmp_path / "workcell.db"),
+            "--period", "1",
+            "--grace", "0.1",
+            *_flags("", pki.server()),
+            *_flags("manipulator-", pki.client()),
+            manipulator_port=manipulator.port,
+        )  # fmt: skip
+        assert controller.port is not None
         with running(controller):
             controller.wait_for_line("gRPC: mutual TLS")
             target = f"127.0.0.1:{controller.port}"
-            sensor = start_service(
-                "sensor",
-                [
-                    "--controller",
-                    target,
-                    "--count",
-                    "50",
-                    "--rate",
-                    "100",
-                    "--no-progress",
-                    *_flags("", pki.client()),
-                ],
-                wait_listening=False,
+            sensor = start_sensor(
+                controller.port, "--count", "50", "--rate", "100", *_flags("", pki.client())
             )
             with running(sensor):
                 assert sensor.wait(30) == 0, sensor.output()
