@@ -25,7 +25,7 @@ from manipulator.server import ManipulatorServer
 from tests.chaos_proxy import ChaosProxy
 from tests.processes import free_port
 from tests.test_dispatch import ORIGIN, Acks, command
-from tests.test_tls import Pki, _issue, _make_ca, _write_cert, _write_key
+from tests.test_tls import Pki, make_pki
 from workcell.backoff import Backoff
 from workcell.flags import Address
 from workcell.tls import TlsConfig, client_ssl_context, server_ssl_context
@@ -38,23 +38,7 @@ MAX_ATTEMPTS = 8
 
 @pytest.fixture(scope="module")
 def certs(tmp_path_factory: pytest.TempPathFactory) -> Pki:
-    """The cell's CA with a server and a client certificate (as in tests/test_tls.py)."""
-    folder = tmp_path_factory.mktemp("pki")
-    ca = _make_ca("workcell test CA")
-    server = _issue(ca, "workcell server", server=True)
-    client = _issue(ca, "workcell client", server=False)
-    wrong_ca = _make_ca("some other CA")
-    wrong_client = _issue(wrong_ca, "intruder", server=False)
-    return Pki(
-        ca=_write_cert(ca[0], folder / "ca.pem"),
-        server_cert=_write_cert(server[0], folder / "server.pem"),
-        server_key=_write_key(server[1], folder / "server-key.pem"),
-        client_cert=_write_cert(client[0], folder / "client.pem"),
-        client_key=_write_key(client[1], folder / "client-key.pem"),
-        wrong_ca=_write_cert(wrong_ca[0], folder / "wrong-ca.pem"),
-        wrong_client_cert=_write_cert(wrong_client[0], folder / "wrong-client.pem"),
-        wrong_client_key=_write_key(wrong_client[1], folder / "wrong-client-key.pem"),
-    )
+    return make_pki(tmp_path_factory.mktemp("pki"))
 
 
 def lines_of(caplog: pytest.LogCaptureFixture, logger: str, level: int) -> list[str]:

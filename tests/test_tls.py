@@ -197,9 +197,8 @@ def _issue(
     return builder.sign(ca_key, hashes.SHA256()), key
 
 
-@pytest.fixture(scope="module")
-def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
-    folder = tmp_path_factory.mktemp("pki")
+def make_pki(folder: Path) -> Pki:
+    """The cell's CA with a server and a client certificate, and an intruder of another CA."""
     ca = _make_ca("workcell test CA")
     server = _issue(ca, "workcell server", server=True)
     client = _issue(ca, "workcell client", server=False)
@@ -215,6 +214,11 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
         wrong_client_cert=_write_cert(wrong_client[0], folder / "wrong-client.pem"),
         wrong_client_key=_write_key(wrong_client[1], folder / "wrong-client-key.pem"),
     )
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
+    return make_pki(tmp_path_factory.mktemp("pki"))
 
 
 # -- the controller's gRPC port ---------------------------------------------
