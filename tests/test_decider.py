@@ -13,6 +13,7 @@ import pytest
 from controller.decision.loop import DecisionLoop
 from controller.decision.rule import WindowStats
 from controller.decision.windows import WindowBook, window_index
+from controller.errors import StorageError
 from controller.metrics import ControllerMetrics
 from controller.records import CommandRecord
 
@@ -143,3 +144,36 @@ async def test_after_a_restart_issue_times_continue_from_the_last_command() -> N
     )
     await loop.decide_window(10)
     assert commands.sent[-1].issued_at == 12 * P
+
+
+class RefusingFor(Commands):
+    """A recorder whose database refuses the first ``failures`` writes."""
+
+    def __init__(self, failures: int) -> None:
+        super().__init__()
+        self.failures = failures
+
+    async def record_command(self, record: CommandRecord) -> None:
+        if self.failures:
+            self.failures -= 1
+            raise StorageError("database write failed: database is locked")
+        await super().record_command(record)
+
+
+async def test_a_refused_recording_is_retried_and_the_cadence_goes_on(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    clock, metrics = ManualClock(10 * P), ControllerMetrics()
+    commands = RefusingFor(failures=3)
+    loop = make_loop(clock, commands, metrics, last_decided=9)
+    with caplog.at_level(logging.WARNING, logger="controller.decision.loop"):
+        await loop.step()
+    # Recorded on the fourth try, then sent: never sent unrecorded.
+    assert [r.id for r in commands.recorded] == [r.id for r in commands.sent] == [1]
+    assert [r.getMessage().split(" (")[0] for r in caplog.records] == [
+        "command 1 not recorded yet"  # once for the episode, not per retry
+    ]
+    for _ in range(3):
+        await loop.step()
+    assert windows_of(commands.sent) == [10, 11, 12, 13]
+    assert [r.id for r in commands.sent] == [1, 2, 3, 4]
