@@ -732,7 +732,7 @@ def test_sqlite_folder_deleted_while_running_stops_acknowledging(tmp_path: Path)
     assert acks_now == acks_then, sensor.output()
     # One error line for the episode, however many writes failed.
     writer_errors = re.findall(
-        r"ERROR controller\.writer: database write failed", controller_output
+        r"ERROR controller\.storage\.writer: database write failed", controller_output
     )
     assert len(writer_errors) == 1, controller_output
     final = re.search(STOPPED_LINE, sensor.output().splitlines()[-1])
