@@ -37,19 +37,19 @@ import contextlib
 import logging
 import random
 import time
-from dataclasses import dataclass
 
 import grpc
 from grpc import aio
 
 from sensor.buffer import PendingBuffer
 from sensor.wire import encode_reading, request_bytes
+from workcell.backoff import Backoff
 from workcell.refusals import Refusal, parse_refusal
 from workcell.timeconv import US_PER_SECOND
 from workcell.tls import PLAINTEXT, TlsConfig, connection_hint, grpc_aio_channel
 from workcell.v1 import telemetry_pb2
 
-__all__ = ["Backoff", "Delivery"]
+__all__ = ["Delivery"]
 
 log = logging.getLogger(__name__)
 
@@ -105,21 +105,6 @@ class _FutureLimit:
     def refuses(self, timestamp_us: int, now: float) -> bool:
         """Whether the controller would refuse ``timestamp_us`` at monotonic time ``now``."""
         return timestamp_us > self._latest_us + (now - self._learned_at) * US_PER_SECOND
-
-
-@dataclass(frozen=True)
-class Backoff:
-    """Capped exponential backoff; ``jitter`` is the fraction a delay may be shortened by."""
-
-    initial: float = 0.1
-    maximum: float = 5.0
-    multiplier: float = 2.0
-    jitter: float = 0.5
-
-    def delay(self, attempt: int, fraction: float) -> float:
-        """Seconds to wait before retry number ``attempt`` (1, 2, ...); ``fraction`` in [0, 1)."""
-        base = min(self.maximum, self.initial * self.multiplier ** max(0, attempt - 1))
-        return base * (1.0 - self.jitter * fraction)
 
 
 class _StreamFailed(Exception):

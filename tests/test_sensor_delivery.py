@@ -19,9 +19,10 @@ import grpc
 import pytest
 from grpc import aio
 
-from sensor.delivery import Backoff, Delivery
+from sensor.delivery import Delivery
 from tests.controller_harness import Cell, make_reading, running_cell, stream
 from tests.databases import READINGS_WITH_RUNS
+from workcell.backoff import Backoff
 from workcell.refusals import Refusal, parse_refusal
 from workcell.timeconv import US_PER_SECOND, now_us, to_timestamp
 from workcell.v1 import telemetry_pb2, telemetry_pb2_grpc
