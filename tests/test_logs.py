@@ -386,3 +386,30 @@ def test_what_native_code_writes_to_stderr_is_logged_in_the_format() -> None:
         ("stderr", "WARNING", "something else", None),
         ("grpc.core", "ERROR", "the last words", "init.cc:229"),  # written just before exit
     }
+
+
+LATE_NATIVE_WRITER = """
+import atexit, os
+from workcell.logs import configure_logging
+# Registered before the capture, so it runs after the capture's own exit hook:
+# as a gRPC core thread finishing a handshake while the process shuts down.
+atexit.register(os.write, 2, b"I1202 02:41:11.962237 16278 ssl_transport_security.cc:2563] late\\n")
+configure_logging("INFO", "json", native_stderr=True)
+"""
+
+
+def test_a_native_line_written_after_the_capture_stopped_is_not_written_raw() -> None:
+    # Found by CI: a sensor's last TLS handshake failed after its capture had
+    # given descriptor 2 back, and a raw core line broke the JSON stream.
+    result = subprocess.run(
+        [sys.executable, "-c", LATE_NATIVE_WRITER],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    for line in result.stderr.splitlines():
+        json.loads(line)  # nothing raw, whatever comes too late to be logged

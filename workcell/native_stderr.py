@@ -17,7 +17,9 @@ line under ``stderr`` as a WARNING. ``GRPC_VERBOSITY`` and ``GRPC_TRACE`` keep
 their meaning (what the core writes); the log level filters what is shown.
 
 Limit: a line the core writes just before aborting the process (a fatal
-error) may be lost, as its reader dies with the process.
+error) may be lost, as its reader dies with the process; so is one written
+after the capture stopped at exit (it goes to /dev/null rather than raw to
+the terminal).
 
 :func:`parse_core_line` is pure; the capture is the I/O around it, started by
 :func:`workcell.logs.configure_logging` in the services' ``__main__`` only.
@@ -122,9 +124,17 @@ class _Capture:
             )
 
     def stop(self) -> None:
-        """Give descriptor 2 back and log what is left in the pipe (at exit)."""
+        """Log what is left in the pipe (at exit); later native lines go nowhere.
+
+        Descriptor 2 is pointed at /dev/null, not given back to the terminal:
+        core threads still finishing (a TLS handshake as the process stops)
+        would otherwise write raw lines into a ``--log-format json`` stream.
+        Python's own ``sys.stderr`` keeps its copy of the original descriptor.
+        """
         # The pipe's only write end was descriptor 2: replacing it ends the reader.
-        os.dup2(self._original, 2)
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, 2)
+        os.close(devnull)
         self._thread.join(_DRAIN_SECONDS)
 
 
