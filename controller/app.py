@@ -67,6 +67,8 @@ class Controller:
         self.metrics = ControllerMetrics()
         self._metrics_endpoint: MetricsEndpoint | None = None
         self.metrics_port = 0
+        self.streams: StreamRegistry | None = None
+        """The open Telemetry streams and their limits (after :meth:`start`)."""
 
     async def __aenter__(self) -> Controller:
         await self.start()
@@ -137,7 +139,7 @@ class Controller:
 
     async def _serve(self, writer: Writer, database: Database) -> None:
         server = grpc.aio.server(options=[("grpc.max_receive_message_length", MAX_MESSAGE_BYTES)])
-        streams = StreamRegistry(self.config.stream_limits)
+        self.streams = streams = StreamRegistry(self.config.stream_limits)
         self._tasks.append(asyncio.create_task(streams.watch(), name="stream-limits"))
         telemetry = TelemetryServicer(
             writer,
