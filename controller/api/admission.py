@@ -54,7 +54,7 @@ def peer_host(peer: str) -> str:
 class TrackedStream:
     """One open stream: who opened it, when, and how many messages it sent."""
 
-    __slots__ = ("_deadline", "_last_count", "_last_seen", "ended", "messages", "opened", "peer")
+    __slots__ = ("_deadline", "ended", "messages", "opened", "peer", "seen_at", "seen_count")
 
     def __init__(self, peer: str, now: float) -> None:
         self.peer = peer
@@ -63,8 +63,9 @@ class TrackedStream:
         """Incremented by the handler per message; the sweep compares it with its last look."""
         self.ended: str | None = None
         """Why the sweep ended the stream (None while it may go on)."""
-        self._last_count = 0
-        self._last_seen = now
+        # The sweep's last look: the message count then, and when it last changed.
+        self.seen_count = 0
+        self.seen_at = now
         self._deadline: asyncio.Timeout | None = None
 
     def bind(self, deadline: asyncio.Timeout) -> None:
@@ -128,12 +129,12 @@ class StreamRegistry:
         for stream in self._streams:
             if stream.ended is not None:
                 continue
-            if stream.messages != stream._last_count:
-                stream._last_count = stream.messages
-                stream._last_seen = now
+            if stream.messages != stream.seen_count:
+                stream.seen_count = stream.messages
+                stream.seen_at = now
             if now - stream.opened >= limits.max_age:
                 overdue.append((stream, f"stream open longer than {limits.max_age:g} s"))
-            elif now - stream._last_seen >= limits.idle_timeout:
+            elif now - stream.seen_at >= limits.idle_timeout:
                 overdue.append((stream, f"no message on the stream for {limits.idle_timeout:g} s"))
         return overdue
 
