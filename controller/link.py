@@ -356,8 +356,8 @@ class ManipulatorLink:
                 "and the commands after it wait (tried again every %gs at most). If this "
                 "database was restored from a backup, stop the controller and give the "
                 "database a new origin: python -m controller.migrate --database <this "
-                "controller's --database> --new-origin (README: When a cell's database is "
-                "replaced)",
+                "controller's --database> --new-origin (docs/storage.md: When a cell's "
+                "database is replaced)",
                 refused.command_id,
                 refused.reason,
                 self._refused_backoff.maximum,

@@ -65,7 +65,8 @@ LOCK_SUFFIX = ".lock"
 """The lock file beside the journal: ``journal.jsonl.lock``."""
 _LOCK_NOTE = (
     "The manipulator holds a lock on this file while it runs, and it says that a journal "
-    "{name} was created beside it. Do not delete it (see the README, The manipulator's journal).\n"
+    "{name} was created beside it. Do not delete it (see docs/storage.md, The manipulator's "
+    "journal).\n"
 )
 
 

@@ -216,7 +216,7 @@ async def _run(
             log.warning(
                 "sensor %s: %d readings left undelivered", config.sensor_id, delivery.undelivered
             )
-    # created = acked + rejected + dropped + undelivered (README: the sensor's counters)
+    # created = acked + rejected + dropped + undelivered (docs/services.md: the sensor's counters)
     log.info(
         "sensor %s: stopped: created=%d sent=%d acked=%d dropped=%d undelivered=%d rejected=%d",
         config.sensor_id,

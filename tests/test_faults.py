@@ -10,7 +10,7 @@ the file runs in a few minutes on two cores; waits have generous bounds and
 nothing asserts on speed.
 
 Each test prints one ``FAULT ...`` line with what it did and what it found
-(shown with ``pytest -s``), the figures behind the README's Reliability table.
+(shown with ``pytest -s``), the figures behind docs/reliability.md.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The database layout (user-facing: documented in the README).
+"""The database layout (user-facing: documented in docs/storage.md).
 
 The tables are created and changed by the Alembic migrations in
 ``controller/storage/migrations``; this metadata is what the code queries, and a test
