@@ -363,10 +363,10 @@ os.write(2, b"E1202 01:43:15.000000 8255 init.cc:229] the last words\\n")
 """
 
 
-def test_what_native_code_writes_to_stderr_is_logged_in_the_format() -> None:
-    # A real process: descriptor 2 is redirected, and read to the end at exit.
+def _run_python(code: str) -> subprocess.CompletedProcess[str]:
+    """``python -c code`` as a real process (descriptor 2 is its own); it must exit 0."""
     result = subprocess.run(
-        [sys.executable, "-c", NATIVE_WRITER],
+        [sys.executable, "-c", code],
         capture_output=True,
         text=True,
         timeout=30,
@@ -375,6 +375,12 @@ def test_what_native_code_writes_to_stderr_is_logged_in_the_format() -> None:
         check=False,
     )
     assert result.returncode == 0, result.stderr
+    return result
+
+
+def test_what_native_code_writes_to_stderr_is_logged_in_the_format() -> None:
+    # A real process: descriptor 2 is redirected, and read to the end at exit.
+    result = _run_python(NATIVE_WRITER)
     lines = result.stderr.splitlines()
     # Python's own writes go straight out, as before; everything else is JSON.
     assert "python's own stderr" in lines
@@ -401,15 +407,6 @@ configure_logging("INFO", "json", native_stderr=True)
 def test_a_native_line_written_after_the_capture_stopped_is_not_written_raw() -> None:
     # Found by CI: a sensor's last TLS handshake failed after its capture had
     # given descriptor 2 back, and a raw core line broke the JSON stream.
-    result = subprocess.run(
-        [sys.executable, "-c", LATE_NATIVE_WRITER],
-        capture_output=True,
-        text=True,
-        timeout=30,
-        cwd=ROOT,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-        check=False,
-    )
-    assert result.returncode == 0, result.stderr
+    result = _run_python(LATE_NATIVE_WRITER)
     for line in result.stderr.splitlines():
         json.loads(line)  # nothing raw, whatever comes too late to be logged

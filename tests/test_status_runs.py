@@ -31,22 +31,13 @@ def spans(runs: list[Run]) -> list[tuple[int, int, int, str, bool]]:
 
 
 def test_a_run_is_complete_once_a_command_of_another_status_follows() -> None:
-    grouper = RunGrouper(merge=True)
+    grouper = RunGrouper()
     done = grouper.feed([command(1, "up"), command(2, "up"), command(3, "down")])
     assert spans(done) == [(1, 2, 2, "up", True)]
     assert spans(grouper.feed([command(4, "down", acknowledged=False)])) == []
     run = grouper.take_open()
     assert run is not None
     assert spans([run]) == [(3, 4, 2, "down", False)]
-    assert grouper.take_open() is None
-
-
-def test_without_merging_every_command_is_a_run_of_its_own() -> None:
-    grouper = RunGrouper(merge=False)
-    assert spans(grouper.feed([command(1, "up"), command(2, "up")])) == [
-        (1, 1, 1, "up", True),
-        (2, 2, 1, "up", True),
-    ]
     assert grouper.take_open() is None
 
 

@@ -69,7 +69,7 @@ class HistoryServicer(history_pb2_grpc.HistoryServicer):
                 after_id=after_id, from_us=query.from_us, to_us=query.to_us, limit=size + 1
             )
             return [Run.of(record) for record in records[:size]], len(records) > size
-        grouper = RunGrouper(merge=True)
+        grouper = RunGrouper()
         runs: list[Run] = []
         # Rows are read in chunks of a page while that is cheap: short runs
         # cost a row each. A run that outlasts a whole chunk is completed by

@@ -61,24 +61,21 @@ class Run:
 
 
 class RunGrouper:
-    """Groups commands (fed oldest first) into runs, or one run per command.
+    """Groups commands (fed oldest first) into runs of one status.
 
     ``feed`` returns the runs that are complete; a run is complete once a
-    command of another status follows it (or, without merging, at once).
-    ``take_open`` hands over the run still open (at the end of the data, or
-    to be completed by other means).
+    command of another status follows it. ``take_open`` hands over the run
+    still open (at the end of the data, or to be completed by other means).
+    Unmerged pages need no grouper: each command is a run of one (``Run.of``).
     """
 
-    def __init__(self, *, merge: bool) -> None:
-        self._merge = merge
+    def __init__(self) -> None:
         self._open: Run | None = None
 
     def feed(self, records: Iterable[CommandRecord]) -> list[Run]:
         done: list[Run] = []
         for record in records:
-            if not self._merge:
-                done.append(Run.of(record))
-            elif self._open is None:
+            if self._open is None:
                 self._open = Run.of(record)
             elif self._open.status != record.status:
                 done.append(self._open)
