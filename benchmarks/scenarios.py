@@ -554,7 +554,7 @@ def soak(settings: Settings) -> ScenarioResult:
 
 def decision_tick(settings: Settings) -> ScenarioResult:
     """(d): tick time with a small and a large window."""
-    result = ScenarioResult("d", "(d) decision tick (WindowBook.close + decide)")
+    result = ScenarioResult("d", "(d) decision tick (partial sums merged + decide)")
     small = tick_cost(settings.small)
     big = tick_cost(settings.big)
     for cost in (small, big):

@@ -1,9 +1,13 @@
 """Wires the controller's parts together and owns their lifecycle.
 
-Start: database → restored decision state → writer → manipulator link →
-decision loop → gRPC server (SERVING). Stop (SIGTERM/SIGINT): NOT_SERVING →
-stop accepting and let open streams finish → stop deciding → flush the
-writer → close the link and the database. Nothing acknowledged is lost.
+Start: database → writer → gRPC server (SERVING) → campaign for leadership.
+Every node stores readings and answers History; the leader also runs, for its
+term: restored decision state → manipulator link → decision loop. Deposed (the
+lease could not be renewed in time, or the database says another term began),
+it stops deciding and dispatching at once and campaigns again.
+Stop (SIGTERM/SIGINT): NOT_SERVING → stop accepting and let open streams
+finish → stop deciding → flush the writer → close the link, hand the term
+over, close the database. Nothing acknowledged is lost.
 """
 
 from __future__ import annotations
@@ -11,6 +15,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import socket
+import uuid
+from collections.abc import Awaitable, Callable
 from types import TracebackType
 
 import grpc
@@ -21,10 +28,13 @@ from controller.api.admission import StreamRegistry
 from controller.api.history import HistoryServicer
 from controller.api.telemetry import TelemetryServicer
 from controller.config import ControllerConfig
-from controller.decision.loop import DecisionLoop, report_skipped
+from controller.decision.loop import RECORD_RETRY, DecisionLoop, report_skipped
 from controller.decision.restore import DecisionState, restore
+from controller.errors import NotLeader, StorageError
+from controller.leadership import Leadership, LeaseLeadership, SoleLeadership, Term
 from controller.link import ManipulatorLink
 from controller.metrics import ControllerMetrics
+from controller.records import CloseWindows
 from controller.storage.database import Database
 from controller.storage.retention import Retention
 from controller.storage.writer import Writer
@@ -69,6 +79,12 @@ class Controller:
         self.metrics_port = 0
         self.streams: StreamRegistry | None = None
         """The open Telemetry streams and their limits (after :meth:`start`)."""
+        self.node = str(uuid.uuid4())
+        """This process's name among the nodes (window_partials rows, the leadership row)."""
+        self.leadership: Leadership | None = None
+        self._term: asyncio.Task[None] | None = None
+        self._resumed = asyncio.Event()
+        """The current term's work (the decision loop and the link), while this node leads."""
 
     async def __aenter__(self) -> Controller:
         await self.start()
@@ -88,44 +104,16 @@ class Controller:
         self.database = database = await Database.open(
             config.database, busy_timeout=config.busy_timeout
         )
-        state = await self._resume(database)
         self.writer = writer = Writer(
             database.engine,
             backend=database.write_backend,
-            windows=state.book,
+            period_us=self._period_us,
+            node=self.node,
             on_health=self._storage_health,
             max_pending=config.ingest_buffer,
             metrics=self.metrics,
         )
         await writer.start()
-        self.link = link = ManipulatorLink(
-            config.manipulator,
-            on_ack=self._acknowledged,
-            origin=database.origin,
-            clock=self._clock,
-            ssl=client_ssl_context(config.manipulator_tls),
-            server_hostname=config.manipulator_tls.server_name,
-            metrics=self.metrics,
-        )
-        unacknowledged = await database.unacknowledged_commands()
-        for record in unacknowledged:
-            link.enqueue(record)
-        if unacknowledged:
-            log.info("%d unacknowledged commands will be resent", len(unacknowledged))
-        await link.start()
-        self.loop = DecisionLoop(
-            book=state.book,
-            alpha=config.alpha,
-            status=state.status,
-            previous=state.previous,
-            next_id=state.next_id,
-            recorder=writer,
-            sender=link,
-            clock=self._clock,
-            metrics=self.metrics,
-            last_issued_at=state.last_issued_at,
-        )
-        self._tasks.append(asyncio.create_task(self._decide(self.loop), name="decisions"))
         self._tasks.append(asyncio.create_task(self._log_stats(writer), name="ingest-stats"))
         if config.retain_readings > 0:
             retention = Retention(
@@ -136,6 +124,129 @@ class Controller:
             self._metrics_endpoint = MetricsEndpoint(self.metrics.registry)
             self.metrics_port = self._metrics_endpoint.start(config.metrics_listen)
         await self._serve(writer, database)
+        address = _advertised(config.listen.host, self.port)
+        if database.engine.dialect.name == "sqlite":
+            self.leadership = SoleLeadership(database.engine, node=self.node, address=address)
+        else:
+            self.leadership = LeaseLeadership(
+                config.database, node=self.node, address=address, lease=config.lease
+            )
+        self._tasks.append(
+            asyncio.create_task(
+                self.leadership.run(self._elected, self._deposed), name="leadership"
+            )
+        )
+        # Start returns once this node knows its role, and as leader once it has
+        # resumed: readings of windows decided before it are stale from the first.
+        async with asyncio.timeout(config.lease + config.busy_timeout):
+            await self.leadership.campaigned.wait()
+            if self._term is not None:
+                await self._resumed.wait()
+
+    @property
+    def _period_us(self) -> int:
+        return round(self.config.period * US_PER_SECOND)
+
+    def _elected(self, term: Term) -> None:
+        self.metrics.leader.set(1)
+        self.metrics.epoch.set(term.epoch)
+        self._term = asyncio.create_task(self._lead(term), name=f"term-{term.epoch}")
+
+    def _deposed(self, term: Term, reason: str) -> None:
+        # Synchronous: nothing of this term decides or sends after this returns.
+        self.metrics.leader.set(0)
+        log.warning(
+            "leadership: term %d is over (%s); this node stops deciding and dispatching",
+            term.epoch,
+            reason,
+            extra={"epoch": term.epoch},
+        )
+        if self._term is not None:
+            self._term.cancel()
+            self._tasks.append(self._term)  # awaited at stop
+            self._term = None
+
+    async def _lead(self, term: Term) -> None:
+        """Decide and dispatch for one term: until cancelled, or the database says it is over."""
+        assert self.database is not None
+        assert self.writer is not None
+        assert self.leadership is not None
+        database, writer, config = self.database, self.writer, self.config
+        link: ManipulatorLink | None = None
+        try:
+            state = await self._resume(database, term)
+            self._resumed.set()
+            self.link = link = ManipulatorLink(
+                config.manipulator,
+                on_ack=self._acknowledged,
+                origin=database.origin,
+                clock=self._clock,
+                ssl=client_ssl_context(config.manipulator_tls),
+                server_hostname=config.manipulator_tls.server_name,
+                metrics=self.metrics,
+            )
+            unacknowledged = await database.unacknowledged_commands()
+            for record in unacknowledged:
+                link.enqueue(record)
+            if unacknowledged:
+                log.info("%d unacknowledged commands will be resent", len(unacknowledged))
+            await link.start()
+            self.loop = loop = DecisionLoop(
+                schedule=state.schedule,
+                alpha=config.alpha,
+                status=state.status,
+                previous=state.previous,
+                next_id=state.next_id,
+                closer=writer,
+                sender=link,
+                clock=self._clock,
+                metrics=self.metrics,
+                last_issued_at=state.last_issued_at,
+                epoch=term.epoch,
+            )
+            await self._decide(loop)
+        except NotLeader as exc:
+            self.leadership.resign(str(exc))
+        finally:
+            self._resumed.set()  # start() waits for it, whatever became of the term
+            self.loop = None
+            if link is not None:
+                await link.close()
+
+    async def _resume(self, database: Database, term: Term) -> DecisionState:
+        """The decision state of a new term, from what the database holds."""
+        config = self.config
+        decided_until, last = await database.decision_snapshot()
+        state = restore(
+            last,
+            decided_until=decided_until,
+            now_us=self._clock(),
+            period_us=self._period_us,
+            grace_us=round(config.grace * US_PER_SECOND),
+            initial_status=config.initial_status,
+        )
+        report_skipped(state.skipped, self._period_us, self.metrics, "no node was deciding")
+        if last is not None:
+            log.info(
+                "term %d resumes after command %d (status %s)", term.epoch, last.id, last.status
+            )
+        until = state.schedule.decided_until
+        if until > decided_until:
+            # Readings of the skipped windows are stale from now on, on every node.
+            skip = CloseWindows(term.epoch, until, until - self._period_us, state.next_id, None)
+            await self._retry(lambda: self.writer.close_windows(skip))  # type: ignore[union-attr]
+        return state
+
+    async def _retry(self, write: Callable[[], Awaitable[object]]) -> None:
+        """``write`` until the database takes it (NotLeader is not retried)."""
+        for delay in RECORD_RETRY.delays():
+            try:
+                await write()
+                return
+            except NotLeader:
+                raise
+            except StorageError:
+                await asyncio.sleep(delay)
 
     async def _serve(self, writer: Writer, database: Database) -> None:
         server = grpc.aio.server(options=[("grpc.max_receive_message_length", MAX_MESSAGE_BYTES)])
@@ -164,27 +275,6 @@ class Controller:
         log.info("gRPC: %s", self.config.tls.describe("server"))
         log.info("listening on %s:%d", listen.host, self.port)
 
-    async def _resume(self, database: Database) -> DecisionState:
-        """The decision state after the last command stored (or the initial one)."""
-        config = self.config
-        period_us = round(config.period * US_PER_SECOND)
-        last = await database.last_command()
-        state = restore(
-            last,
-            now_us=self._clock(),
-            period_us=period_us,
-            grace_us=round(config.grace * US_PER_SECOND),
-            initial_status=config.initial_status,
-        )
-        report_skipped(state.skipped, period_us, self.metrics, "the controller was down")
-        if last is not None:
-            log.info("resuming after command %d (status %s)", last.id, last.status)
-        # Readings of the open windows stored before a restart still count.
-        restored = state.count_restored(await database.readings_since(state.open_since))
-        if restored:
-            log.info("restored %d readings of the open windows", restored)
-        return state
-
     def _storage_health(self, healthy: bool) -> None:
         # Health is NOT_SERVING while the database refuses writes: a load
         # balancer or compose healthcheck should not send readings here then.
@@ -208,6 +298,8 @@ class Controller:
         while True:
             try:
                 await loop.run()
+            except NotLeader:
+                raise
             except Exception:
                 # A failed decision (the database refused the command) must not
                 # stop the cadence; the next period decides again.
@@ -236,12 +328,18 @@ class Controller:
             log.info("stopping: answering open streams (up to %gs)", self.config.shutdown_grace)
             await self._server.stop(self.config.shutdown_grace)
             self._server = None
+        if self._term is not None:
+            self._tasks.append(self._term)
+            self._term = None
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         self._tasks.clear()
+        if self.leadership is not None:
+            # Deciding and dispatching have stopped: a standby may take over at once.
+            await self.leadership.release()
         if self.writer is not None:
             await self.writer.close()
             log.info("stopped: %d readings stored in all", self.writer.totals.stored)
@@ -253,3 +351,10 @@ class Controller:
         if self._metrics_endpoint is not None:
             await self._metrics_endpoint.close()
             self._metrics_endpoint = None
+
+
+def _advertised(host: str, port: int) -> str:
+    """How other nodes and operators reach this node's gRPC server."""
+    if host in ("", "0.0.0.0", "::", "[::]"):
+        host = socket.gethostname()
+    return f"{host}:{port}"

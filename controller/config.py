@@ -47,6 +47,8 @@ class ControllerConfig:
     alpha: float = 0.05
     grace: float = 0.5
     initial_status: str = "down"
+    lease: float = 2.0
+    """Seconds a leader's lease lasts without renewal (PostgreSQL; see controller.leadership)."""
     max_skew: float = 5.0
     shutdown_grace: float = 5.0
     ingest_buffer: int = 50_000
@@ -147,6 +149,15 @@ def parse_config(
         help="status before the first decision on an empty database",
     )
     parser.flag(
+        "--lease",
+        env="WORKCELL_LEASE",
+        default=str(d.lease),
+        type=float_between(0.2, 60),
+        metavar="SECONDS",
+        help="PostgreSQL with several nodes: how long a leader's term lasts unrenewed; "
+        "a standby takes over within about this after the leader dies or is cut off",
+    )
+    parser.flag(
         "--max-skew",
         env="WORKCELL_MAX_SKEW",
         default=str(d.max_skew),
@@ -214,12 +225,6 @@ def parse_config(
     add_tls_flags(parser, side="server", what="gRPC server: ")
     add_tls_flags(parser, side="client", role="manipulator", what="manipulator link: ")
     ns = parser.parse_args(argv)
-    if 0 < ns.retain_readings < 2 * ns.period:
-        # Restoring the open windows after a restart reads their readings back.
-        parser.error(
-            f"--retain-readings must be 0 (keep for ever) or at least two periods "
-            f"({2 * ns.period:g}s), got {ns.retain_readings:g}s"
-        )
     tls = parse_tls(parser, ns, side="server")
     manipulator_tls = parse_tls(parser, ns, side="client", role="manipulator")
     return ControllerConfig(
@@ -230,6 +235,7 @@ def parse_config(
         alpha=ns.alpha,
         grace=ns.grace,
         initial_status=ns.initial_status,
+        lease=ns.lease,
         max_skew=ns.max_skew,
         shutdown_grace=ns.shutdown_grace,
         ingest_buffer=ns.ingest_buffer,

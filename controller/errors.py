@@ -6,7 +6,9 @@ ControllerError
 ├── StorageError     the database refused a write (UNAVAILABLE; the client resends)
 │   ├── RejectedWrite the database refused a value of one operation (a data
 │   │   │            error): that operation failed, the rest of its group committed
-│   │   └── CommandConflict the command's id holds another command already
+│   │   ├── CommandConflict the command's id holds another command already
+│   │   └── NotLeader  a window close by a node that no longer leads (or whose
+│   │                view is behind another leader's): nothing recorded
 │   ├── CommitOutcomeUnknown the connection was lost during COMMIT: whether the
 │   │                transaction committed is to be asked of the database
 │   └── DatabaseFileMoved the SQLite file written is no longer the one at its
@@ -25,6 +27,7 @@ __all__ = [
     "DatabaseFileMoved",
     "DatabaseOpenError",
     "InvalidReading",
+    "NotLeader",
     "RejectedWrite",
     "StorageError",
 ]
@@ -74,6 +77,11 @@ class CommandConflict(RejectedWrite):
     The same command again (a retry after a commit whose outcome was unknown)
     is not a conflict: it is read back and taken as recorded.
     """
+
+
+class NotLeader(RejectedWrite):
+    """A window close refused by the database: this node's term is over, or another
+    leader decided meanwhile. Nothing of it is recorded; the node stops deciding."""
 
 
 class CommitOutcomeUnknown(StorageError):

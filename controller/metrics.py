@@ -137,6 +137,16 @@ class ControllerMetrics:
             "1 while connected to the manipulator, else 0",
             registry=r,
         )
+        self.leader = Gauge(
+            PREFIX + "leader",
+            "1 while this node leads (decides and drives the manipulator), else 0",
+            registry=r,
+        )
+        self.epoch = Gauge(
+            PREFIX + "epoch",
+            "The leadership term this node last led (0: never)",
+            registry=r,
+        )
         self.manipulator_reconnects = Counter(
             PREFIX + "manipulator_reconnects",
             "Times the manipulator connection was lost (and is re-dialled)",

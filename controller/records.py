@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Final
 
-from controller.decision.rule import WindowSummary
+from controller.decision.rule import WindowStats, WindowSummary
 from controller.errors import InvalidReading, StorageError
 
 __all__ = [
@@ -16,6 +17,8 @@ __all__ = [
     "SEQ",
     "TIMESTAMP",
     "BatchResult",
+    "CloseWindows",
+    "ClosedWindows",
     "CommandRecord",
     "ReadingRow",
     "StreamTally",
@@ -68,6 +71,8 @@ class CommandRecord:
     window: WindowSummary
     previous: WindowSummary
     acknowledged_at: int | None = None
+    epoch: int = 0
+    """The leadership term of the node that issued it (0: before terms existed)."""
 
 
 class StreamTally:
@@ -91,3 +96,27 @@ class StreamTally:
 
     def result(self) -> BatchResult:
         return BatchResult(self.stored, self.duplicates, self.stale, self.conflicts)
+
+
+@dataclass(frozen=True, slots=True)
+class CloseWindows:
+    """Close every window before ``until_us``, deciding the last one of them.
+
+    ``decide`` turns the summed statistics of window [``window_start``,
+    ``until_us``) into its command (id ``next_id``); None closes without a
+    command (windows skipped when a leader takes over late).
+    """
+
+    epoch: int
+    until_us: int
+    window_start: int
+    next_id: int
+    decide: Callable[[WindowStats], CommandRecord] | None
+
+
+@dataclass(frozen=True, slots=True)
+class ClosedWindows:
+    """What a close did: the command recorded (None for a skip) and the window's statistics."""
+
+    record: CommandRecord | None
+    stats: WindowStats

@@ -365,16 +365,6 @@ def format_report(result: DiskUse) -> str:
 # The run: the controller's own database code on a temporary file
 
 
-class CountEverything:
-    """A WindowSink that counts nothing and calls nothing stale: no windows are decided here."""
-
-    def add_batch(self, timestamps_us: Sequence[int], payloads: Sequence[int]) -> int:
-        return 0
-
-    def is_stale(self, timestamp_us: int) -> bool:
-        return False
-
-
 class SimulatedClock:
     """Retention's clock: the simulated time the writing has reached."""
 
@@ -419,7 +409,7 @@ class SpanWriter:
         }
         result = SpanResult(file=FileStats())
         database = await Database.open(f"sqlite+aiosqlite:///{self.path}")
-        writer = Writer(database.engine, backend=database.write_backend, windows=CountEverything())
+        writer = Writer(database.engine, backend=database.write_backend)
         sweeper = Retention(writer, config.span_us / US_PER_SECOND, clock=self.clock, pause=0.0)
         await writer.start()
         wal_max = 0

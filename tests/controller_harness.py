@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     from workcell.v1.history_pb2_grpc import HistoryAsyncStub
     from workcell.v1.telemetry_pb2_grpc import TelemetryAsyncStub
 
-__all__ = ["Cell", "CountEverything", "make_reading", "running_cell", "stream"]
+__all__ = ["Cell", "make_reading", "running_cell", "stream"]
 
 
 @dataclass
@@ -115,16 +115,6 @@ async def running_cell(
             grpc.aio.insecure_channel(f"127.0.0.1:{controller.port}")
         )
         yield Cell(controller, manipulator, channel, journal, database_path, database_url)
-
-
-class CountEverything:
-    """A WindowSink for a bare Writer: every reading counts, none is stale."""
-
-    def add_batch(self, timestamps_us: Sequence[int], payloads: Sequence[int]) -> int:
-        return 0
-
-    def is_stale(self, timestamp_us: int) -> bool:
-        return False
 
 
 def seqs(readings: Sequence[telemetry_pb2.Reading]) -> list[int]:

@@ -83,10 +83,14 @@ async def test_a_window_counts_only_new_readings(tmp_path: Path, database: TestD
         readings = [make_reading(i, i, now) for i in range(1, 11)]
         await stream(cell, readings)
         await stream(cell, readings)  # a resend must not count twice
-        book = cell.controller.loop.book  # type: ignore[union-attr]
-        current = book.stats(window_index(now, book.period_us))
-        assert current.count == 10
-        assert current.mean == pytest.approx(5.5)
+        # The window's statistics are in the database, committed with the readings.
+        start = window_index(now, 5_000_000) * 5_000_000
+        rows = database.fetch(
+            f"SELECT count, total, total_sq FROM window_partials WHERE window_start = {start}"
+        )
+        assert [(int(n), int(t), int(q)) for n, t, q in rows] == [
+            (10, sum(range(1, 11)), sum(i * i for i in range(1, 11)))
+        ]
 
 
 @pytest.mark.parametrize(

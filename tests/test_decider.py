@@ -1,6 +1,6 @@
 """The decision loop driven by hand: an injected clock and sleep, no sockets, no database.
 
-The recorder and sender are the two seams of :class:`~controller.decision.loop.DecisionLoop`; here
+The closer and sender are the two seams of :class:`~controller.decision.loop.DecisionLoop`; here
 they are plain lists, because what is under test is which windows get a command and when.
 """
 
@@ -12,10 +12,10 @@ import pytest
 
 from controller.decision.loop import DecisionLoop
 from controller.decision.rule import WindowStats
-from controller.decision.windows import WindowBook, window_index
-from controller.errors import StorageError
+from controller.decision.windows import DecisionSchedule, window_index
+from controller.errors import NotLeader, StorageError
 from controller.metrics import ControllerMetrics
-from controller.records import CommandRecord
+from controller.records import ClosedWindows, CloseWindows, CommandRecord
 
 P = 1_000_000  # a 1-second period, in microseconds
 GRACE = 200_000
@@ -35,14 +35,22 @@ class ManualClock:
 
 
 class Commands:
-    """The recorder and the sender at once: every command, in order."""
+    """The database and the sender at once: window statistics, and every command in order."""
 
     def __init__(self) -> None:
         self.recorded: list[CommandRecord] = []
         self.sent: list[CommandRecord] = []
+        self.windows: dict[int, WindowStats] = {}
 
-    async def record_command(self, record: CommandRecord) -> None:
+    def add(self, timestamp_us: int, payload: int) -> None:
+        self.windows.setdefault(window_index(timestamp_us, P), WindowStats()).add(payload)
+
+    async def close_windows(self, close: CloseWindows) -> ClosedWindows:
+        assert close.decide is not None
+        stats = self.windows.get(window_index(close.window_start, P), WindowStats())
+        record = close.decide(stats)
         self.recorded.append(record)
+        return ClosedWindows(record, stats)
 
     def enqueue(self, record: CommandRecord) -> None:
         self.sent.append(record)
@@ -52,12 +60,12 @@ def make_loop(
     clock: ManualClock, commands: Commands, metrics: ControllerMetrics, *, last_decided: int
 ) -> DecisionLoop:
     return DecisionLoop(
-        book=WindowBook(P, GRACE, last_decided),
+        schedule=DecisionSchedule(P, GRACE, last_decided),
         alpha=0.05,
         status="down",
         previous=WindowStats(),
         next_id=1,
-        recorder=commands,
+        closer=commands,
         sender=commands,
         clock=clock,
         sleep=clock.sleep,
@@ -87,7 +95,7 @@ async def test_a_stall_skips_the_windows_it_missed_and_decides_the_latest(
     clock, commands, metrics = ManualClock(10 * P), Commands(), ControllerMetrics()
     loop = make_loop(clock, commands, metrics, last_decided=9)
     for value in (1, 2, 3, 4):
-        loop.book.add(10 * P + value, value)
+        commands.add(10 * P + value, value)
     await loop.step()  # window 10, on time
     assert windows_of(commands.sent) == [10]
 
@@ -131,12 +139,12 @@ async def test_issue_times_never_go_backwards_with_the_clock() -> None:
 async def test_after_a_restart_issue_times_continue_from_the_last_command() -> None:
     clock, commands = ManualClock(10 * P + GRACE), Commands()
     loop = DecisionLoop(
-        book=WindowBook(P, GRACE, 9),
+        schedule=DecisionSchedule(P, GRACE, 9),
         alpha=0.05,
         status="down",
         previous=WindowStats(),
         next_id=8,
-        recorder=commands,
+        closer=commands,
         sender=commands,
         clock=clock,
         sleep=clock.sleep,
@@ -153,11 +161,11 @@ class RefusingFor(Commands):
         super().__init__()
         self.failures = failures
 
-    async def record_command(self, record: CommandRecord) -> None:
+    async def close_windows(self, close: CloseWindows) -> ClosedWindows:
         if self.failures:
             self.failures -= 1
             raise StorageError("database write failed: database is locked")
-        await super().record_command(record)
+        return await super().close_windows(close)
 
 
 async def test_a_refused_recording_is_retried_and_the_cadence_goes_on(
@@ -177,3 +185,19 @@ async def test_a_refused_recording_is_retried_and_the_cadence_goes_on(
         await loop.step()
     assert windows_of(commands.sent) == [10, 11, 12, 13]
     assert [r.id for r in commands.sent] == [1, 2, 3, 4]
+
+
+class Deposing(Commands):
+    """A database that says the term is over."""
+
+    async def close_windows(self, close: CloseWindows) -> ClosedWindows:
+        raise NotLeader(f"epoch {close.epoch} no longer leads")
+
+
+async def test_a_term_the_database_ends_stops_the_loop_without_sending() -> None:
+    clock, commands = ManualClock(10 * P), Deposing()
+    loop = make_loop(clock, commands, ControllerMetrics(), last_decided=9)
+    with pytest.raises(NotLeader):
+        await loop.run()
+    assert commands.sent == []
+    assert loop.next_id == 1  # nothing was issued: the next leader issues id 1

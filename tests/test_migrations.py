@@ -257,6 +257,7 @@ def insert_command(database: TestDatabase, command_id: int) -> None:
         previous=WindowSummary(0, 0.0, 0.0),
     )
     values = command_values(record)
+    del values["epoch"]  # a column of revision 0005: these databases are older
     database.execute(
         f"INSERT INTO commands ({', '.join(values)}) VALUES ({', '.join(':' + k for k in values)})",
         **values,

@@ -15,7 +15,6 @@ from controller.storage.database import Database
 from controller.storage.retention import Retention
 from controller.storage.writer import Writer
 from tests.builders import command_record
-from tests.controller_harness import CountEverything
 from tests.databases import READINGS_WITH_RUNS, TestDatabase
 from tests.processes import running, start_controller
 from workcell.timeconv import now_us as now
@@ -47,7 +46,7 @@ def command(command_id: int, window_start: int) -> CommandRecord:
 @pytest.fixture
 async def writer(database: TestDatabase) -> AsyncIterator[Writer]:
     db = await Database.open(database.url)
-    writer = Writer(db.engine, backend=db.write_backend, windows=CountEverything())
+    writer = Writer(db.engine, backend=db.write_backend)
     await writer.start()
     try:
         yield writer
@@ -146,13 +145,10 @@ def test_retain_readings_flag() -> None:
     assert parse_config([], {"WORKCELL_RETAIN_READINGS": "0"}).retain_readings == 0
 
 
-def test_retain_readings_shorter_than_two_periods_is_refused(
-    capsys: pytest.CaptureFixture[str],
-) -> None:
-    with pytest.raises(SystemExit) as exit_info:
-        parse_config(["--retain-readings", "9s", "--period", "5"])
-    assert exit_info.value.code == 2
-    assert "--retain-readings must be 0" in capsys.readouterr().err
+def test_retain_readings_may_be_shorter_than_two_periods() -> None:
+    # Window statistics are in the database (revision 0005): nothing reads raw
+    # readings back at a restart any more, so the old limit of two periods is gone.
+    assert parse_config(["--retain-readings", "9s", "--period", "5"]).retain_readings == 9
 
 
 async def test_the_controller_process_sweeps_at_start(database: TestDatabase) -> None:

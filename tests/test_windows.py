@@ -1,4 +1,4 @@
-"""Window alignment, the stale rule and the book of open windows, with times passed in."""
+"""Window alignment, the stale rule, the decision schedule and batches split by window."""
 
 from __future__ import annotations
 
@@ -7,7 +7,13 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from controller.decision.rule import WindowStats
-from controller.decision.windows import WindowBook, due_windows, window_bounds, window_index
+from controller.decision.windows import (
+    DecisionSchedule,
+    due_windows,
+    split_by_window,
+    window_bounds,
+    window_index,
+)
 
 P = 5_000_000  # a 5-second period, in microseconds
 GRACE = 200_000
@@ -18,7 +24,7 @@ def at(index: int, offset_us: int = 0) -> int:
     return index * P + offset_us
 
 
-def due(book: WindowBook, now_us: int) -> tuple[list[int], list[int]]:
+def due(book: DecisionSchedule, now_us: int) -> tuple[list[int], list[int]]:
     """(windows skipped, windows decided) at ``now_us``."""
     windows = book.due(now_us)
     return list(windows.skipped), list(windows.decide)
@@ -58,39 +64,31 @@ def test_window_bounds() -> None:
 @pytest.mark.parametrize(("period", "grace"), [(0, 0), (-1, 0), (P, -1)])
 def test_book_refuses_bad_period_or_grace(period: int, grace: int) -> None:
     with pytest.raises(ValueError, match=r"period_us|grace_us"):
-        WindowBook(period, grace, last_decided=0)
+        DecisionSchedule(period, grace, last_decided=0)
 
 
 def test_deadline_and_next_due() -> None:
-    book = WindowBook(P, GRACE, last_decided=9)
+    book = DecisionSchedule(P, GRACE, last_decided=9)
 
     assert book.next_due() == 10
     assert book.deadline(10) == 11 * P + GRACE
 
 
-def test_stale_rule_follows_the_clock() -> None:
-    """Readings of a window count until it is closed at its deadline, and never after."""
-    book = WindowBook(P, GRACE, last_decided=9)
-
-    # Window 10 is open: readings anywhere in it count, and so do early readings of window 11.
-    assert book.add(at(10), 1)
-    assert book.add(at(10, P - 1), 3)
-    assert book.add(at(11, 5), 100)
-    # Still in the grace period after window 10 ends: nothing is due, a late reading counts.
+def test_stale_rule_follows_the_schedule() -> None:
+    """Readings of a window count until it is decided at its deadline, and never after."""
+    book = DecisionSchedule(P, GRACE, last_decided=9)
+    assert book.decided_until == at(10)
+    # Still in the grace period after window 10 ends: nothing is due.
     assert due(book, at(11, GRACE - 1)) == ([], [])
-    assert book.add(at(10, 123), 2)
-    # At the deadline window 10 is due; the shell closes it.
+    # At the deadline window 10 is due.
     assert due(book, at(11, GRACE)) == ([], [10])
-    closed = book.close(10)
-
-    assert closed.summary().count == 3
-    assert closed.mean == 2.0
+    book.decided(10)
     # From now on every reading of window <= 10 is stale; window 11 keeps counting.
-    assert not book.add(at(10, P - 1), 50)
-    assert not book.add(at(3), 50)
-    assert book.add(at(11), 200)
-    assert book.stats(10) == WindowStats()
-    assert book.stats(11).count == 2
+    windows, stale = split_by_window(
+        [at(10, P - 1), at(3), at(11)], [50, 50, 200], P, book.decided_until
+    )
+    assert stale == 2
+    assert windows == {at(11): WindowStats(1, 200, 40_000)}
     assert due(book, at(12, GRACE - 1)) == ([], [])
     assert due(book, at(12, GRACE)) == ([], [11])
 
@@ -98,30 +96,27 @@ def test_stale_rule_follows_the_clock() -> None:
 def test_after_a_stall_only_the_latest_due_window_is_decided() -> None:
     # This test used to expect every missed window to be decided in turn: the burst of
     # commands issue 9 (item 7) reports. The rule is now the restart's.
-    book = WindowBook(P, GRACE, last_decided=9)
-    for index in range(10, 16):
-        book.add(at(index), index)
+    book = DecisionSchedule(P, GRACE, last_decided=9)
 
     # The loop stalled: windows 10 to 14 all passed their deadlines, 15 has not.
     skipped, decided = due(book, at(15, GRACE))
 
     assert (skipped, decided) == ([10, 11, 12, 13], [14])
     assert due(book, at(15, GRACE - 1)) == ([10, 11, 12], [13])
-    assert book.close(14).total == 14
-    assert book.open_windows() == [15]  # the skipped windows' statistics are gone
+    book.decided(14)
     assert due(book, at(15, GRACE)) == ([], [])
     assert book.last_decided == 14
 
 
 def test_due_before_any_deadline_is_empty() -> None:
-    book = WindowBook(P, GRACE, last_decided=9)
+    book = DecisionSchedule(P, GRACE, last_decided=9)
 
     assert due(book, at(0)) == ([], [])
     assert due(book, -(10**15)) == ([], [])
 
 
 def test_due_and_index_work_with_zero_grace() -> None:
-    book = WindowBook(P, 0, last_decided=-3)
+    book = DecisionSchedule(P, 0, last_decided=-3)
 
     assert due(book, -P) == ([], [-2])
     assert due(book, 0) == ([-2], [-1])
@@ -183,75 +178,43 @@ def test_a_restart_with_grace_above_the_period_skips_no_window_not_yet_due() -> 
     assert (list(windows.skipped), list(windows.decide)) == ([], [101])
 
 
-def test_close_drops_older_windows_and_returns_empty_when_none() -> None:
-    book = WindowBook(P, GRACE, last_decided=9)
-    for index in (10, 11, 12, 13):
-        assert book.add(at(index), index)
-
-    closed = book.close(12)  # windows 10 and 11 were skipped: their statistics go
-
-    assert closed.count == 1
-    assert closed.total == 12
-    assert book.open_windows() == [13]
-    assert book.last_decided == 12
-    assert book.close(14) == WindowStats()
-    assert book.open_windows() == []
-
-
 @pytest.mark.parametrize("index", [8, 9])
-def test_close_refuses_decided_windows(index: int) -> None:
-    book = WindowBook(P, GRACE, last_decided=9)
+def test_decided_refuses_windows_already_decided(index: int) -> None:
+    book = DecisionSchedule(P, GRACE, last_decided=9)
 
     with pytest.raises(ValueError, match="not after the last decided"):
-        book.close(index)
+        book.decided(index)
 
 
-def test_stats_returns_a_copy() -> None:
-    book = WindowBook(P, GRACE, last_decided=0)
-    book.add(at(1), 5)
-
-    book.stats(1).add(1000)
-    book.stats(2).add(1000)
-
-    assert book.stats(1).count == 1
-    assert book.open_windows() == [1]
-
-
-def test_add_batch_counts_stale_and_groups_by_window() -> None:
-    book = WindowBook(P, GRACE, last_decided=9)
+def test_split_counts_stale_and_groups_by_window() -> None:
     timestamps = [at(9), at(10), at(11), at(8), at(10, 1), at(12), at(9, P - 1)]
     payloads = [-1, 1, 2, -1, 3, 4, -1]
 
-    stale = book.add_batch(timestamps, payloads)
+    windows, stale = split_by_window(timestamps, payloads, P, at(10))
 
     assert stale == 3
-    assert book.stats(10) == WindowStats(count=2, total=4, total_sq=10)
-    assert book.stats(11) == WindowStats(count=1, total=2, total_sq=4)
-    assert book.stats(12) == WindowStats(count=1, total=4, total_sq=16)
-    assert book.open_windows() == [10, 11, 12]
+    assert windows == {
+        at(10): WindowStats(count=2, total=4, total_sq=10),
+        at(11): WindowStats(count=1, total=2, total_sq=4),
+        at(12): WindowStats(count=1, total=4, total_sq=16),
+    }
 
 
-def test_add_batch_in_one_window() -> None:
-    book = WindowBook(P, GRACE, last_decided=9)
-
-    assert book.add_batch([at(10, i) for i in range(100)], list(range(100))) == 0
-    assert book.add_batch([], []) == 0
-    assert book.stats(10).count == 100
-    assert book.stats(10).total == sum(range(100))
-
-
-def test_add_batch_entirely_stale() -> None:
-    book = WindowBook(P, GRACE, last_decided=9)
-
-    assert book.add_batch([at(9, i) for i in range(10)], [7] * 10) == 10
-    assert book.open_windows() == []
+def test_split_in_one_window_and_empty() -> None:
+    windows, stale = split_by_window([at(10, i) for i in range(100)], list(range(100)), P, at(10))
+    assert stale == 0
+    assert windows[at(10)].count == 100
+    assert windows[at(10)].total == sum(range(100))
+    assert split_by_window([], [], P, at(10)) == ({}, 0)
 
 
-def test_add_batch_refuses_mismatched_lengths() -> None:
-    book = WindowBook(P, GRACE, last_decided=9)
+def test_split_entirely_stale() -> None:
+    assert split_by_window([at(9, i) for i in range(10)], [7] * 10, P, at(10)) == ({}, 10)
 
+
+def test_split_refuses_mismatched_lengths() -> None:
     with pytest.raises(ValueError, match="2 timestamps but 1 payloads"):
-        book.add_batch([at(10), at(10)], [1])
+        split_by_window([at(10), at(10)], [1], P, at(10))
 
 
 @given(
@@ -264,37 +227,15 @@ def test_add_batch_refuses_mismatched_lengths() -> None:
         max_size=60,
     ),
 )
-def test_add_batch_equals_adding_one_by_one(
-    last_decided: int, readings: list[tuple[int, int]]
-) -> None:
-    batched = WindowBook(P, GRACE, last_decided)
-    single = WindowBook(P, GRACE, last_decided)
+def test_split_equals_adding_one_by_one(last_decided: int, readings: list[tuple[int, int]]) -> None:
+    decided_until = (last_decided + 1) * P
+    windows, stale = split_by_window(
+        [t for t, _ in readings], [p for _, p in readings], P, decided_until
+    )
+    single: dict[int, WindowStats] = {}
+    for t, p in readings:
+        if t >= decided_until:
+            single.setdefault(window_index(t, P) * P, WindowStats()).add(p)
 
-    stale = batched.add_batch([t for t, _ in readings], [p for _, p in readings])
-    counted = sum(single.add(t, p) for t, p in readings)
-
-    assert stale == len(readings) - counted
-    assert batched.open_windows() == single.open_windows()
-    for index in single.open_windows():
-        assert batched.stats(index) == single.stats(index)
-
-
-def test_seed_merges_with_readings_already_counted() -> None:
-    book = WindowBook(P, GRACE, last_decided=9)
-    book.add(at(10), 4)
-    restored = WindowStats()
-    restored.add_many([1, 2, 3])
-
-    book.seed(10, restored)
-    book.seed(11, WindowStats.from_summary(2, 5.0, 1.0))
-
-    assert book.stats(10) == WindowStats(count=4, total=10, total_sq=30)
-    assert book.stats(11).summary().mean == 5.0
-    assert book.stats(11).summary().std == 1.0
-
-
-def test_seed_refuses_decided_windows() -> None:
-    book = WindowBook(P, GRACE, last_decided=9)
-
-    with pytest.raises(ValueError, match="decided"):
-        book.seed(9, WindowStats(count=1, total=1, total_sq=1))
+    assert stale == sum(1 for t, _ in readings if t < decided_until)
+    assert windows == single

@@ -15,7 +15,6 @@ from controller.storage import postgres, sqlite
 from controller.storage.database import Database
 from controller.storage.write_backend import StoredReading, WriteBackend
 from controller.storage.writer import Writer
-from tests.controller_harness import CountEverything
 from tests.databases import READINGS_WITH_RUNS, TestDatabase
 from tests.test_retention import command
 
@@ -49,7 +48,7 @@ async def test_a_run_registered_by_a_failed_group_is_registered_again(
     def backend(conn: Any) -> WriteBackend:
         return FailFirstInsert(db.write_backend(conn))
 
-    writer = Writer(db.engine, backend=backend, windows=CountEverything())
+    writer = Writer(db.engine, backend=backend)
     await writer.start()
     try:
         failed = StreamTally()
@@ -81,20 +80,6 @@ REFUSED: dict[str, Callable[[ReadingRow], ReadingRow]] = {
 }
 
 
-class RecordingWindows:
-    """A WindowSink that keeps what it was given: each new reading must arrive exactly once."""
-
-    def __init__(self) -> None:
-        self.counted: list[tuple[int, int]] = []
-
-    def add_batch(self, timestamps_us: Sequence[int], payloads: Sequence[int]) -> int:
-        self.counted.extend(zip(timestamps_us, payloads, strict=True))
-        return 0
-
-    def is_stale(self, timestamp_us: int) -> bool:
-        return False
-
-
 def sensor_rows(sensor: str, first: int, count: int, at_us: int = NOW_US) -> list[ReadingRow]:
     return [
         (sensor, "b1", seq, seq * 7, at_us + seq, at_us + seq)
@@ -119,17 +104,14 @@ async def test_a_row_the_database_refuses_fails_only_its_stream(
     db = await Database.open(database.url)
     try:
         # Before: a command (so a duplicate id can be tried) and readings to prune.
-        before = Writer(db.engine, backend=db.write_backend, windows=CountEverything())
+        before = Writer(db.engine, backend=db.write_backend)
         await before.start()
         await before.record_command(command(1, NOW_US))
         await (await before.add_readings(StreamTally(), sensor_rows("old", 1, 4, NOW_US - 10**9)))
         await before.close()
 
-        windows = RecordingWindows()
         health: list[bool] = []
-        writer = Writer(
-            db.engine, backend=db.write_backend, windows=windows, on_health=health.append
-        )
+        writer = Writer(db.engine, backend=db.write_backend, on_health=health.append)
         # Everything below joins one group: the writer starts only afterwards.
         operations = await queue_operations(
             writer,
@@ -180,7 +162,10 @@ async def test_a_row_the_database_refuses_fails_only_its_stream(
     assert [(str(a), int(b)) for a, b in rows] == expected
     # Counted in their windows exactly once, in spite of the group being redone.
     new_rows = sensor_rows("s-a", 1, 5) + sensor_rows("s-b", 1, 3) + sensor_rows("s-c", 1, 5)
-    assert sorted(windows.counted) == sorted((r[4], r[3]) for r in new_rows)
+    counted = database.fetch(
+        f"SELECT count, total FROM window_partials WHERE node = '{writer.node}'"
+    )
+    assert [(int(n), int(t)) for n, t in counted] == [(len(new_rows), sum(r[3] for r in new_rows))]
     assert database.fetch("SELECT id, acknowledged_at FROM commands ORDER BY id") == [
         (1, None),
         (2, NOW_US),
@@ -213,7 +198,7 @@ async def test_an_outage_while_isolating_a_data_error_fails_the_whole_group_as_u
         return DataErrorThenOutage(db.write_backend(conn))
 
     health: list[bool] = []
-    writer = Writer(db.engine, backend=backend, windows=CountEverything(), on_health=health.append)
+    writer = Writer(db.engine, backend=backend, on_health=health.append)
     try:
         [insert] = await queue_operations(writer, writer.record_command(command(1, NOW_US)))
         tallies = [StreamTally(), StreamTally()]
@@ -275,7 +260,7 @@ def test_only_errors_about_a_value_count_as_data_errors(
 async def test_conflicting_readings_in_one_group_keep_the_first(database: TestDatabase) -> None:
     db = await Database.open(database.url)
     try:
-        writer = Writer(db.engine, backend=db.write_backend, windows=CountEverything())
+        writer = Writer(db.engine, backend=db.write_backend)
         first, conflicting, resent = StreamTally(), StreamTally(), StreamTally()
         rows = sensor_rows("s1", 1, 3)
         other = list(rows)
@@ -302,7 +287,7 @@ async def test_recording_a_command_again_reads_back_what_is_stored(
     # for ever with a duplicate key; a different one under its id still is refused.
     db = await Database.open(database.url)
     try:
-        writer = Writer(db.engine, backend=db.write_backend, windows=CountEverything())
+        writer = Writer(db.engine, backend=db.write_backend)
         await writer.start()
         try:
             await writer.record_command(command(7, NOW_US))

@@ -1,8 +1,12 @@
 """The decision loop: a thin shell that closes each window on time and issues its command.
 
 All the rules live in :mod:`controller.decision.rule` and :mod:`controller.decision.windows`;
-this module only waits for deadlines (with an injected clock and sleep),
-records each command before handing it to the manipulator link, and logs.
+this module only waits for deadlines (with an injected clock and sleep), has
+each window closed and its command recorded in one transaction of the database
+(:mod:`controller.storage.window_stats`: the statistics of every node are summed
+there) before handing the command to the manipulator link, and logs. It runs
+on the leader only, for one term (``epoch``): when the database says the term
+is over it raises NotLeader and the node stops deciding.
 
 The "previous window" each decision compares with is the last window decided: the window the
 current status rests on. On time that is window k-1. After windows were skipped (a stall, an
@@ -20,14 +24,14 @@ from collections.abc import Awaitable, Callable
 from typing import Protocol
 
 from controller.decision.rule import WindowStats, decide
-from controller.decision.windows import WindowBook, window_bounds
-from controller.errors import StorageError
+from controller.decision.windows import DecisionSchedule, window_bounds
+from controller.errors import NotLeader, StorageError
 from controller.metrics import ControllerMetrics
-from controller.records import CommandRecord
+from controller.records import ClosedWindows, CloseWindows, CommandRecord
 from workcell.backoff import Backoff
 from workcell.timeconv import Clock, now_us, to_iso
 
-__all__ = ["CommandRecorder", "CommandSender", "DecisionLoop", "report_skipped"]
+__all__ = ["CommandSender", "DecisionLoop", "WindowCloser", "report_skipped"]
 
 log = logging.getLogger(__name__)
 
@@ -35,10 +39,10 @@ log = logging.getLogger(__name__)
 RECORD_RETRY = Backoff(initial=0.1, maximum=5.0)
 
 
-class CommandRecorder(Protocol):
-    """Persists a command before it is sent (the writer)."""
+class WindowCloser(Protocol):
+    """Closes windows and records their commands in the database (the writer)."""
 
-    async def record_command(self, record: CommandRecord) -> None: ...
+    async def close_windows(self, close: CloseWindows) -> ClosedWindows: ...
 
 
 class CommandSender(Protocol):
@@ -53,24 +57,26 @@ class DecisionLoop:
     def __init__(
         self,
         *,
-        book: WindowBook,
+        schedule: DecisionSchedule,
         alpha: float,
         status: str,
         previous: WindowStats,
         next_id: int,
-        recorder: CommandRecorder,
+        closer: WindowCloser,
         sender: CommandSender,
         clock: Clock = now_us,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         metrics: ControllerMetrics | None = None,
         last_issued_at: int = 0,
+        epoch: int = 0,
     ) -> None:
-        self.book = book
+        self.schedule = schedule
+        self.epoch = epoch
         self.alpha = alpha
         self.status = status
         self.previous = previous
         self.next_id = next_id
-        self._recorder = recorder
+        self._closer = closer
         self._sender = sender
         self._clock = clock
         self._sleep = sleep
@@ -81,7 +87,7 @@ class DecisionLoop:
         self._last_issued_at = last_issued_at
 
     async def run(self) -> None:
-        """Decide windows forever (cancel to stop)."""
+        """Decide windows until cancelled, or until NotLeader (the term is over)."""
         while True:
             await self.step()
 
@@ -91,44 +97,53 @@ class DecisionLoop:
         Woken late (the process was stopped, or recording the last command took periods),
         the windows that fell due meanwhile are skipped but the latest, as after a restart.
         """
-        delay_us = self.book.deadline(self.book.next_due()) - self._clock()
+        schedule = self.schedule
+        delay_us = schedule.deadline(schedule.next_due()) - self._clock()
         if delay_us > 0:
             await self._sleep(delay_us / 1e6)
-        due = self.book.due(self._clock())
+        due = schedule.due(self._clock())
         report_skipped(
-            due.skipped, self.book.period_us, self._metrics, "the decision loop was held up"
+            due.skipped, schedule.period_us, self._metrics, "the decision loop was held up"
         )
         return [await self.decide_window(index) for index in due.decide]
 
     async def decide_window(self, index: int) -> CommandRecord:
-        """Close window ``index``, decide, record and send its command."""
-        stats = self.book.close(index)
-        decision = decide(stats, self.previous, self.status, self.alpha)
-        start, end = window_bounds(index, self.book.period_us)
-        record = CommandRecord(
-            id=self.next_id,
-            status=decision.status,
-            window_start=start,
-            window_end=end,
-            issued_at=max(self._clock(), self._last_issued_at),
-            outcome=str(decision.outcome),
-            changed=decision.changed,
-            p_value=decision.p_value,
-            alpha=self.alpha,
-            window=decision.current,
-            previous=decision.previous,
-        )
+        """Close window ``index`` (and the skipped ones before it), decide, record and
+        send its command."""
+        start, end = window_bounds(index, self.schedule.period_us)
+
+        def command(stats: WindowStats) -> CommandRecord:
+            # Called in the closing transaction, with every node's statistics summed.
+            decision = decide(stats, self.previous, self.status, self.alpha)
+            return CommandRecord(
+                id=self.next_id,
+                status=decision.status,
+                window_start=start,
+                window_end=end,
+                issued_at=max(self._clock(), self._last_issued_at),
+                outcome=str(decision.outcome),
+                changed=decision.changed,
+                p_value=decision.p_value,
+                alpha=self.alpha,
+                window=decision.current,
+                previous=decision.previous,
+                epoch=self.epoch,
+            )
+
         # Recorded first: a command is never sent that the database does not
-        # know, so a restart resends it instead of reusing its id.
-        await self._record(record)
+        # know, so a restart (or the next leader) resends it instead of reusing its id.
+        closed = await self._close(CloseWindows(self.epoch, end, start, self.next_id, command))
+        record = closed.record
+        assert record is not None, "a close with a decision records a command"
+        self.schedule.decided(index)
         self._sender.enqueue(record)
         metrics = self._metrics
         metrics.commands_sent.inc()
         metrics.decisions.labels(outcome=record.outcome).inc()
         metrics.last_p_value.set(math.nan if record.p_value is None else record.p_value)
         self.next_id += 1
-        self.status = decision.status
-        self.previous = stats  # exact sums: the next test cancels nothing in floats
+        self.status = record.status
+        self.previous = closed.stats  # exact sums: the next test cancels nothing in floats
         self.last = record
         self._last_issued_at = record.issued_at
         log.info(
@@ -153,22 +168,25 @@ class DecisionLoop:
         )
         return record
 
-    async def _record(self, record: CommandRecord) -> None:
-        """Record the command, retrying while the database refuses writes.
+    async def _close(self, close: CloseWindows) -> ClosedWindows:
+        """Close and record, retrying while the database refuses writes.
 
         The cadence pauses meanwhile; once writes succeed, the next step
         decides the latest window that fell due and skips the older ones (the
         same rule as after a restart), so the manipulator gets no burst.
+        NotLeader is not retried: the term is over.
         """
         for attempt, delay in enumerate(RECORD_RETRY.delays()):
             try:
-                await self._recorder.record_command(record)
-                return
+                return await self._closer.close_windows(close)
+            except NotLeader:
+                raise
             except StorageError as exc:
                 # Once per episode: the writer logs the database's trouble itself.
                 if attempt == 0:
-                    log.warning("command %d not recorded yet (%s); retrying", record.id, exc)
+                    log.warning("command %d not recorded yet (%s); retrying", close.next_id, exc)
                 await self._sleep(delay)
+        raise AssertionError("unreachable: the delays never end")
 
 
 def report_skipped(skipped: range, period_us: int, metrics: ControllerMetrics, cause: str) -> None:

@@ -1,20 +1,19 @@
-"""Where decisions resume after a start: pure, from the last command stored and the time.
+"""Where decisions resume when a node becomes leader: pure, from what the database holds.
 
-The same rule as after a stall (:func:`~controller.decision.windows.due_windows`): of the
-windows whose deadline passed while the controller was down only the latest is still decided;
-windows not yet due are kept. The window the next decision compares with is the last command's,
-as after a stall. Readings of the open windows that were stored before the stop are counted
-again (:meth:`DecisionState.count_restored`): the caller reads them back from
-:attr:`DecisionState.open_since` on.
+The database says up to where windows are decided (``decided_until``) and what the last
+command was; the rest follows the rule after a stall
+(:func:`~controller.decision.windows.due_windows`): of the windows whose deadline passed
+while nobody led, only the latest is still decided; windows not yet due are kept. The window
+the next decision compares with is the last command's, as after a stall. The open windows'
+statistics need no restoring: they are in the database, committed with the readings.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from dataclasses import dataclass
 
 from controller.decision.rule import WindowStats
-from controller.decision.windows import WindowBook, due_windows, window_index
+from controller.decision.windows import DecisionSchedule, due_windows, window_index
 from controller.records import CommandRecord
 
 __all__ = ["DecisionState", "restore"]
@@ -24,47 +23,41 @@ __all__ = ["DecisionState", "restore"]
 class DecisionState:
     """What the decision loop starts from."""
 
-    book: WindowBook
+    schedule: DecisionSchedule
     status: str
     previous: WindowStats
-    """The window the next decision compares with (exact sums)."""
+    """The window the next decision compares with."""
     next_id: int
     last_issued_at: int
     """Issue times never go back, even if the clock does (0: no command yet)."""
     skipped: range
-    """Windows whose deadline passed while the controller was down: they get no command."""
-
-    @property
-    def open_since(self) -> int:
-        """The start (µs) of the first window not decided yet."""
-        return (self.book.last_decided + 1) * self.book.period_us
-
-    def count_restored(self, readings: Iterable[tuple[int, int]]) -> int:
-        """Count ``(timestamp_us, payload)`` readings stored before the start; how many."""
-        count = 0
-        for timestamp, payload in readings:
-            self.book.add(timestamp, payload)
-            count += 1
-        return count
+    """Windows whose deadline passed while nobody led: they get no command."""
 
 
 def restore(
     last: CommandRecord | None,
     *,
+    decided_until: int,
     now_us: int,
     period_us: int,
     grace_us: int,
     initial_status: str,
 ) -> DecisionState:
-    """The state at ``now_us`` after ``last``, the last command stored (None: none yet)."""
+    """The state at ``now_us`` after ``last``, the last command stored (None: none yet),
+    with windows decided up to ``decided_until`` (0: never any)."""
+    if decided_until <= 0 and last is None:
+        # A new cell: decisions start with the window now open, nothing is skipped.
+        last_decided = window_index(now_us, period_us) - 1
+        skipped = range(0)
+    else:
+        # The window holding the last instant decided (a changed period rounds up).
+        skipped = due_windows((decided_until - 1) // period_us, now_us, period_us, grace_us).skipped
+        last_decided = skipped.stop - 1
+    schedule = DecisionSchedule(period_us, grace_us, last_decided)
     if last is None:
-        book = WindowBook(period_us, grace_us, window_index(now_us, period_us) - 1)
-        return DecisionState(book, initial_status, WindowStats(), 1, 0, range(0))
-    skipped = due_windows(
-        window_index(last.window_start, period_us), now_us, period_us, grace_us
-    ).skipped
+        return DecisionState(schedule, initial_status, WindowStats(), 1, 0, skipped)
     return DecisionState(
-        WindowBook(period_us, grace_us, skipped.stop - 1),
+        schedule,
         last.status,
         WindowStats.from_summary(last.window.count, last.window.mean, last.window.std),
         last.id + 1,

@@ -25,7 +25,7 @@ from controller.storage.migrate import UnknownRevision, upgrade
 from controller.storage.origin import NoOrigin, Origin, read_origin, replace_origin
 from controller.storage.postgres import PostgresWrites
 from controller.storage.rows import command_from_row
-from controller.storage.schema import commands, readings
+from controller.storage.schema import commands, decision_state
 from controller.storage.sqlite import SqliteWrites
 from controller.storage.write_backend import BackendFactory
 from workcell.timeconv import now_us
@@ -33,6 +33,10 @@ from workcell.timeconv import now_us
 __all__ = ["Database"]
 
 log = logging.getLogger(__name__)
+
+# PostgreSQL: how long the server lets a session sit idle inside a transaction
+# before it ends it. Our transactions never wait on anything but the database.
+IDLE_IN_TRANSACTION_MS = 2000
 
 
 def _sqlite_pragmas(busy_timeout_ms: int) -> Callable[[Any, Any], None]:
@@ -89,7 +93,15 @@ class Database:
                 pool_pre_ping=True,
                 # SQLite's busy_timeout, as PostgreSQL says it: a write blocked
                 # by a lock fails after this instead of waiting for ever.
-                connect_args={"server_settings": {"lock_timeout": str(timeout_ms)}},
+                connect_args={
+                    "server_settings": {
+                        "lock_timeout": str(timeout_ms),
+                        # A node cut off in the middle of a transaction holds its row
+                        # locks (decision_state's, shared by every ingest) until the
+                        # server ends the session: this bounds that for the other nodes.
+                        "idle_in_transaction_session_timeout": str(IDLE_IN_TRANSACTION_MS),
+                    }
+                },
             )
         shown = parsed.render_as_string(hide_password=True)
         old: Origin | None = None
@@ -137,13 +149,19 @@ class Database:
             rows = (await conn.execute(query)).all()
         return [command_from_row(row._mapping) for row in rows]
 
-    async def readings_since(self, timestamp_us: int) -> list[tuple[int, int]]:
-        """``(timestamp, payload)`` of readings created at or after ``timestamp_us``."""
-        query = select(readings.c.timestamp, readings.c.payload).where(
-            readings.c.timestamp >= timestamp_us
-        )
-        async with self.engine.connect() as conn:
-            return [(int(t), int(p)) for t, p in (await conn.execute(query)).all()]
+    async def decision_snapshot(self) -> tuple[int, CommandRecord | None]:
+        """``decided_until`` and the last command, as one consistent view: taken under a
+        shared lock, so a window close still in flight (another leader's) finishes first."""
+        async with self.engine.begin() as conn:
+            decided_until = (
+                await conn.execute(
+                    select(decision_state.c.decided_until).with_for_update(read=True)
+                )
+            ).scalar_one()
+            row = (
+                await conn.execute(select(commands).order_by(commands.c.id.desc()).limit(1))
+            ).first()
+        return int(decided_until), None if row is None else command_from_row(row._mapping)
 
     async def commands_page(
         self, *, after_id: int, from_us: int | None, to_us: int | None, limit: int

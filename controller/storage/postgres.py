@@ -18,6 +18,8 @@ from controller.storage.write_backend import (
     Acknowledge,
     InsertCommand,
     Operation,
+    PartialRow,
+    PartialSums,
     PruneReadings,
     RunKey,
     StoredReading,
@@ -25,7 +27,7 @@ from controller.storage.write_backend import (
     command_conflict,
 )
 
-__all__ = ["PostgresWrites", "is_data_error"]
+__all__ = ["DATABASE_NOW_US", "PostgresWrites", "is_data_error"]
 
 _INSERT_RUN = (
     "INSERT INTO sensor_runs (sensor_id, boot_id) VALUES ($1, $2) "
@@ -49,6 +51,9 @@ _COMMAND = "SELECT * FROM commands WHERE id = $1"
 # reply is lost, and the question: 'committed', 'aborted', 'in progress'.
 _TRANSACTION_ID = "SELECT txid_current()"
 _TRANSACTION_STATUS = "SELECT txid_status($1)"
+# The database's clock in Unix microseconds: leases are judged by it alone, so
+# the nodes' clocks never need to agree (controller.leadership).
+DATABASE_NOW_US = "(extract(epoch FROM clock_timestamp()) * 1000000)::bigint"
 # What a connection lost under a statement raises.
 _CONNECTION_LOST = (asyncpg.PostgresConnectionError, asyncpg.InterfaceError, OSError)
 _ACKNOWLEDGE = "UPDATE commands SET acknowledged_at = $1 WHERE id = $2 AND acknowledged_at IS NULL"
@@ -56,6 +61,21 @@ _PRUNE = (
     "DELETE FROM readings WHERE id IN "
     "(SELECT id FROM readings WHERE timestamp < $1 ORDER BY timestamp LIMIT $2)"
 )
+
+# Every node locks the one decision_state row: shared to count readings, exclusive
+# to close a window (controller.storage.window_stats).
+_DECIDED_SHARED = "SELECT decided_until FROM decision_state WHERE id = 1 FOR SHARE"
+_DECIDED_EXCLUSIVE = "SELECT decided_until FROM decision_state WHERE id = 1 FOR UPDATE"
+_LEADS = f"SELECT epoch = $1 AND expires_at > {DATABASE_NOW_US} FROM leadership WHERE id = 1"
+_LAST_COMMAND_ID = "SELECT COALESCE(MAX(id), 0) FROM commands"
+_PARTIALS = "SELECT count, total, total_sq FROM window_partials WHERE window_start = $1"
+_STORE_PARTIALS = (
+    "INSERT INTO window_partials (window_start, node, count, total, total_sq) "
+    "VALUES ($1, $2, $3, $4, $5) ON CONFLICT (window_start, node) DO UPDATE SET "
+    "count = excluded.count, total = excluded.total, total_sq = excluded.total_sq"
+)
+_CLOSE = "UPDATE decision_state SET decided_until = $1 WHERE id = 1"
+_DROP_PARTIALS = "DELETE FROM window_partials WHERE window_start < $1"
 
 # SQLSTATE classes 22 (data exception: out of range, NUL in text, too long;
 # asyncpg raises DataError too when it cannot encode an argument) and 23
@@ -120,6 +140,26 @@ class PostgresWrites:
     async def stored_readings(self, run_id: int, low: int, high: int) -> list[StoredValues]:
         rows = await self._conn.fetch(_STORED, run_id, low, high)
         return [(int(r["seq"]), int(r["payload"]), int(r["timestamp"])) for r in rows]
+
+    async def lock_decisions(self, *, exclusive: bool) -> int:
+        return int(await self._conn.fetchval(_DECIDED_EXCLUSIVE if exclusive else _DECIDED_SHARED))
+
+    async def leads(self, epoch: int) -> bool:
+        return bool(await self._conn.fetchval(_LEADS, epoch))
+
+    async def last_command_id(self) -> int:
+        return int(await self._conn.fetchval(_LAST_COMMAND_ID))
+
+    async def window_partials(self, window_start: int) -> list[PartialSums]:
+        rows = await self._conn.fetch(_PARTIALS, window_start)
+        return [(int(r["count"]), str(r["total"]), str(r["total_sq"])) for r in rows]
+
+    async def store_partials(self, rows: Sequence[PartialRow]) -> None:
+        await self._conn.executemany(_STORE_PARTIALS, rows)
+
+    async def close_until(self, until_us: int) -> None:
+        await self._conn.execute(_CLOSE, until_us)
+        await self._conn.execute(_DROP_PARTIALS, until_us)
 
     @contextlib.asynccontextmanager
     async def savepoint(self) -> AsyncIterator[None]:

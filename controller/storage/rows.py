@@ -26,6 +26,7 @@ def command_from_row(m: Mapping[Any, Any]) -> CommandRecord:
         alpha=m["alpha"],
         window=WindowSummary(m["window_count"], m["window_mean"], m["window_std"]),
         previous=WindowSummary(m["previous_count"], m["previous_mean"], m["previous_std"]),
+        epoch=m["epoch"],
     )
 
 
@@ -48,4 +49,5 @@ def command_values(record: CommandRecord) -> dict[str, Any]:
         "previous_count": record.previous.count,
         "previous_mean": record.previous.mean,
         "previous_std": record.previous.std,
+        "epoch": record.epoch,
     }

@@ -23,11 +23,21 @@ from sqlalchemy import (
     MetaData,
     String,
     Table,
+    Text,
     UniqueConstraint,
     text,
 )
 
-__all__ = ["commands", "database_origin", "metadata", "readings", "sensor_runs"]
+__all__ = [
+    "commands",
+    "database_origin",
+    "decision_state",
+    "leadership",
+    "metadata",
+    "readings",
+    "sensor_runs",
+    "window_partials",
+]
 
 metadata = MetaData()
 
@@ -91,6 +101,8 @@ commands = Table(
     Column("previous_count", BigInteger, nullable=False),
     Column("previous_mean", Float, nullable=False),
     Column("previous_std", Float, nullable=False),
+    # The leadership term of the node that issued the command (0: before revision 0005).
+    Column("epoch", BigInteger, nullable=False, server_default=text("0")),
     # History pages walk commands by (issued_at, id): a range of issue times
     # and a cursor are one index range, whatever the table's size.
     Index("ix_commands_issued_at_id", "issued_at", "id"),
@@ -118,4 +130,43 @@ database_origin = Table(
     # (an upgrade from revision 0002) and keep the empty origin they were
     # journaled under.
     Column("first_command_id", BigInteger, nullable=False),
+)
+
+# Where ingest and decisions meet (revision 0005; docs/design.md, "Several nodes"). One row:
+# readings stamped before ``decided_until`` are stale. Every ingest transaction reads it
+# FOR SHARE before it counts its readings; the leader takes it FOR UPDATE to close a
+# window, so the two never interleave, on any number of nodes.
+decision_state = Table(
+    "decision_state",
+    metadata,
+    Column("id", Integer, CheckConstraint("id = 1"), primary_key=True, autoincrement=False),
+    Column("decided_until", BigInteger, nullable=False),
+)
+
+# Each node's running count / sum / sum of squares of the readings it stored per open
+# window, written in the transaction that stores them (by that node alone). The leader
+# sums a window's rows when it closes the window, then deletes them. Sums are decimal
+# text: a sum of squares of int64 payloads outgrows every integer column type.
+window_partials = Table(
+    "window_partials",
+    metadata,
+    Column("window_start", BigInteger, primary_key=True, autoincrement=False),
+    Column("node", String(36), primary_key=True),
+    Column("count", BigInteger, nullable=False),
+    Column("total", Text, nullable=False),
+    Column("total_sq", Text, nullable=False),
+)
+
+# One row: the leadership term. ``epoch`` grows by one with every new leader; on
+# PostgreSQL the leader holds a lease that expires at ``expires_at`` by the database's
+# clock (NULL: nobody leads); on SQLite the only node leads with no expiry.
+leadership = Table(
+    "leadership",
+    metadata,
+    Column("id", Integer, CheckConstraint("id = 1"), primary_key=True, autoincrement=False),
+    Column("epoch", BigInteger, nullable=False),
+    Column("node", String(36), nullable=True),
+    Column("address", String(255), nullable=True),
+    Column("elected_at", BigInteger, nullable=True),
+    Column("expires_at", BigInteger, nullable=True),
 )

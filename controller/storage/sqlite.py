@@ -20,6 +20,8 @@ from controller.storage.write_backend import (
     Acknowledge,
     InsertCommand,
     Operation,
+    PartialRow,
+    PartialSums,
     PruneReadings,
     RunKey,
     StoredReading,
@@ -51,6 +53,19 @@ _PRUNE = (
     "DELETE FROM readings WHERE id IN "
     "(SELECT id FROM readings WHERE timestamp < ? ORDER BY timestamp LIMIT ?)"
 )
+
+_DECIDED = "SELECT decided_until FROM decision_state WHERE id = 1"
+# One node on SQLite (its lock file says so): its term never expires.
+_LEADS = "SELECT epoch = ? FROM leadership WHERE id = 1"
+_LAST_COMMAND_ID = "SELECT COALESCE(MAX(id), 0) FROM commands"
+_PARTIALS = "SELECT count, total, total_sq FROM window_partials WHERE window_start = ?"
+_STORE_PARTIALS = (
+    "INSERT INTO window_partials (window_start, node, count, total, total_sq) "
+    "VALUES (?, ?, ?, ?, ?) ON CONFLICT (window_start, node) DO UPDATE SET "
+    "count = excluded.count, total = excluded.total, total_sq = excluded.total_sq"
+)
+_CLOSE = "UPDATE decision_state SET decided_until = ? WHERE id = 1"
+_DROP_PARTIALS = "DELETE FROM window_partials WHERE window_start < ?"
 
 _DATA_ERRORS = (
     # Binding a Python int past 64 bits, or a str that cannot be UTF-8.
@@ -125,6 +140,33 @@ class SqliteWrites:
     async def stored_readings(self, run_id: int, low: int, high: int) -> list[StoredValues]:
         async with self._conn.execute(_STORED, (run_id, low, high)) as cursor:
             return [(int(s), int(p), int(t)) for s, p, t in await cursor.fetchall()]
+
+    async def lock_decisions(self, *, exclusive: bool) -> int:
+        # BEGIN IMMEDIATE already holds the whole file: one writer at a time.
+        return await self._value(_DECIDED, ())
+
+    async def leads(self, epoch: int) -> bool:
+        return bool(await self._value(_LEADS, (epoch,)))
+
+    async def last_command_id(self) -> int:
+        return await self._value(_LAST_COMMAND_ID, ())
+
+    async def window_partials(self, window_start: int) -> list[PartialSums]:
+        async with self._conn.execute(_PARTIALS, (window_start,)) as cursor:
+            return [(int(c), str(t), str(q)) for c, t, q in await cursor.fetchall()]
+
+    async def store_partials(self, rows: Sequence[PartialRow]) -> None:
+        await self._conn.executemany(_STORE_PARTIALS, rows)
+
+    async def close_until(self, until_us: int) -> None:
+        await self._conn.execute(_CLOSE, (until_us,))
+        await self._conn.execute(_DROP_PARTIALS, (until_us,))
+
+    async def _value(self, query: str, args: tuple[int, ...]) -> int:
+        async with self._conn.execute(query, args) as cursor:
+            row = await cursor.fetchone()
+        assert row is not None, f"no row for {query}"
+        return int(row[0])
 
     @contextlib.asynccontextmanager
     async def savepoint(self) -> AsyncIterator[None]:

@@ -22,6 +22,8 @@ __all__ = [
     "BackendFactory",
     "InsertCommand",
     "Operation",
+    "PartialRow",
+    "PartialSums",
     "PruneReadings",
     "RunKey",
     "StoredReading",
@@ -39,6 +41,10 @@ RunKey = tuple[str, str]
 StoredReading = tuple[int, int, int, int, int]
 # What a resend is compared with: (seq, payload, timestamp_us) as stored.
 StoredValues = tuple[int, int, int]
+# A window_partials row: (window_start, node, count, total, total_sq), sums as decimal text.
+PartialRow = tuple[int, str, int, str, str]
+# A window's partial sums as read back: (count, total, total_sq).
+PartialSums = tuple[int, str, str]
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,6 +100,33 @@ class WriteBackend(Protocol):
     async def stored_readings(self, run_id: int, low: int, high: int) -> list[StoredValues]:
         """(seq, payload, timestamp) of the readings of run ``run_id`` stored with
         seqs from ``low`` to ``high`` (inclusive)."""
+        ...
+
+    async def lock_decisions(self, *, exclusive: bool) -> int:
+        """``decided_until``, locked until the transaction ends: shared for ingest (many
+        nodes at once), exclusive for a window close (see :mod:`controller.storage.window_stats`).
+        """
+        ...
+
+    async def leads(self, epoch: int) -> bool:
+        """Whether term ``epoch`` still leads (on PostgreSQL: its lease has not expired by
+        the database's clock)."""
+        ...
+
+    async def last_command_id(self) -> int:
+        """The highest command id stored (0: none)."""
+        ...
+
+    async def window_partials(self, window_start: int) -> list[PartialSums]:
+        """Every node's partial sums of the window starting at ``window_start``."""
+        ...
+
+    async def store_partials(self, rows: Sequence[PartialRow]) -> None:
+        """Insert or replace this node's partial rows."""
+        ...
+
+    async def close_until(self, until_us: int) -> None:
+        """Move ``decided_until`` to ``until_us`` and delete the partial rows before it."""
         ...
 
     def savepoint(self) -> AbstractAsyncContextManager[None]:

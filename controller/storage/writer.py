@@ -29,12 +29,14 @@ import asyncio
 import contextlib
 import logging
 import time
+import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
 
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from controller.decision.rule import WindowStats
+from controller.decision.windows import split_by_window
 from controller.errors import CommitOutcomeUnknown, InvalidReading, RejectedWrite, StorageError
 from controller.metrics import ControllerMetrics
 from controller.records import (
@@ -45,6 +47,8 @@ from controller.records import (
     SEQ,
     TIMESTAMP,
     BatchResult,
+    ClosedWindows,
+    CloseWindows,
     CommandRecord,
     ReadingRow,
     StreamTally,
@@ -59,6 +63,7 @@ from controller.storage.inserts import (
     insert_new,
 )
 from controller.storage.notices import Notice, SensorNotices
+from controller.storage.window_stats import close_windows, partial_rows
 from controller.storage.write_backend import (
     Acknowledge,
     BackendFactory,
@@ -71,27 +76,11 @@ from controller.storage.write_backend import (
 from workcell.backoff import Backoff
 from workcell.timeconv import US_PER_SECOND, to_iso
 
-__all__ = ["WindowSink", "Writer"]
+__all__ = ["Writer"]
 
 log = logging.getLogger(__name__)
 
-
-class WindowSink(Protocol):
-    """Counts newly stored readings into their windows (the WindowBook).
-
-    Called in the event loop right after each commit, so "stale" means: its
-    window was already decided when the reading became durable.
-    """
-
-    def add_batch(self, timestamps_us: Sequence[int], payloads: Sequence[int]) -> int:
-        """Count the readings; return how many were stale (not counted)."""
-        ...
-
-    def is_stale(self, timestamp_us: int) -> bool:
-        """Whether a reading of that time would not be counted now."""
-        ...
-
-
+DEFAULT_PERIOD_US = 5_000_000
 DEFAULT_MAX_PENDING = 50_000
 # Commits come at most this often: each one costs an fsync and a few thread
 # hops, so at a trickle of readings they are batched a little longer instead
@@ -103,10 +92,17 @@ MIN_COMMIT_INTERVAL = 0.01
 RESOLVE_RETRY = Backoff(initial=0.05, maximum=2.0)
 
 
+# What the writer is asked to do besides storing readings: the backend's
+# operations, and the leader's window closes (controller.storage.window_stats).
+Request = Operation | CloseWindows
+# What one request gave: rows touched, a close's outcome, or why it was refused.
+Outcome = int | ClosedWindows | RejectedWrite
+
+
 @dataclass(slots=True)
 class _Pending:
-    operation: Operation
-    future: asyncio.Future[int]
+    request: Request
+    future: asyncio.Future[int | ClosedWindows]
 
 
 Segment = tuple[StreamTally, Sequence[ReadingRow]]
@@ -116,11 +112,17 @@ Segment = tuple[StreamTally, Sequence[ReadingRow]]
 class _Written:
     """What one committed group did."""
 
-    counts: list[int | RejectedWrite]
-    """Per operation: the rows it touched, or why the database refused it."""
+    counts: list[Outcome]
+    """Per request: what it did, or why the database refused it."""
+    decided_until: int
+    """Readings stamped before this are stale (as the group's transaction saw it)."""
     states: list[int] | None
     """Per reading of the group, in order (see :mod:`controller.storage.inserts`); None: all new."""
     new_runs: dict[RunKey, int]
+    partials: dict[int, WindowStats] = field(default_factory=dict)
+    """This node's window statistics the group wrote (by window start), once committed."""
+    stale: int = 0
+    """How many of the group's new readings are stale."""
     conflicts: list[Conflict] = field(default_factory=list)
     rejections: list[tuple[StreamTally, InvalidReading]] = field(default_factory=list)
 
@@ -133,7 +135,8 @@ class Writer:
         engine: AsyncEngine,
         *,
         backend: BackendFactory,
-        windows: WindowSink,
+        period_us: int = DEFAULT_PERIOD_US,
+        node: str | None = None,
         on_health: Callable[[bool], None] = lambda healthy: None,
         max_pending: int = DEFAULT_MAX_PENDING,
         metrics: ControllerMetrics | None = None,
@@ -143,7 +146,12 @@ class Writer:
         # writer is the same on every backend.
         self._backend = backend
         self._metrics = metrics if metrics is not None else ControllerMetrics()
-        self._windows = windows
+        self._period_us = period_us
+        self.node = node if node is not None else str(uuid.uuid4())
+        """This node's name on its window_partials rows (one per process run)."""
+        # This node's committed window statistics, by window start: only its
+        # own writer writes its rows, so it writes their new totals.
+        self._partials: dict[int, WindowStats] = {}
         # Told False when a write fails and True when writes succeed again, so
         # the controller can report NOT_SERVING while the database is in trouble.
         self._on_health = on_health
@@ -216,6 +224,13 @@ class Writer:
         """Insert a command and its decision record; returns once committed."""
         await self._apply(InsertCommand(record))
 
+    async def close_windows(self, close: CloseWindows) -> ClosedWindows:
+        """Close windows as the leader (see :mod:`controller.storage.window_stats`);
+        NotLeader when the database says this term is over."""
+        outcome = await self._apply(close)
+        assert isinstance(outcome, ClosedWindows)
+        return outcome
+
     async def mark_acknowledged(self, command_id: int, at_us: int) -> None:
         """Record when the manipulator acknowledged a command (first ack wins)."""
         await self._apply(Acknowledge(command_id, at_us))
@@ -226,11 +241,13 @@ class Writer:
         Returns how many were deleted, once committed. Small limits keep each
         group's transaction short, so ingest is never held up for long.
         """
-        return await self._apply(PruneReadings(before_us, limit))
+        deleted = await self._apply(PruneReadings(before_us, limit))
+        assert isinstance(deleted, int)
+        return deleted
 
-    async def _apply(self, operation: Operation) -> int:
-        future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
-        self._operations.append(_Pending(operation, future))
+    async def _apply(self, request: Request) -> int | ClosedWindows:
+        future: asyncio.Future[int | ClosedWindows] = asyncio.get_running_loop().create_future()
+        self._operations.append(_Pending(request, future))
         self._work.set()
         return await future
 
@@ -341,11 +358,16 @@ class Writer:
                 len(rows) for _, rows in kept
             )
             self._segments = kept
-        self._settle(segments, written.states)
+        self._partials.update(written.partials)
+        for start in [s for s in self._partials if s < written.decided_until]:
+            del self._partials[start]  # closed: the leader summed and deleted its rows
+        self._settle(segments, written)
         self._tell(written.conflicts)
 
-    def _settle(self, segments: list[Segment], states: list[int] | None) -> None:
-        """Count the committed readings into their windows and their streams' tallies."""
+    def _settle(self, segments: list[Segment], written: _Written) -> None:
+        """Count the committed readings into their streams' tallies (and the stale ones)."""
+        states = written.states
+        decided_until = written.decided_until
         if states is None:
             news = [rows for _, rows in segments]
             refused = conflicts = [0] * len(segments)
@@ -359,11 +381,9 @@ class Writer:
                 refused.append(mine.count(REFUSED))
                 conflicts.append(mine.count(CONFLICT))
         new_rows = [row for new in news for row in new]
-        # One call for the whole group: per-stream stale counts are only
-        # worked out in the rare group that has stale readings at all.
-        stale = self._windows.add_batch(
-            [r[TIMESTAMP] for r in new_rows], [r[PAYLOAD] for r in new_rows]
-        )
+        # Per-stream stale counts are only worked out in the rare group that
+        # has stale readings at all.
+        stale = written.stale
         received = 0
         # sensor_id -> (stale readings, the newest of them)
         late: dict[str, tuple[int, ReadingRow]] = {}
@@ -376,7 +396,7 @@ class Writer:
             tally.duplicates += taken - len(new)
             tally.conflicts += clashes
             if stale:
-                stale_rows = [row for row in new if self._windows.is_stale(row[TIMESTAMP])]
+                stale_rows = [row for row in new if row[TIMESTAMP] < decided_until]
                 tally.stale += len(stale_rows)
                 for row in stale_rows:
                     count, newest = late.get(row[SENSOR_ID], (0, row))
@@ -497,25 +517,63 @@ class Writer:
             await asyncio.sleep(delay)
         raise AssertionError("unreachable: the delays never end")
 
+    async def _begin(self, backend: WriteBackend, operations: list[_Pending]) -> int:
+        """Start the group's transaction, locking ``decided_until`` first (shared, or
+        exclusive when the group closes a window) so that no two nodes' groups wait on
+        each other in opposite orders; its value."""
+        await backend.begin()
+        closing = any(isinstance(pending.request, CloseWindows) for pending in operations)
+        return await backend.lock_decisions(exclusive=closing)
+
+    async def _run_request(self, backend: WriteBackend, request: Request) -> int | ClosedWindows:
+        if isinstance(request, CloseWindows):
+            return await close_windows(backend, request)
+        return await backend.apply(request)
+
+    async def _count_windows(
+        self, backend: WriteBackend, written: _Written, new_rows: Sequence[ReadingRow]
+    ) -> _Written:
+        """Add the group's new readings to this node's window statistics, in its transaction."""
+        closed = [c for c in written.counts if isinstance(c, ClosedWindows)]
+        if closed:  # a close in this very group: its readings of that window are stale
+            written.decided_until = await backend.lock_decisions(exclusive=True)
+        fresh, written.stale = split_by_window(
+            [r[TIMESTAMP] for r in new_rows],
+            [r[PAYLOAD] for r in new_rows],
+            self._period_us,
+            written.decided_until,
+        )
+        if fresh:
+            rows, written.partials = partial_rows(self.node, self._partials, fresh)
+            await backend.store_partials(rows)
+        return written
+
     async def _write_together(
         self, backend: WriteBackend, segments: list[Segment], operations: list[_Pending]
     ) -> _Written:
         """The group in one go (the transaction is left open for the commit)."""
-        await backend.begin()
-        counts: list[int | RejectedWrite] = [
-            await backend.apply(pending.operation) for pending in operations
+        decided_until = await self._begin(backend, operations)
+        counts: list[Outcome] = [
+            await self._run_request(backend, pending.request) for pending in operations
         ]
         total, inserted, new_runs = await insert_all(backend, segments, self._run_ids)
         if inserted == total:
-            return _Written(counts, None, new_runs)
+            written = _Written(counts, decided_until, None, new_runs)
+            return await self._count_windows(
+                backend, written, [r for _, rows in segments for r in rows]
+            )
         # Some readings were resends. Which ones matters (a duplicate must
         # not count twice in a window, a conflicting one is told): redo the
         # group knowing them.
         await backend.rollback()
-        await backend.begin()
-        counts = [await backend.apply(pending.operation) for pending in operations]
-        done = await insert_new(backend, [r for _, rows in segments for r in rows], self._run_ids)
-        return _Written(counts, done.states, done.new_runs, done.conflicts)
+        decided_until = await self._begin(backend, operations)
+        counts = [await self._run_request(backend, pending.request) for pending in operations]
+        flat = [r for _, rows in segments for r in rows]
+        done = await insert_new(backend, flat, self._run_ids)
+        written = _Written(
+            counts, decided_until, done.states, done.new_runs, conflicts=done.conflicts
+        )
+        return await self._count_windows(backend, written, _new_rows(flat, done.states))
 
     async def _write_apart(
         self, backend: WriteBackend, segments: list[Segment], operations: list[_Pending]
@@ -528,22 +586,27 @@ class Writer:
         ones are left out, the rest goes on. An outage at any point fails the
         whole group, as ever: only a data error is pinned on one stream.
         """
-        await backend.begin()
-        counts: list[int | RejectedWrite] = []
+        decided_until = await self._begin(backend, operations)
+        counts: list[Outcome] = []
         for pending in operations:
             try:
                 async with backend.savepoint():
-                    counts.append(await backend.apply(pending.operation))
+                    counts.append(await self._run_request(backend, pending.request))
             except Exception as exc:
                 if not backend.is_data_error(exc):
                     raise
-                log.error("the database refused %s: %s", _describe(pending.operation), exc)
+                if isinstance(exc, RejectedWrite):
+                    # Ours (a conflict, a term that is over): its own words.
+                    log.warning("%s", exc)
+                    counts.append(exc)
+                    continue
+                log.error("the database refused %s: %s", _describe(pending.request), exc)
                 counts.append(
-                    RejectedWrite(f"the database refused {_describe(pending.operation)}: {exc}")
+                    RejectedWrite(f"the database refused {_describe(pending.request)}: {exc}")
                 )
         flat = [(tally, row) for tally, rows in segments for row in rows]
         states = [REFUSED] * len(flat)
-        written = _Written(counts, states, {})
+        written = _Written(counts, decided_until, states, {})
         runs = dict(self._run_ids)
         # Positions in ``flat`` still to insert, in order.
         todo = list(range(len(flat)))
@@ -560,7 +623,12 @@ class Writer:
             tally, row = flat[culprit]
             written.rejections.append((tally, _refused_reading(row, error)))
             todo = [i for i in todo[len(done.states) + 1 :] if flat[i][0] is not tally]
-        return written
+        return await self._count_windows(backend, written, _new_rows([r for _, r in flat], states))
+
+
+def _new_rows(rows: Sequence[ReadingRow], states: Sequence[int]) -> list[ReadingRow]:
+    """The rows inserted by this group (not resends, not refused)."""
+    return [row for row, state in zip(rows, states, strict=True) if state == NEW]
 
 
 def _log_stale(notice: Notice[int]) -> None:
@@ -638,11 +706,13 @@ def _refused_reading(row: ReadingRow, error: BaseException) -> InvalidReading:
     )
 
 
-def _describe(operation: Operation) -> str:
-    match operation:
+def _describe(request: Request) -> str:
+    match request:
         case InsertCommand(record):
             return f"command {record.id}"
         case Acknowledge(command_id, _):
             return f"the acknowledgement of command {command_id}"
         case PruneReadings(before_us, _):
             return f"pruning the readings before {before_us} µs"
+        case CloseWindows(epoch, until_us):
+            return f"closing the windows before {until_us} µs (epoch {epoch})"
