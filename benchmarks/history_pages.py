@@ -66,11 +66,12 @@ def fill_commands(path: Path, count: int) -> None:
                 1500,
                 500.0,
                 288.0,
+                1,  # epoch
             )
             for i in range(1, count + 1)
         )
         connection.execute("BEGIN")
-        connection.executemany(f"INSERT INTO commands VALUES ({', '.join('?' * 16)})", rows)
+        connection.executemany(f"INSERT INTO commands VALUES ({', '.join('?' * 17)})", rows)
         connection.execute("COMMIT")
     finally:
         connection.close()
