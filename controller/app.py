@@ -26,6 +26,7 @@ from grpc_reflection.v1alpha import reflection
 
 from controller.api.admission import StreamRegistry
 from controller.api.history import HistoryServicer
+from controller.api.nodes import NodesServicer
 from controller.api.telemetry import TelemetryServicer
 from controller.config import ControllerConfig
 from controller.decision.loop import RECORD_RETRY, DecisionLoop, report_skipped
@@ -41,7 +42,14 @@ from controller.storage.writer import Writer
 from workcell.metrics_http import MetricsEndpoint
 from workcell.timeconv import US_PER_SECOND, Clock, now_us
 from workcell.tls import add_grpc_port, client_ssl_context
-from workcell.v1 import history_pb2, history_pb2_grpc, telemetry_pb2, telemetry_pb2_grpc
+from workcell.v1 import (
+    history_pb2,
+    history_pb2_grpc,
+    nodes_pb2,
+    nodes_pb2_grpc,
+    telemetry_pb2,
+    telemetry_pb2_grpc,
+)
 
 __all__ = ["Controller"]
 
@@ -50,6 +58,7 @@ log = logging.getLogger(__name__)
 SERVICE_NAMES = (
     telemetry_pb2.DESCRIPTOR.services_by_name["Telemetry"].full_name,
     history_pb2.DESCRIPTOR.services_by_name["History"].full_name,
+    nodes_pb2.DESCRIPTOR.services_by_name["Nodes"].full_name,
 )
 STATS_INTERVAL = 5.0
 # Messages beyond this are refused with RESOURCE_EXHAUSTED instead of growing
@@ -142,6 +151,9 @@ class Controller:
             await self.leadership.campaigned.wait()
             if self._term is not None:
                 await self._resumed.wait()
+
+    def _leading(self) -> bool:
+        return self.leadership is not None and self.leadership.holds()
 
     @property
     def _period_us(self) -> int:
@@ -261,6 +273,9 @@ class Controller:
         )
         telemetry_pb2_grpc.add_TelemetryServicer_to_server(telemetry, server)
         history_pb2_grpc.add_HistoryServicer_to_server(HistoryServicer(database), server)
+        nodes_pb2_grpc.add_NodesServicer_to_server(
+            NodesServicer(database, node=self.node, leading=self._leading), server
+        )
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
         reflection.enable_server_reflection(
             (*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), server

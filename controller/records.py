@@ -20,6 +20,7 @@ __all__ = [
     "CloseWindows",
     "ClosedWindows",
     "CommandRecord",
+    "LeadershipRecord",
     "ReadingRow",
     "StreamTally",
 ]
@@ -120,3 +121,16 @@ class ClosedWindows:
 
     record: CommandRecord | None
     stats: WindowStats
+
+
+@dataclass(frozen=True, slots=True)
+class LeadershipRecord:
+    """The ``leadership`` row as the database sees it now."""
+
+    epoch: int
+    node: str | None
+    address: str | None
+    expires_at: int | None
+    """When the lease expires (µs, the database's clock); None on SQLite or when released."""
+    held: bool
+    """Whether a node holds the term now (its lease has not expired, or SQLite's sole node)."""

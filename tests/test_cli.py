@@ -279,6 +279,8 @@ def test_history_against_a_real_controller(
     rows = table_out.splitlines()[2:]
     # page size 1: every page was followed
     assert [row.split()[0] for row in rows[:4]] == ["1", "2", "3", "4"]
+    # The footer says which node leads (the only one, on SQLite) and its term.
+    assert table_out.splitlines()[-1].startswith(f"leader: {address} (this node), term 1;")
     code, json_out, _ = results["json"]
     records = json.loads(json_out)
     assert [r["command_id"] for r in records[:4]] == [1, 2, 3, 4]

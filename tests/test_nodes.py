@@ -9,6 +9,7 @@ PostgreSQL server and check what the database and the journal hold.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import random
 import re
@@ -23,12 +24,14 @@ from sqlalchemy.engine import make_url
 from manipulator.journal import read_journal
 from tests import processes
 from tests.chaos_proxy import ChaosProxy
-from tests.controller_harness import make_reading
+from tests.controller_harness import Cell, make_reading, running_cell
 from tests.databases import PostgresServer, TestDatabase
 from tests.processes import Service
+from tests.scrape import poll_until, scrape
 from tests.test_faults import assert_exactly_once, cleanup, report
+from workcell.flags import Address
 from workcell.timeconv import now_us
-from workcell.v1 import telemetry_pb2, telemetry_pb2_grpc
+from workcell.v1 import nodes_pb2, nodes_pb2_grpc, telemetry_pb2, telemetry_pb2_grpc
 
 LEADS = r"leadership: this node leads, term (\d+)"
 P_US = 1_000_000
@@ -368,3 +371,48 @@ async def test_leader_cut_off_from_the_database_steps_down_and_its_late_frames_a
     # The lease's bound: a leader stops within 3/4 of a lease after its last renewal.
     assert stepped_down <= CUT_LEASE + 0.5, stepped_down
     report("leader cut off", commands=len(ids), stepped_down_seconds=f"{stepped_down:.2f}")
+
+
+# -- roles ------------------------------------------------------------------------
+
+
+async def leadership_of(cell: Cell) -> nodes_pb2.GetLeadershipResponse:
+    stub = nodes_pb2_grpc.NodesStub(cell.channel)
+    return await stub.GetLeadership(nodes_pb2.GetLeadershipRequest(), timeout=10)
+
+
+async def test_every_node_names_the_same_leader_and_a_clean_stop_hands_over_at_once(
+    tmp_path: Path, pg: TestDatabase
+) -> None:
+    metrics = Address("127.0.0.1", 0)
+    async with contextlib.AsyncExitStack() as stack:
+        first = await stack.enter_async_context(
+            running_cell(tmp_path / "a", database_url=pg.url, metrics_listen=metrics)
+        )
+        second = await stack.enter_async_context(
+            running_cell(tmp_path / "b", database_url=pg.url, metrics_listen=metrics)
+        )
+        roles = [await leadership_of(cell) for cell in (first, second)]
+        assert [r.leading for r in roles] == [True, False]  # the first node took the lease
+        assert {(r.epoch, r.leader_node, r.leader_address) for r in roles} == {
+            (1, roles[0].node, f"127.0.0.1:{first.controller.port}")
+        }
+        assert roles[0].node != roles[1].node
+        assert roles[0].HasField("lease_expires_at")
+        for cell, leading in ((first, 1), (second, 0)):
+            samples = await scrape(cell.controller.metrics_port)
+            assert samples["workcell_controller_leader"] == leading
+            assert samples["workcell_controller_epoch"] == (1 if leading else 0)
+        # A clean stop releases the lease: the standby leads within its next look
+        # (a quarter of a lease), not after the lease runs out.
+        stopped = time.monotonic()
+        await first.controller.stop()
+        await poll_until(lambda: leadership_of(second), lambda r: r.leading, within=5)
+        assert time.monotonic() - stopped < first.controller.config.lease
+        role = await leadership_of(second)
+        assert (role.epoch, role.leader_address) == (2, f"127.0.0.1:{second.controller.port}")
+        samples = await scrape(second.controller.metrics_port)
+        assert (samples["workcell_controller_leader"], samples["workcell_controller_epoch"]) == (
+            1,
+            2,
+        )

@@ -46,7 +46,7 @@ from workcell.tls import (
     grpc_channel,
     parse_tls,
 )
-from workcell.v1 import history_pb2, history_pb2_grpc
+from workcell.v1 import history_pb2, history_pb2_grpc, nodes_pb2, nodes_pb2_grpc
 
 __all__ = ["HistoryConfig", "main"]
 
@@ -329,6 +329,26 @@ def query_pages(
             request.page_token = response.next_page_token
 
 
+def leadership_footer(config: HistoryConfig) -> str:
+    """The table's last line: which node leads and in which term ("" from a controller
+    too old to say)."""
+    with grpc_channel(str(config.controller), config.tls) as channel:
+        try:
+            role = nodes_pb2_grpc.NodesStub(channel).GetLeadership(
+                nodes_pb2.GetLeadershipRequest(), timeout=HISTORY_TIMEOUT
+            )
+        except grpc.RpcError as exc:
+            if isinstance(exc, grpc.Call) and exc.code() == grpc.StatusCode.UNIMPLEMENTED:
+                return ""
+            raise
+    this = "this node" if role.leading else "another node"
+    if not role.leader_node:
+        return f"\nno node leads now (term {role.epoch} ended); {config.controller} stands by\n"
+    return (
+        f"\nleader: {role.leader_address} ({this}), term {role.epoch}; asked {config.controller}\n"
+    )
+
+
 def _explain(exc: grpc.RpcError, config: HistoryConfig, command: str) -> None:
     """One stderr line with the gRPC status."""
     reason = f"{exc.code().name}: {exc.details()}" if isinstance(exc, grpc.Call) else str(exc)
@@ -365,6 +385,8 @@ def history_command(config: HistoryConfig) -> int:
             # A pipe would otherwise hold the rows back until the buffer fills.
             sys.stdout.flush()
         sys.stdout.write(writer.finish())
+        if not config.json:
+            sys.stdout.write(leadership_footer(config))
         sys.stdout.flush()
     except grpc.RpcError as exc:
         sys.stdout.flush()

@@ -14,18 +14,18 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import event, select, tuple_
+from sqlalchemy import event, literal_column, select, tuple_
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from controller.errors import DatabaseOpenError
-from controller.records import CommandRecord
+from controller.records import CommandRecord, LeadershipRecord
 from controller.storage.migrate import UnknownRevision, upgrade
 from controller.storage.origin import NoOrigin, Origin, read_origin, replace_origin
-from controller.storage.postgres import PostgresWrites
+from controller.storage.postgres import DATABASE_NOW_US, PostgresWrites
 from controller.storage.rows import command_from_row
-from controller.storage.schema import commands, decision_state
+from controller.storage.schema import commands, decision_state, leadership
 from controller.storage.sqlite import SqliteWrites
 from controller.storage.write_backend import BackendFactory
 from workcell.timeconv import now_us
@@ -37,6 +37,7 @@ log = logging.getLogger(__name__)
 # PostgreSQL: how long the server lets a session sit idle inside a transaction
 # before it ends it. Our transactions never wait on anything but the database.
 IDLE_IN_TRANSACTION_MS = 2000
+_SQLITE_NOW_US = "CAST((julianday('now') - 2440587.5) * 86400000000 AS INTEGER)"
 
 
 def _sqlite_pragmas(busy_timeout_ms: int) -> Callable[[Any, Any], None]:
@@ -162,6 +163,19 @@ class Database:
                 await conn.execute(select(commands).order_by(commands.c.id.desc()).limit(1))
             ).first()
         return int(decided_until), None if row is None else command_from_row(row._mapping)
+
+    async def leadership(self) -> LeadershipRecord:
+        """Who leads, judged by the database's clock (as the lease is)."""
+        now = DATABASE_NOW_US if self.engine.dialect.name != "sqlite" else _SQLITE_NOW_US
+        query = select(leadership, literal_column(now).label("now"))
+        async with self.engine.connect() as conn:
+            row = (await conn.execute(query)).one()
+        expires_at = None if row.expires_at is None else int(row.expires_at)
+        sole = self.engine.dialect.name == "sqlite"
+        held = row.node is not None and (
+            (sole and expires_at is None) or (expires_at is not None and expires_at > row.now)
+        )
+        return LeadershipRecord(int(row.epoch), row.node, row.address, expires_at, held)
 
     async def commands_page(
         self, *, after_id: int, from_us: int | None, to_us: int | None, limit: int
