@@ -237,3 +237,21 @@ async def test_tls_checks_the_name_given_for_a_list(tmp_path: Path) -> None:
     assert sorted(set(answers)) == [1, 2]
     answers = await _answers("127.0.0.1:{},127.0.0.1:{}", client, pki.server(mutual=False))
     assert sorted(set(answers)) == [1, 2]
+
+
+async def test_one_name_goes_through_grpcs_dns_resolver() -> None:
+    # (a name with an address per node needs a DNS server: compose's, in the ha profile)
+    server = grpc.aio.server()
+    health_pb2_grpc.add_HealthServicer_to_server(_Numbered(7), server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    try:
+        built = grpc_target(parse_addresses(f"localhost:{port}"), no_lookups)
+        assert built.uri == f"dns:///localhost:{port}"
+        async with grpc_aio_channel(built.uri, PLAINTEXT, options=built.options) as channel:
+            reply = await health_pb2_grpc.HealthStub(channel).Check(
+                health_pb2.HealthCheckRequest(), timeout=10
+            )
+        assert reply.status == 7
+    finally:
+        await server.stop(None)
