@@ -28,7 +28,13 @@ from workcell.targets import (
     parse_addresses,
     resolve_host,
 )
-from workcell.tls import PLAINTEXT, TlsConfig, grpc_aio_channel, grpc_server_credentials
+from workcell.tls import (
+    PLAINTEXT,
+    TlsConfig,
+    connection_hint,
+    grpc_aio_channel,
+    grpc_server_credentials,
+)
 
 HOSTS = {
     "node-a": ["10.0.0.1"],
@@ -255,3 +261,14 @@ async def test_one_name_goes_through_grpcs_dns_resolver() -> None:
         assert reply.status == 7
     finally:
         await server.stop(None)
+
+
+def test_a_refusal_seen_through_round_robin_still_gets_its_hint() -> None:
+    # round_robin words a refused connection differently from pick_first
+    details = (
+        "connections to all backends failing; last error: UNAVAILABLE: "
+        "ipv4:127.0.0.1:35689: Socket closed"
+    )
+    hint = connection_hint(details, PLAINTEXT, server="the controller")
+    assert hint is not None
+    assert "does it require TLS? Then give --tls-ca" in hint

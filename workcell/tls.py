@@ -348,7 +348,10 @@ def connection_hint(details: str, tls: TlsConfig, *, server: str = "the server")
             f"{subject}'s certificate does not name the host dialled: give a name it holds "
             "with --tls-server-name."
         )
-    if "failed to connect" not in details or "Socket closed" not in details:
+    # pick_first says "failed to connect to all addresses", round_robin (a
+    # sensor's channel, workcell.targets) "connections to all backends failing".
+    connect_failed = "failed to connect" in details or "to all backends failing" in details
+    if not connect_failed or "Socket closed" not in details:
         return None
     if not tls.enabled("client"):
         return (
