@@ -261,7 +261,14 @@ class Controller:
                 await asyncio.sleep(delay)
 
     async def _serve(self, writer: Writer, database: Database) -> None:
-        server = grpc.aio.server(options=[("grpc.max_receive_message_length", MAX_MESSAGE_BYTES)])
+        server = grpc.aio.server(
+            # so_reuseport 0: a second controller on a busy port fails to bind
+            # (gRPC's default lets both bind and split the connections).
+            options=[
+                ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+                ("grpc.so_reuseport", 0),
+            ]
+        )
         self.streams = streams = StreamRegistry(self.config.stream_limits)
         self._tasks.append(asyncio.create_task(streams.watch(), name="stream-limits"))
         telemetry = TelemetryServicer(

@@ -14,6 +14,7 @@ ControllerError
 │   └── DatabaseFileMoved the SQLite file written is no longer the one at its
 │                    path (deleted or replaced): nothing written is acknowledged
 ├── DatabaseOpenError the database cannot be opened or migrated at start (exit 1)
+│   └── DatabaseInUse another controller runs on the same SQLite file
 └── CommandRefused   the manipulator refused a command (its ack carries an error); it stays pending
 """
 
@@ -25,6 +26,7 @@ __all__ = [
     "CommitOutcomeUnknown",
     "ControllerError",
     "DatabaseFileMoved",
+    "DatabaseInUse",
     "DatabaseOpenError",
     "InvalidReading",
     "NotLeader",
@@ -106,6 +108,10 @@ class DatabaseFileMoved(StorageError):
 
 class DatabaseOpenError(ControllerError):
     """The database is unreachable, refuses us, or has a schema this version does not know."""
+
+
+class DatabaseInUse(DatabaseOpenError):
+    """Another controller process holds the SQLite file's lock (one controller per file)."""
 
 
 class CommandRefused(ControllerError):

@@ -13,7 +13,6 @@ would be acknowledged and then lost or never read.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import logging
 import os
 import re
@@ -37,6 +36,7 @@ from manipulator.records import (
     parse_line,
     record_from_entry,
 )
+from workcell.filelock import open_lock_file, try_lock
 
 __all__ = [
     "LOCK_SUFFIX",
@@ -202,7 +202,7 @@ class Journal:
         self._broken: str | None = None
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            lock_fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+            lock_fd = open_lock_file(self.lock_path)
         except OSError as exc:
             raise JournalError(f"cannot open journal lock {self.lock_path}: {exc}") from exc
         try:
@@ -255,10 +255,8 @@ class Journal:
         return fd
 
     def _lock_file(self, fd: int) -> None:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise JournalError(f"journal {self.path} is in use by another manipulator") from None
+        if not try_lock(fd):
+            raise JournalError(f"journal {self.path} is in use by another manipulator")
 
     def check_path(self) -> None:
         """Raise :class:`JournalDisplaced` unless the path still names the open file.

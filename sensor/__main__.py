@@ -134,11 +134,14 @@ async def run_sensor(config: SensorConfig) -> int:
     )
 
     delivery = Delivery(
-        str(config.controller),
+        config.controller.uri,
         batch=config.batch,
         capacity=config.buffer,
         stream_seconds=config.stream_seconds,
         tls=config.tls,
+        # round_robin over the nodes: a stream on a node that dies fails, and
+        # its readings are resent on the next stream, which gRPC gives to a live node.
+        channel_options=config.controller.options,
     )
 
     def counters() -> Counters:

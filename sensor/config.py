@@ -13,13 +13,20 @@ from sensor.profiles import PROFILE_NAMES
 from workcell.flags import (
     Address,
     FlagParser,
-    address,
     duration_between,
     float_between,
     int_between,
 )
 from workcell.logs import add_log_flags
 from workcell.metrics_http import add_metrics_flag
+from workcell.targets import (
+    GrpcTarget,
+    Resolver,
+    TargetError,
+    grpc_target,
+    parse_addresses,
+    resolve_host,
+)
 from workcell.timeconv import US_PER_SECOND
 from workcell.tls import PLAINTEXT, TlsConfig, add_tls_flags, parse_tls
 
@@ -75,7 +82,8 @@ class StepAt:
 class SensorConfig:
     """Everything ``python -m sensor`` needs, as values."""
 
-    controller: Address
+    controller: GrpcTarget
+    """The controller node(s): one address, several, or one DNS name (:mod:`workcell.targets`)."""
     sensor_id: str
     rate: float = 300.0
     count: int | None = None
@@ -164,8 +172,10 @@ def build_parser(environ: Mapping[str, str] | None = None) -> FlagParser:
         "--controller",
         env="WORKCELL_CONTROLLER_ADDRESS",
         default="127.0.0.1:50051",
-        type=address,
-        help="controller gRPC address HOST:PORT",
+        type=parse_addresses,
+        metavar="HOST:PORT[,HOST:PORT...]",
+        help="controller gRPC address; several comma-separated (one per node), or one DNS name "
+        "resolving to every node: streams go round robin to the nodes that are up",
     )
     parser.flag(
         "--sensor-id",
@@ -247,9 +257,17 @@ def build_parser(environ: Mapping[str, str] | None = None) -> FlagParser:
 
 
 def parse_config(
-    argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None
+    argv: Sequence[str] | None = None,
+    environ: Mapping[str, str] | None = None,
+    *,
+    resolve: Resolver = resolve_host,
 ) -> SensorConfig:
-    """Flags and environment to a :class:`SensorConfig` (exit 2 with one line on a bad value)."""
+    """Flags and environment to a :class:`SensorConfig` (exit 2 with one line on a bad value).
+
+    ``resolve`` looks up the host names of a ``--controller`` list, once,
+    here (gRPC has no scheme for a list of names; one name alone is left to
+    gRPC's DNS resolver).
+    """
     parser = build_parser(environ)
     args = parser.parse_args(argv)
     no_progress = args.no_progress
@@ -264,8 +282,19 @@ def parse_config(
             f"argument --buffer: must be at least --batch ({args.batch}), got {args.buffer}"
         )
     tls = parse_tls(parser, args, side="client")
+    try:
+        controller = grpc_target(args.controller, resolve)
+    except TargetError as exc:
+        parser.error(f"argument --controller: {exc}")
+    if tls.enabled("client") and tls.server_name is None and len(controller.hosts) > 1:
+        # gRPC checks one name for every node of a channel: the first one's.
+        parser.error(
+            f"argument --controller: nodes under different host names "
+            f"({', '.join(controller.hosts)}) need --tls-server-name, a name that every "
+            "node's certificate carries"
+        )
     return SensorConfig(
-        controller=args.controller,
+        controller=controller,
         sensor_id=args.sensor_id,
         rate=args.rate,
         count=args.count,

@@ -25,6 +25,14 @@ it. When it was refused for being too far in the future, so are the held
 readings stamped later than the controller then accepted, and for a short
 while new ones are checked against that limit before being sent.
 
+Several controller nodes need nothing of their own here: the channel's
+target and options (:mod:`workcell.targets`) make gRPC give each new stream
+to the next node whose connection is READY (``round_robin``), skipping one
+whose connection failed. A stream on a node that dies fails like any other
+and its readings are resent on the next stream, so on a live node; a resend
+of readings the dead node had already committed comes back as duplicates
+(the shared database's unique key), so nothing is stored twice.
+
 Every reading added is, at any time, exactly one of: acknowledged, rejected,
 dropped, or undelivered (held, or evicted from the full buffer while the
 stream carrying it awaits its response); see :attr:`Delivery.undelivered`.
@@ -37,6 +45,8 @@ import contextlib
 import logging
 import random
 import time
+from collections.abc import Sequence
+from typing import Any
 
 import grpc
 from grpc import aio
@@ -152,11 +162,13 @@ class Delivery:
         backoff: Backoff | None = None,
         rng: random.Random | None = None,
         tls: TlsConfig = PLAINTEXT,
+        channel_options: Sequence[tuple[str, Any]] = (),
     ) -> None:
         if batch < 1:
             raise ValueError(f"batch must be >= 1, got {batch}")
         self.target = target
         self._tls = tls
+        self._channel_options = tuple(channel_options)
         self._batch = min(batch, capacity)
         self._buffer: PendingBuffer[_Held] = PendingBuffer(capacity)
         self._stream_seconds = stream_seconds
@@ -267,6 +279,7 @@ class Delivery:
                 ("grpc.initial_reconnect_backoff_ms", initial_ms),
                 ("grpc.min_reconnect_backoff_ms", initial_ms),
                 ("grpc.max_reconnect_backoff_ms", maximum_ms),
+                *self._channel_options,
             ],
         )
         self._sender = asyncio.create_task(self._send_forever(), name="sensor-delivery")

@@ -200,10 +200,18 @@ def start_controller(
 
 
 def start_sensor(
-    controller_port: int, *flags: str, sensor_id: str | None = None, **options: Any
+    controller_port: int | Sequence[int],
+    *flags: str,
+    sensor_id: str | None = None,
+    **options: Any,
 ) -> Service:
-    """``python -m sensor`` streaming to 127.0.0.1:``controller_port``, without a progress bar."""
-    args = ["--controller", f"127.0.0.1:{controller_port}", "--no-progress"]
+    """``python -m sensor`` streaming to 127.0.0.1:``controller_port``, without a progress bar.
+
+    Several ports: the sensor is given every one (one controller node each).
+    """
+    ports = [controller_port] if isinstance(controller_port, int) else list(controller_port)
+    addresses = ",".join(f"127.0.0.1:{port}" for port in ports)
+    args = ["--controller", addresses, "--no-progress"]
     if sensor_id is not None:
         args += ["--sensor-id", sensor_id]
     options.setdefault("name", sensor_id or "sensor")

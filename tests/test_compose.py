@@ -10,6 +10,7 @@ free ports, and volumes to folders under ``tmp_path``.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import json
 import os
@@ -25,12 +26,14 @@ import jsonschema
 import pytest
 import yaml
 
+from tests.databases import PostgresServer
 from tests.processes import ROOT, Service, running, start_service
 
 SCHEMA = Path(__file__).resolve().parents[2] / "shared" / "compose-spec" / "compose-spec.json"
 COMPOSE = ROOT / "docker-compose.yml"
 DOCKERFILE = ROOT / "Dockerfile"
 ENV_EXAMPLE = ROOT / ".env.example"
+HA_SERVICES = ("postgres", "controller-ha", "sensor-ha")
 _VARIABLE = re.compile(r"\$\{(?P<name>\w+)(?::?-(?P<default>[^}]*))?\}")
 
 
@@ -71,7 +74,10 @@ def test_compose_file_matches_the_compose_schema(compose: dict[str, Any]) -> Non
 
 def test_compose_shape(compose: dict[str, Any]) -> None:
     services = compose["services"]
-    assert set(services) == {"manipulator", "controller", "sensor"}
+    # `docker compose up` starts these: the services of no profile
+    default = {name for name, service in services.items() if "profiles" not in service}
+    assert default == {"manipulator", "controller", "sensor"}
+    assert {name for name in services if name not in default} == set(HA_SERVICES)
     controller, sensor = services["controller"], services["sensor"]
     assert controller["ports"] == ["127.0.0.1:${WORKCELL_CONTROLLER_PORT:-50051}:50051"]
     assert "manipulator" in controller["depends_on"]
@@ -89,6 +95,32 @@ def test_compose_shape(compose: dict[str, Any]) -> None:
         assert all(v.startswith("0.0.0.0:") for v in listen)
 
 
+def test_ha_profile_shape(compose: dict[str, Any]) -> None:
+    services = compose["services"]
+    for name in HA_SERVICES:
+        assert services[name]["profiles"] == ["ha"]
+    postgres, controller, sensor = (services[name] for name in HA_SERVICES)
+    assert postgres["image"].startswith("postgres:")  # the official image
+    assert "pg_isready" in " ".join(postgres["healthcheck"]["test"])
+    assert any(v.startswith("postgres:") for v in postgres["volumes"])
+    assert "postgres" in compose["volumes"]
+    assert controller["deploy"]["replicas"] == 3
+    database = environment(controller)["WORKCELL_DATABASE"]
+    assert database.startswith("postgresql+asyncpg://")
+    assert "@postgres:5432/" in database
+    assert controller["depends_on"]["postgres"]["condition"] == "service_healthy"
+    assert controller["healthcheck"] == services["controller"]["healthcheck"]
+    # every replica shares the default controller's settings but the database
+    same = {k: v for k, v in environment(controller).items() if k != "WORKCELL_DATABASE"}
+    assert same == {
+        k: v for k, v in environment(services["controller"]).items() if k != "WORKCELL_DATABASE"
+    }
+    # the sensors address the replicas by one name (the DNS case of --controller)
+    assert environment(sensor)["WORKCELL_CONTROLLER_ADDRESS"] == "controller-ha:50051"
+    assert sensor["depends_on"]["controller-ha"]["condition"] == "service_healthy"
+    assert sensor["deploy"]["replicas"] == 8
+
+
 def test_every_setting_is_in_env_example(compose: dict[str, Any]) -> None:
     """Each ``${VAR:-default}`` appears in .env.example with the same default."""
     example = dict(
@@ -102,7 +134,9 @@ def test_every_setting_is_in_env_example(compose: dict[str, Any]) -> None:
 
 
 def test_commands_refer_to_modules_that_exist(compose: dict[str, Any]) -> None:
-    for name, service in compose["services"].items():
+    ours = {name: s for name, s in compose["services"].items() if "command" in s}
+    assert set(compose["services"]) - set(ours) == {"postgres"}  # the official image's own
+    for name, service in ours.items():
         module, _ = module_of(service["command"])
         assert importlib.util.find_spec(module) is not None, name
         assert importlib.util.find_spec(f"{module}.__main__") is not None, name
@@ -226,3 +260,56 @@ def _wait_healthy(command: list[str], attempts: int = 20) -> subprocess.Complete
             break
         time.sleep(0.25)
     return done
+
+
+def test_ha_services_run_as_compose_runs_them(
+    compose: dict[str, Any], tmp_path: Path, clean_environ: None, postgres_server: PostgresServer
+) -> None:
+    """Profile ha: the replicas of controller-ha on one PostgreSQL database, sensor-ha on them.
+
+    The postgres service (the official image) cannot run here: the database
+    URL that names it is replaced by a fresh database on the throwaway
+    server. Compose's DNS answers ``controller-ha`` with every replica's
+    address; the local stand-in is the list of the replicas' addresses.
+    """
+    services = compose["services"]
+    replicas_n = services["controller-ha"]["deploy"]["replicas"]
+    count = 900
+    with postgres_server.fresh_database() as database:
+        hosts = {environment(services["controller-ha"])["WORKCELL_DATABASE"]: database.url}
+        manipulator = start_compose_service(compose, "manipulator", tmp_path, hosts)
+        with running(manipulator):
+            hosts["manipulator:7700"] = f"127.0.0.1:{manipulator.port}"
+            replicas: list[Service] = []
+            with contextlib.ExitStack() as stack:
+                for _ in range(replicas_n):
+                    replica = start_compose_service(compose, "controller-ha", tmp_path, hosts)
+                    stack.enter_context(running(replica))
+                    replicas.append(replica)
+                for replica in replicas:
+                    # each replica's healthcheck runs in its own container: its 50051 is its port
+                    probe = [
+                        localize(
+                            part, hosts={"127.0.0.1:50051": f"127.0.0.1:{replica.port}"}, volumes={}
+                        )
+                        for part in services["controller-ha"]["healthcheck"]["test"][1:]
+                    ]
+                    module, args = module_of(probe)
+                    healthy = _wait_healthy([sys.executable, "-m", module, *args])
+                    assert healthy.returncode == 0, healthy.stderr
+                hosts["controller-ha:50051"] = ",".join(f"127.0.0.1:{r.port}" for r in replicas)
+                sensor = start_compose_service(
+                    compose,
+                    "sensor-ha",
+                    tmp_path,
+                    hosts,
+                    extra_args=("--count", str(count)),
+                    wait_listening=False,
+                )
+                with running(sensor):
+                    assert sensor.wait(60) == 0, sensor.output()
+                for replica in replicas:
+                    assert replica.stop() == 0, replica.output()
+            assert manipulator.stop() == 0, manipulator.output()
+        [(readings,)] = database.fetch("SELECT count(*) FROM readings")
+    assert readings == count

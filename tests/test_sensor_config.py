@@ -15,7 +15,7 @@ from workcell.flags import Address
 
 def test_defaults() -> None:
     config = parse_config([], environ={})
-    assert config.controller == Address("127.0.0.1", 50051)
+    assert config.controller.addresses == (Address("127.0.0.1", 50051),)
     assert config.rate == 300
     assert (config.count, config.duration) == (None, None)
     assert config.profile == "regime"
@@ -46,7 +46,7 @@ def test_environment_variables() -> None:
             "WORKCELL_LOG_LEVEL": "debug",
         },
     )
-    assert config.controller == Address("controller", 6000)
+    assert config.controller.addresses == (Address("controller", 6000),)
     assert config.sensor_id == "s-7"
     assert config.rate == 50.5
     assert (config.count, config.duration) == (10, 120.0)

@@ -24,6 +24,7 @@ from workcell.flags import (
     address,
     database_url,
     duration_seconds,
+    int_between,
     positive_float,
     positive_int,
     probability,
@@ -36,7 +37,7 @@ from workcell.history_table import (
 )
 from workcell.liveview import CellState, Display, LiveScreen, SummaryLines
 from workcell.logs import configure_logging, log_format, log_level
-from workcell.runner import CellConfig, run_cell
+from workcell.runner import MAX_CONTROLLERS, CellConfig, run_cell
 from workcell.timeconv import from_iso, now_us, to_timestamp
 from workcell.tls import (
     PLAINTEXT,
@@ -149,6 +150,7 @@ def _parser() -> FlagParser:
         "and show the cell live. Ctrl-C stops them all (sensors first) and exits 0.",
     )
     assert isinstance(run, FlagParser)
+    run.set_defaults(command_parser=run)
     run.flag(
         "--sensors",
         env="WORKCELL_SENSORS",
@@ -187,11 +189,21 @@ def _parser() -> FlagParser:
         help="readings per second per sensor",
     )
     run.flag(
+        "--controllers",
+        env="WORKCELL_CONTROLLERS",
+        default="1",
+        type=int_between(1, MAX_CONTROLLERS),
+        metavar="N",
+        help="controller nodes on the database (more than one needs a PostgreSQL --database); "
+        "each sensor is given every node's address",
+    )
+    run.flag(
         "--controller-listen",
         env="WORKCELL_CONTROLLER_LISTEN",
         default=DEFAULT_CONTROLLER,
         type=address,
-        help="the controller's gRPC address",
+        help="the controller's gRPC address (with several controllers, the first one's: "
+        "the others take the next ports, or free ones for port 0)",
     )
     run.flag(
         "--manipulator-listen",
@@ -475,6 +487,7 @@ def run_command(args: argparse.Namespace) -> int:
         python=sys.executable,
         log_format=args.log_format,
         database=args.database,
+        controllers=args.controllers,
     )
     config.log_dir.mkdir(parents=True, exist_ok=True)
     live = not args.no_live and sys.stdout.isatty()
@@ -486,7 +499,10 @@ def run_command(args: argparse.Namespace) -> int:
         display = LiveScreen(sys.stdout, width=shutil.get_terminal_size().columns)
     else:
         display = SummaryLines(sys.stdout)
-    state = CellState(sensor_ids=config.sensor_ids)
+    problem = config.problem()
+    if problem is not None:
+        args.command_parser.error(f"argument --controllers: {problem}")
+    state = CellState(sensor_ids=config.sensor_ids, controller_ids=config.controller_names)
     code = asyncio.run(run_cell(config, display, state))
     if live:
         sys.stdout.write(f"logs: {config.log_dir}\n")

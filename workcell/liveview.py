@@ -117,9 +117,12 @@ class CellState:
     """Everything the view shows, updated from log lines and History answers."""
 
     sensor_ids: Sequence[str] = ()
+    controller_ids: Sequence[str] = ()
+    """The controller nodes, in order: one line each on screen when there are several."""
     phase: str = "starting"
     sensors: dict[str, SensorReport] = field(default_factory=dict)
-    ingest: IngestReport | None = None
+    ingests: dict[str, IngestReport] = field(default_factory=dict)
+    """Each controller's latest ingest report, by the child's name."""
     last_decision: DecisionReport | None = None
     decisions: int = 0
     acknowledged: set[int] = field(default_factory=set)
@@ -128,8 +131,24 @@ class CellState:
     exits: list[ChildExit] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 
-    def observe(self, line: str) -> None:
-        """Take one log line of any child (text or JSON); lines of no interest are ignored."""
+    @property
+    def ingest(self) -> IngestReport | None:
+        """Every controller's latest ingest report added up; None before the first."""
+        reports = list(self.ingests.values())
+        if not reports:
+            return None
+        return IngestReport(
+            stored=sum(r.stored for r in reports),
+            rate=sum(r.rate for r in reports),
+            duplicates=sum(r.duplicates for r in reports),
+            stale=sum(r.stale for r in reports),
+        )
+
+    def observe(self, line: str, child: str = "controller") -> None:
+        """Take one log line of any child (text or JSON); lines of no interest are ignored.
+
+        ``child`` names the child that wrote it (which controller, for ingest reports).
+        """
         line = log_message(line)
         if match := _SENSOR.search(line):
             report = SensorReport(
@@ -142,7 +161,7 @@ class CellState:
             )
             self.sensors[report.sensor_id] = report
         elif match := _INGEST.search(line):
-            self.ingest = IngestReport(
+            self.ingests[child] = IngestReport(
                 stored=int(match["stored"]),
                 rate=_float(match["rate"]) or 0.0,
                 duplicates=int(match["duplicates"]),
@@ -191,17 +210,37 @@ def _last_decision_text(state: CellState) -> str:
     return "none yet"
 
 
+def _ingest_text(report: IngestReport) -> str:
+    return (
+        f"stored {report.stored} readings  {report.rate:.1f}/s  "
+        f"duplicates {report.duplicates}  stale {report.stale}"
+    )
+
+
+def _controller_lines(state: CellState) -> list[str]:
+    """One line for the controller, or one per node and their total when there are several."""
+    names = list(state.controller_ids) or sorted(state.ingests)
+    if len(names) <= 1:
+        total = state.ingest
+        if total is None:
+            return ["controller  waiting for the first ingest report"]
+        return [f"controller  {_ingest_text(total)}"]
+    width = max(len(name) for name in names) + 2
+    lines = []
+    for name in names:
+        report = state.ingests.get(name)
+        text = "waiting for the first ingest report" if report is None else _ingest_text(report)
+        lines.append(f"{name:<{width}}{text}")
+    total = state.ingest
+    if total is not None:
+        lines.append(f"{'all':<{width}}{_ingest_text(total)}")
+    return lines
+
+
 def render_screen(state: CellState, *, elapsed: float, title: str = "workcell") -> list[str]:
     """The full live view as lines (no escapes, no trailing newlines)."""
     lines = [f"{title}  {state.phase} {_clock(elapsed)}  (Ctrl-C stops the cell)", ""]
-    if state.ingest is None:
-        lines.append("controller  waiting for the first ingest report")
-    else:
-        i = state.ingest
-        lines.append(
-            f"controller  stored {i.stored} readings  {i.rate:.1f}/s  "
-            f"duplicates {i.duplicates}  stale {i.stale}"
-        )
+    lines += _controller_lines(state)
     lines.append(
         f"commands    issued {state.decisions}  acknowledged {len(state.acknowledged)}  "
         f"last {_last_decision_text(state)}"
@@ -234,12 +273,19 @@ def render_screen(state: CellState, *, elapsed: float, title: str = "workcell") 
 
 
 def render_summary(state: CellState, *, elapsed: float) -> str:
-    """One line for logs and pipes: stored rate, commands, each sensor's rate, exits."""
+    """One line for logs and pipes: stored rate (each node's too), commands, sensor rates, exits."""
     parts = [f"[{elapsed:6.1f}s]"]
     if state.ingest is None:
         parts.append("stored=- (no report yet)")
     else:
         parts.append(f"stored={state.ingest.stored} ({state.ingest.rate:.1f}/s)")
+    controllers = list(state.controller_ids) or sorted(state.ingests)
+    if len(controllers) > 1:
+        each = []
+        for name in controllers:
+            node = state.ingests.get(name)
+            each.append(f"{name} {'-' if node is None else f'{node.rate:.1f}'}/s")
+        parts.append("(" + ", ".join(each) + ")")
     parts.append(f"commands={state.decisions} acked={len(state.acknowledged)}")
     parts.append(f"last={_last_decision_text(state)}")
     rates = []

@@ -1,11 +1,18 @@
 """Runs the whole cell as child processes for ``workcell run``.
 
-Start order is manipulator, controller, sensors: each server tier is started
+Start order is manipulator, controller(s), sensors: each server is started
 only after the previous one logged ``listening on HOST:PORT``, and the next
 tier is pointed at that real address. Stop order is the reverse (sensors
 first so they flush into a live controller, the manipulator last so the
 controller can deliver its last commands), each child SIGTERMed and waited
 for with a timeout, then killed.
+
+With ``--controllers N`` (PostgreSQL only: one SQLite file takes one
+controller), N controller nodes share the database, on consecutive ports
+from the configured one (or free ones for port 0); every sensor is given
+all their addresses (gRPC spreads its streams over them, see
+:mod:`workcell.targets`), and so is the History poller. A node that dies is
+reported; the cell stops only when no controller is left.
 
 Children run in their own session so a Ctrl-C on the terminal reaches only
 this process, which then stops them in that order.
@@ -32,6 +39,7 @@ import grpc
 from workcell.flags import Address
 from workcell.liveview import CellState, Display, describe_exit
 from workcell.logs import log_message
+from workcell.targets import GrpcTarget, grpc_target, resolve_host
 from workcell.timeconv import from_timestamp, now_us, to_timestamp
 from workcell.v1 import history_pb2, history_pb2_grpc
 
@@ -47,6 +55,11 @@ SENSOR_STOP_TIMEOUT = 15.0
 CONTROLLER_STOP_TIMEOUT = 20.0
 MANIPULATOR_STOP_TIMEOUT = 10.0
 REFRESH_SECONDS = 1.0
+MAX_CONTROLLERS = 16
+SEVERAL_NEED_POSTGRESQL = (
+    "several controllers need PostgreSQL (--database postgresql://...): "
+    "a SQLite file takes one controller"
+)
 DEFAULT_CONTROLLER_LISTEN = Address("127.0.0.1", 50051)
 DEFAULT_MANIPULATOR_LISTEN = Address("127.0.0.1", 7700)
 
@@ -66,6 +79,30 @@ class CellConfig:
     log_format: str = "text"
     database: str | None = None
     """The controller's database URL; None: the SQLite file ``<data>/workcell.db``."""
+    controllers: int = 1
+    """Controller nodes on the database (more than one needs PostgreSQL)."""
+
+    def problem(self) -> str | None:
+        """Why this cell cannot run as configured (None: it can)."""
+        if not 1 <= self.controllers <= MAX_CONTROLLERS:
+            return f"--controllers must be from 1 to {MAX_CONTROLLERS}, got {self.controllers}"
+        if self.controllers > 1 and not self.database_url.startswith("postgresql"):
+            return SEVERAL_NEED_POSTGRESQL
+        return None
+
+    @property
+    def controller_names(self) -> list[str]:
+        """``controller`` alone, or ``controller-1`` … ``controller-N``."""
+        if self.controllers == 1:
+            return ["controller"]
+        return [f"controller-{i}" for i in range(1, self.controllers + 1)]
+
+    @property
+    def controller_listens(self) -> list[Address]:
+        """Where each node listens: consecutive ports from ``controller_listen`` (0: free ones)."""
+        listen = self.controller_listen
+        step = 1 if listen.port else 0
+        return [Address(listen.host, listen.port + i * step) for i in range(self.controllers)]
 
     @property
     def database_url(self) -> str:
@@ -250,11 +287,16 @@ async def fetch_history(
             return entries
 
 
+def controllers_target(addresses: Sequence[Address]) -> GrpcTarget:
+    """One gRPC target over every controller node (round robin; a dead node is skipped)."""
+    return grpc_target(addresses, resolve_host)
+
+
 async def poll_history(
-    target: Address, state: CellState, *, since_us: int, interval: float = REFRESH_SECONDS
+    target: GrpcTarget, state: CellState, *, since_us: int, interval: float = REFRESH_SECONDS
 ) -> None:
     """Keep ``state.history`` up to date with the last decisions (runs until cancelled)."""
-    async with grpc.aio.insecure_channel(str(target)) as channel:
+    async with grpc.aio.insecure_channel(target.uri, options=target.options) as channel:
         stub = history_pb2_grpc.HistoryStub(channel)
         while True:
             # Re-read from the oldest entry on show: its acknowledgement may have come.
@@ -285,7 +327,7 @@ class _Cell:
         return time.monotonic() - self._started
 
     def _on_line(self, name: str, line: str) -> None:
-        self.state.observe(line)
+        self.state.observe(line, name)
 
     def child(self, name: str, module: str, args: Sequence[str]) -> Child:
         # Every child logs in the cell's format (the live view reads both).
@@ -340,17 +382,18 @@ class _Cell:
         return reachable(child.address)
 
     async def stop_all(self) -> None:
-        """Stop sensors together, then the controller, then the manipulator."""
+        """Stop sensors together, then the controllers together, then the manipulator."""
         sensors = [c for c in self.children if c.name.startswith("sensor-")]
-        servers = [c for c in self.children if c not in sensors]
+        controllers = [c for c in self.children if c.name.startswith("controller")]
+        others = [c for c in self.children if c not in sensors and c not in controllers]
         self.state.phase = "stopping sensors"
         await asyncio.gather(*(self._stop(c, SENSOR_STOP_TIMEOUT) for c in sensors))
-        for child in reversed(servers):
+        if controllers:
+            self.state.phase = "stopping " + ", ".join(c.name for c in controllers)
+            await asyncio.gather(*(self._stop(c, CONTROLLER_STOP_TIMEOUT) for c in controllers))
+        for child in reversed(others):
             self.state.phase = f"stopping {child.name}"
-            timeout = (
-                CONTROLLER_STOP_TIMEOUT if child.name == "controller" else MANIPULATOR_STOP_TIMEOUT
-            )
-            await self._stop(child, timeout)
+            await self._stop(child, MANIPULATOR_STOP_TIMEOUT)
 
     async def _stop(self, child: Child, within: float) -> None:
         already = child.returncode is not None
@@ -375,25 +418,32 @@ class _Cell:
         manipulator_address = await self.start_server(manipulator, stop)
         if manipulator_address is None:
             return 1 if self.failed else 0
-        controller = self.child(
-            "controller",
-            "controller",
-            [
-                "--listen",
-                str(config.controller_listen),
-                "--manipulator",
-                str(manipulator_address),
-                "--database",
-                config.database_url,
-                "--period",
-                repr(config.period),
-            ],
-        )
-        controller_address = await self.start_server(controller, stop)
-        if controller_address is None:
-            return 1 if self.failed else 0
+        controller_addresses: list[Address] = []
+        # One after the other: the first one migrates the schema, the others find it done.
+        for name, listen in zip(config.controller_names, config.controller_listens, strict=True):
+            controller = self.child(
+                name,
+                "controller",
+                [
+                    "--listen",
+                    str(listen),
+                    "--manipulator",
+                    str(manipulator_address),
+                    "--database",
+                    config.database_url,
+                    "--period",
+                    repr(config.period),
+                ],
+            )
+            controller_address = await self.start_server(controller, stop)
+            if controller_address is None:
+                return 1 if self.failed else 0
+            controller_addresses.append(controller_address)
+        controllers = ",".join(str(a) for a in controller_addresses)
         since = now_us()
-        history = asyncio.create_task(poll_history(controller_address, self.state, since_us=since))
+        history = asyncio.create_task(
+            poll_history(controllers_target(controller_addresses), self.state, since_us=since)
+        )
         self.state.phase = "starting sensors"
         for sensor_id in config.sensor_ids:
             sensor = self.child(
@@ -401,7 +451,7 @@ class _Cell:
                 "sensor",
                 [
                     "--controller",
-                    str(controller_address),
+                    controllers,
                     "--sensor-id",
                     sensor_id,
                     "--rate",
@@ -418,6 +468,21 @@ class _Cell:
             with contextlib.suppress(asyncio.CancelledError):
                 await history
         return 1 if self.failed else 0
+
+    def _essential(self, gone: Child) -> bool:
+        """Whether the cell stops without ``gone``: the manipulator, or the last controller."""
+        if gone.name.startswith("sensor-"):
+            return False
+        if gone.name.startswith("controller"):
+            others = [
+                c
+                for c in self.children
+                if c is not gone and c.name.startswith("controller") and c.returncode is None
+            ]
+            if others:
+                logger.warning("%s is gone; %s go on", gone.name, ", ".join(c.name for c in others))
+                return False
+        return True
 
     async def watch(self, stop: asyncio.Event) -> None:
         """Until asked to stop (or the duration is over): report children that exit."""
@@ -440,7 +505,7 @@ class _Cell:
                     child = exits.pop(task)
                     self.report_exit(child)
                     self.failed = True
-                    if not child.name.startswith("sensor-"):
+                    if self._essential(child):
                         logger.error("%s is essential: stopping the cell", child.name)
                         return
                     self.display.refresh(self.state, elapsed=self.elapsed())
@@ -457,7 +522,7 @@ async def run_cell(config: CellConfig, display: Display, state: CellState | None
     child exited unexpectedly (each such exit is logged and shown).
     """
     config.log_dir.mkdir(parents=True, exist_ok=True)
-    state = state or CellState(sensor_ids=config.sensor_ids)
+    state = state or CellState(sensor_ids=config.sensor_ids, controller_ids=config.controller_names)
     cell = _Cell(config, state, display)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

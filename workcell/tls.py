@@ -28,6 +28,8 @@ from typing import Any, Literal
 import grpc
 
 from workcell.flags import FlagParser
+from workcell.flags import address as parse_address
+from workcell.ports import ListenError, listen_error
 
 __all__ = [
     "PLAINTEXT",
@@ -299,11 +301,23 @@ def grpc_aio_channel(
 
 
 def add_grpc_port(server: grpc.aio.Server, address: str, tls: TlsConfig) -> int:
-    """Bind ``server`` to ``address`` with TLS when ``tls`` has a certificate; the bound port."""
+    """Bind ``server`` to ``address`` with TLS when ``tls`` has a certificate; the bound port.
+
+    A failed bind raises :class:`~workcell.ports.ListenError` (an OSError)
+    with the kernel's reason when a probe can learn it: gRPC itself raises a
+    RuntimeError that only says it failed.
+    """
     credentials = grpc_server_credentials(tls)
-    if credentials is None:
-        return server.add_insecure_port(address)
-    return server.add_secure_port(address, credentials)
+    try:
+        if credentials is None:
+            return server.add_insecure_port(address)
+        return server.add_secure_port(address, credentials)
+    except RuntimeError as exc:
+        try:
+            reason = listen_error(parse_address(address))
+        except argparse.ArgumentTypeError:
+            reason = None
+        raise ListenError(address, reason or str(exc)) from exc
 
 
 # -- why a connection failed --------------------------------------------------
@@ -334,7 +348,10 @@ def connection_hint(details: str, tls: TlsConfig, *, server: str = "the server")
             f"{subject}'s certificate does not name the host dialled: give a name it holds "
             "with --tls-server-name."
         )
-    if "failed to connect" not in details or "Socket closed" not in details:
+    # pick_first says "failed to connect to all addresses", round_robin (a
+    # sensor's channel, workcell.targets) "connections to all backends failing".
+    connect_failed = "failed to connect" in details or "to all backends failing" in details
+    if not connect_failed or "Socket closed" not in details:
         return None
     if not tls.enabled("client"):
         return (
