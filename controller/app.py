@@ -96,7 +96,12 @@ class Controller:
         """The current term's work (the decision loop and the link), while this node leads."""
 
     async def __aenter__(self) -> Controller:
-        await self.start()
+        try:
+            await self.start()
+        except BaseException:
+            # A part that started (the writer, the database) is stopped again.
+            await self.stop()
+            raise
         return self
 
     async def __aexit__(

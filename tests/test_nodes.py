@@ -233,7 +233,7 @@ def test_leader_sigkilled_twice_a_standby_takes_over_and_nothing_is_lost_or_doub
         sensors = start_sensors(ports, count)
         services += sensors
         for sensor in sensors:
-            sensor.wait_for_line(r"stream \d+ acknowledged", 60)
+            sensor.wait_for_line(r"acked=[1-9]", 60)
         for _ in range(2):
             time.sleep(rng.uniform(3, 7))
             leader = leader_of(nodes)
