@@ -52,8 +52,8 @@ RECORD_KEYS = (
 )
 # What makes two commands with the same (origin, id) the same command: a
 # resend carries exactly these again. received_at is ours, not the sender's;
-# the epoch is the sender's too (a new leader resends its predecessor's
-# commands with its own epoch), so it is not part of what a command says.
+# the epoch names the node that sent this copy, not the command (a new leader
+# resends its predecessor's commands with its own epoch).
 _CONTENT = ("status", "window_start", "window_end", "issued_at")
 _TIME_FIELDS = ("window_start", "window_end", "issued_at")
 # Controllers send a UUID; anything printable and short is accepted, so the
