@@ -392,7 +392,7 @@ class ManipulatorServer:
         if record.epoch > epoch_before:
             log.info(
                 "commands of origin %s now come from epoch %d (before: %d): a new leader; "
-                "lower epochs of that origin are refused from now on",
+                "the lower epochs of that origin are fenced from now on",
                 shown_origin(record.origin),
                 record.epoch,
                 epoch_before,

@@ -562,6 +562,13 @@ async def test_a_lower_epoch_is_refused_and_nothing_journaled(
     assert "epoch 3" in warnings[0]
     assert "epoch 4" in warnings[1]
     assert manipulator_errors(caplog) == []
+    # Each new epoch once, in words a search for refusals does not match.
+    new_epochs = [r.getMessage() for r in caplog.records if "now come from epoch" in r.getMessage()]
+    assert [line.split(": a new leader")[0] for line in new_epochs] == [
+        f"commands of origin {ORIGIN_A} now come from epoch 4 (before: 0)",
+        f"commands of origin {ORIGIN_A} now come from epoch 5 (before: 4)",
+    ]
+    assert not any("refused" in line for line in new_epochs)
 
 
 async def test_a_resend_with_a_higher_epoch_raises_the_bar_without_a_journal_line(
