@@ -16,12 +16,15 @@ ControllerError
 ├── DatabaseOpenError the database cannot be opened or migrated at start (exit 1)
 │   └── DatabaseInUse another controller runs on the same SQLite file
 └── CommandRefused   the manipulator refused a command (its ack carries an error); it stays pending
+    └── CommandFenced the refusal is for the command's epoch: a newer leader has sent commands,
+                     this node was deposed and its link stops
 """
 
 from __future__ import annotations
 
 __all__ = [
     "CommandConflict",
+    "CommandFenced",
     "CommandRefused",
     "CommitOutcomeUnknown",
     "ControllerError",
@@ -124,3 +127,17 @@ class CommandRefused(ControllerError):
         super().__init__(f"the manipulator refused command {command_id}: {reason}")
         self.command_id = command_id
         self.reason = reason
+
+
+class CommandFenced(CommandRefused):
+    """The manipulator refused a command because its epoch is below one it has already accepted.
+
+    ``epoch`` is the link's (the command's), ``superseded_by`` the higher
+    epoch the manipulator named (the ack's ``superseded_by_epoch``): the node
+    of that epoch leads now, so this one must stop sending.
+    """
+
+    def __init__(self, command_id: int, reason: str, *, epoch: int, superseded_by: int) -> None:
+        super().__init__(command_id, reason)
+        self.epoch = epoch
+        self.superseded_by = superseded_by

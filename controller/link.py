@@ -22,6 +22,17 @@ stays pending and, as commands go in order, so does everything after it; the
 link says once what the operator must do, drops the connection and tries
 again later, backing off up to ``max_refused_backoff``.
 
+Each frame also carries the link's ``epoch``, the leadership term of this
+node (0: a controller without leadership). A link is made per term, so its
+epoch is fixed, and it stamps it on every command it sends, its
+predecessor's resent ones included: the epoch says who sends, not who
+issued. When the manipulator refuses a command for its epoch (the ack's
+``superseded_by_epoch``, not its text), a newer leader has already sent
+commands: this node was deposed. Retrying cannot succeed, so the link logs
+one warning, calls ``on_fenced`` with the manipulator's reason, drops its
+connection and everything queued (the commands stay in the database for the
+leader), and sends nothing more.
+
 An acknowledgement is recorded (``on_ack``, the writer) by a task of its
 own; one the database refuses to record is kept and retried with backoff
 until it is, so History does not show a journaled command as pending. One
@@ -40,7 +51,7 @@ from collections.abc import Awaitable, Callable, Iterable
 
 from google.protobuf.message import DecodeError
 
-from controller.errors import CommandRefused
+from controller.errors import CommandFenced, CommandRefused
 from controller.link_failures import (
     FailureEpisode,
     LinkFailure,
@@ -64,10 +75,12 @@ log = logging.getLogger(__name__)
 
 AckCallback = Callable[[int, int], Awaitable[None]]
 """Records that command ``id`` was acknowledged at ``at_us`` (µs since the epoch)."""
+FencedCallback = Callable[[str], None]
+"""Told that the link was fenced (this node deposed), with the manipulator's reason."""
 
 
-def command_message(record: CommandRecord, origin: str = "") -> command_pb2.Command:
-    """The wire message for a recorded command, sent with ``origin``."""
+def command_message(record: CommandRecord, origin: str = "", epoch: int = 0) -> command_pb2.Command:
+    """The wire message for a recorded command, sent with ``origin`` by a node of ``epoch``."""
     return command_pb2.Command(
         id=record.id,
         status=status_from_name(record.status),  # type: ignore[arg-type]
@@ -75,6 +88,7 @@ def command_message(record: CommandRecord, origin: str = "") -> command_pb2.Comm
         window_end=to_timestamp(record.window_end),
         issued_at=to_timestamp(record.issued_at),
         origin=origin,
+        epoch=epoch,
     )
 
 
@@ -87,6 +101,8 @@ class ManipulatorLink:
         *,
         on_ack: AckCallback,
         origin: Origin | None = None,
+        epoch: int = 0,
+        on_fenced: FencedCallback | None = None,
         initial_backoff: float = 0.1,
         max_backoff: float = 5.0,
         refused_backoff: float = 1.0,
@@ -105,6 +121,9 @@ class ManipulatorLink:
         self._server_hostname = (server_hostname or address.host) if ssl is not None else None
         self._on_ack = on_ack
         self._origin = origin
+        self._epoch = epoch
+        self._on_fenced = on_fenced
+        self._fenced: str | None = None
         self._metrics = metrics if metrics is not None else ControllerMetrics()
         self._clock = clock
         self._connect_timeout = connect_timeout
@@ -135,16 +154,25 @@ class ManipulatorLink:
         return list(self._pending)
 
     @property
+    def fenced(self) -> str | None:
+        """The manipulator's reason once this link was fenced (its node deposed); else None."""
+        return self._fenced
+
+    @property
     def unrecorded(self) -> list[int]:
         """Ids of the commands acknowledged whose acknowledgement is not recorded yet."""
         return list(self._unrecorded)
 
     def enqueue(self, record: CommandRecord) -> None:
-        """Queue a recorded command for delivery."""
+        """Queue a recorded command for delivery (dropped once the link was fenced)."""
+        if self._fenced is not None:
+            # Deposed: the command stays pending in the database, for the leader.
+            log.debug("command %d not queued: this node was deposed", record.id)
+            return
         if self._pending and record.id <= next(reversed(self._pending)):
             raise ValueError(f"command {record.id} enqueued out of order")
         origin = self._origin.of_command(record.id) if self._origin is not None else ""
-        self._pending[record.id] = encode_frame(command_message(record, origin))
+        self._pending[record.id] = encode_frame(command_message(record, origin, self._epoch))
         self._metrics.commands_pending.set(len(self._pending))
         self._wake.set()
 
@@ -219,9 +247,12 @@ class ManipulatorLink:
             # with nothing to acknowledge (an idle link between commands).
             healthy = loop.call_later(self._healthy_after, self._link_works)
             refused: CommandRefused | None = None
+            fenced: CommandFenced | None = None
             ended: BaseException | None = None  # None: the manipulator closed it (EOF)
             try:
                 await self._serve(reader, writer)
+            except CommandFenced as exc:
+                fenced = exc
             except CommandRefused as exc:
                 refused = exc
             except _ClosedByManipulator:
@@ -236,6 +267,9 @@ class ManipulatorLink:
                 writer.close()
                 with contextlib.suppress(Exception):
                     await writer.wait_closed()
+            if fenced is not None:
+                self._fence(fenced)
+                return
             if refused is not None:
                 await self._back_off_refused(refused)
             elif self._useful:
@@ -323,6 +357,13 @@ class ManipulatorLink:
             for payload in decoder.feed(data):
                 ack = command_pb2.CommandAck.FromString(payload)
                 self._link_works()
+                if ack.superseded_by_epoch:
+                    raise CommandFenced(
+                        ack.command_id,
+                        ack.error,
+                        epoch=self._epoch,
+                        superseded_by=ack.superseded_by_epoch,
+                    )
                 if ack.error:
                     # The commands after it were sent too; the manipulator
                     # refuses them on this connection, which is dropped.
@@ -346,6 +387,36 @@ class ManipulatorLink:
             self._refused_delays = self._refused_backoff.delays()
         self._unrecorded[command_id] = self._clock()
         self._ack_arrived.set()
+
+    def _fence(self, fenced: CommandFenced) -> None:
+        """Deposed: drop everything queued, say so once, tell ``on_fenced``; sends nothing more."""
+        self._fenced = fenced.reason
+        dropped = len(self._pending)
+        self._pending.clear()
+        self._metrics.commands_pending.set(0)
+        self._metrics.commands_refused.inc()
+        log.warning(
+            "deposed: the manipulator refused command %d of epoch %d because epoch %d has sent "
+            "commands there (%s). This link stops; its %d pending commands stay in the "
+            "database for the leader. (If no other node of this database leads, it was "
+            "restored from a backup: give it a new origin, docs/storage.md: When a cell's "
+            "database is replaced)",
+            fenced.command_id,
+            fenced.epoch,
+            fenced.superseded_by,
+            fenced.reason,
+            dropped,
+            extra={
+                "command_id": fenced.command_id,
+                "epoch": fenced.epoch,
+                "superseded_by_epoch": fenced.superseded_by,
+            },
+        )
+        if self._on_fenced is not None:
+            try:
+                self._on_fenced(fenced.reason)
+            except Exception:
+                log.exception("on_fenced failed")
 
     async def _back_off_refused(self, refused: CommandRefused) -> None:
         self._metrics.commands_refused.inc()

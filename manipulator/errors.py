@@ -3,6 +3,7 @@
 ManipulatorError
  ├── BadCommand       a frame whose payload is not a valid Command (the connection is closed)
  ├── CommandRefused   a valid Command the journal must not take (the ack says so; connection kept)
+ │    └── CommandFenced  its epoch is below one its origin already reached: its sender was deposed
  └── JournalError     the journal file cannot be used
       ├── JournalCorrupt     a complete line of the journal is not a journal record
       ├── JournalDisplaced   the journal's path no longer names the file open (deleted, moved,
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 __all__ = [
     "BadCommand",
+    "CommandFenced",
     "CommandRefused",
     "JournalCorrupt",
     "JournalDisplaced",
@@ -41,6 +43,25 @@ class CommandRefused(ManipulatorError):
     def __init__(self, message: str, *, command_id: int) -> None:
         super().__init__(message)
         self.command_id = command_id
+
+
+class CommandFenced(CommandRefused):
+    """A command whose epoch is lower than the highest its origin has reached here.
+
+    A node of a higher epoch (a newer leader of the same database) has
+    already sent commands, so this one's sender was deposed: nothing is
+    journaled, and resending cannot help. ``epoch`` is the command's,
+    ``highest_epoch`` the one that fences it (sent back in the ack's
+    ``superseded_by_epoch``).
+    """
+
+    def __init__(
+        self, message: str, *, command_id: int, origin: str, epoch: int, highest_epoch: int
+    ) -> None:
+        super().__init__(message, command_id=command_id)
+        self.origin = origin
+        self.epoch = epoch
+        self.highest_epoch = highest_epoch
 
 
 class JournalError(ManipulatorError):

@@ -2,9 +2,11 @@
 
 :class:`Journal` appends with ``fsync`` and, when opened, repairs the only
 damage a crash can leave (an unterminated last line) and reads every line
-once to know each origin's last id (:mod:`manipulator.journal_index`), so a
-resend is recognised and a different command under a journaled (origin, id)
-is refused. The records and the line layout are in :mod:`manipulator.records`.
+once to know each origin's last id and highest epoch
+(:mod:`manipulator.journal_index`), so a resend is recognised, a different
+command under a journaled (origin, id) is refused, and so is a command from
+an epoch lower than its origin's (a deposed leader's). The records and the
+line layout are in :mod:`manipulator.records`.
 Before each append it checks that its path still names the file it has open
 (one ``stat``, 3 µs), since lines written into a deleted or moved journal
 would be acknowledged and then lost or never read.
@@ -22,6 +24,7 @@ from pathlib import Path
 from typing import Any, Self
 
 from manipulator.errors import (
+    CommandFenced,
     CommandRefused,
     JournalCorrupt,
     JournalDisplaced,
@@ -52,13 +55,14 @@ log = logging.getLogger(__name__)
 # How much of the file to read per step when scanning it or looking for its end.
 _BLOCK = 1024 * 1024
 _TAIL_BLOCK = 64 * 1024
-# The start of a line as this module writes it (and as lines before origins
-# were written): enough to learn a line's id and origin at open without
-# decoding the whole line, many times faster than json.loads. A line that
-# does not start like this is decoded and checked in full; so are the last
-# lines, the ones kept in memory.
+# The start of a line as this module writes it (and as lines before origins,
+# then before epochs, were written): enough to learn a line's id, origin and
+# epoch at open without decoding the whole line, many times faster than
+# json.loads. A line that does not start like this is decoded and checked in
+# full; so are the last lines, the ones kept in memory.
 _LINE_START = re.compile(
-    rb'\{"command_id": ([1-9][0-9]{0,19}), (?:"origin": "([A-Za-z0-9._:-]*)", )?"status": "'
+    rb'\{"command_id": ([1-9][0-9]{0,19}), (?:"origin": "([A-Za-z0-9._:-]*)", )?'
+    rb'(?:"epoch": (0|[1-9][0-9]{0,19}), )?"status": "'
 )
 _OBJECT_START = b'{"command_id": '
 LOCK_SUFFIX = ".lock"
@@ -186,7 +190,9 @@ class Journal:
     nothing may be acknowledged: lines would go into a deleted or moved file.
     A missing journal is created only where none was before: the lock file
     records that one was (:class:`JournalMissing`).
-    Opening reads every line once (1.4 s per million lines on a 2-core machine); memory
+    Opening reads every line once (1.4 s per million lines on a 2-core machine), which is
+    also how each origin's highest epoch is learned (journaled epochs never decrease within
+    an origin, but a line of a manipulator without fencing may follow); memory
     stays bounded by ``recent`` records whatever the journal's length.
     """
 
@@ -364,11 +370,13 @@ class Journal:
         if start := _LINE_START.match(line):
             origin = (start[2] or b"").decode()
             command_id = int(start[1])
+            epoch = int(start[3] or 0)
         else:
             entry = parse_line(line, f"{self.path} line {number}")
             origin, command_id = entry.get("origin", ""), entry["command_id"]
+            epoch = entry.get("epoch", 0)
         try:
-            self._index.note(origin, command_id, offset)
+            self._index.note(origin, command_id, offset, epoch)
         except ValueError as exc:
             raise JournalCorrupt(f"{self.path} line {number}: {exc}") from None
 
@@ -387,6 +395,10 @@ class Journal:
         """Every origin in the journal and its last id."""
         return self._index.origins
 
+    def epoch_of(self, origin: str) -> int:
+        """The highest epoch accepted from ``origin``: journaled, or of a resend since open."""
+        return self._index.epoch_of(origin)
+
     def knows_origin(self, origin: str) -> bool:
         """Whether the journal holds a command of ``origin``."""
         return self._index.last_id_of(origin) > 0
@@ -399,7 +411,9 @@ class Journal:
         """Write ``record`` as one line and fsync it.
 
         False (and no write) for a resend: the same command already journaled
-        under its (origin, id). :class:`CommandRefused` (and no write) for a
+        under its (origin, id); its epoch, if higher, becomes its origin's.
+        :class:`CommandFenced` (and no write) for an epoch below its origin's,
+        whatever the command says. :class:`CommandRefused` (and no write) for a
         different command under a journaled (origin, id), or an id at or below
         its origin's last that is not journaled. On a write failure the file is
         cut back to its last good size, so a later append never lands after
@@ -417,7 +431,16 @@ class Journal:
             if judgement.verdict is Verdict.LOOK_UP:
                 journaled = self._find(record.origin, record.command_id)
                 judgement = judge_against(record, journaled, self._index.last_id_of(record.origin))
+            if judgement.verdict is Verdict.FENCED:
+                raise CommandFenced(
+                    judgement.reason,
+                    command_id=record.command_id,
+                    origin=record.origin,
+                    epoch=record.epoch,
+                    highest_epoch=judgement.fence,
+                )
             if judgement.verdict is Verdict.RESEND:
+                self._index.resent(record)
                 return False
             if judgement.verdict is Verdict.REFUSED:
                 raise CommandRefused(judgement.reason, command_id=record.command_id)

@@ -10,6 +10,13 @@ its first line (where a search of the file starts) and the lowest id from
 which every journaled record of the origin is still in memory. An older id
 (rare: a resend after a long outage) has to be looked up in the file, which
 :class:`manipulator.journal.Journal` does.
+
+Each origin also has an epoch: the highest leadership term of the nodes of
+that database whose commands were accepted, journaled or acknowledged again
+as resends. A command of a lower epoch is fenced (refused, whatever it says):
+a newer leader has taken over from its sender. Epochs are compared within an
+origin because each database counts its own (a fresh database starts at 1
+again), and a deposed leader shares its successor's database, hence origin.
 """
 
 from __future__ import annotations
@@ -37,13 +44,17 @@ class Verdict(enum.Enum):
     """A different command under a journaled (origin, id), or an id skipped: never journaled."""
     LOOK_UP = "look up"
     """At or below its origin's last id, older than the records in memory: read the file."""
+    FENCED = "fenced"
+    """Its epoch is below its origin's: its sender was deposed. Never journaled."""
 
 
 @dataclass(frozen=True, slots=True)
 class Judgement:
     verdict: Verdict
     reason: str = ""
-    """For REFUSED: what the ack's error and the log line say, naming both versions."""
+    """For REFUSED and FENCED: what the ack's error and the log line say."""
+    fence: int = 0
+    """For FENCED: the origin's epoch, higher than the command's."""
 
 
 @dataclass(slots=True)
@@ -52,12 +63,24 @@ class _Origin:
     first_offset: int
     # Every record of this origin with an id at or above this is in memory.
     complete_from: int
+    # The highest epoch accepted: journaled, or (in memory only) of a resend.
+    epoch: int = 0
 
 
 def _going_back(origin: str, command_id: int, last_id: int) -> str:
     return (
         f"command {command_id} of origin {shown_origin(origin)} follows command {last_id} "
         "(ids only increase per origin)"
+    )
+
+
+def _fenced(record: JournalRecord, epoch: int) -> Judgement:
+    return Judgement(
+        Verdict.FENCED,
+        f"command {record.command_id} of origin {shown_origin(record.origin)} refused: it "
+        f"comes from epoch {record.epoch}, but epoch {epoch} of that origin has already sent "
+        "commands here; its sender was deposed",
+        fence=epoch,
     )
 
 
@@ -108,51 +131,64 @@ class JournalIndex:
         state = self._origins.get(origin)
         return 0 if state is None else state.last_id
 
+    def epoch_of(self, origin: str) -> int:
+        """The highest epoch accepted from ``origin`` (0 when it has none)."""
+        state = self._origins.get(origin)
+        return 0 if state is None else state.epoch
+
     def first_offset_of(self, origin: str) -> int:
         """Where the first line of ``origin`` starts in the file (0 when it has none)."""
         state = self._origins.get(origin)
         return 0 if state is None else state.first_offset
 
-    def note(self, origin: str, command_id: int, offset: int) -> None:
+    def note(self, origin: str, command_id: int, offset: int, epoch: int = 0) -> None:
         """A line at ``offset`` whose record is not kept in memory (read at open).
 
         Raises ValueError when ``command_id`` does not increase for ``origin``.
+        An epoch below the origin's does not lower it (lines a manipulator
+        without fencing appended, after a downgrade).
         """
         state = self._origins.get(origin)
         if state is None:
-            self._origins[origin] = _Origin(command_id, offset, command_id + 1)
+            self._origins[origin] = _Origin(command_id, offset, command_id + 1, epoch)
         else:
             if command_id <= state.last_id:
                 raise ValueError(_going_back(origin, command_id, state.last_id))
             state.last_id = command_id
             state.complete_from = command_id + 1
+            state.epoch = max(state.epoch, epoch)
         self.last = (origin, command_id)
 
-    def note_known(self, lines: list[tuple[bytes, bytes]]) -> bool:
-        """Note many lines, each ``(id, origin)`` as digits and ASCII, in file order.
+    def note_known(self, lines: list[tuple[bytes, bytes, bytes]]) -> bool:
+        """Note many lines, each ``(id, origin, epoch)`` as digits and ASCII, in file order.
 
-        The fast path at open. Only for origins already known (a new one has
-        to be noted with its offset); False, and nothing noted, when a line
-        is of a new origin or goes back within its origin: then the caller
-        notes them one by one.
+        The fast path at open; ``epoch`` is b"" for a line without one. Only
+        for origins already known (a new one has to be noted with its
+        offset); False, and nothing noted, when a line is of a new origin or
+        goes back within its origin: then the caller notes them one by one.
         """
         states: dict[bytes, _Origin] = {}
-        for origin in {origin for _, origin in lines}:
+        for origin in {origin for _, origin, _ in lines}:
             state = self._origins.get(origin.decode())
             if state is None:
                 return False
             states[origin] = state
         last_ids = {origin: state.last_id for origin, state in states.items()}
-        for command_id, origin in lines:
+        for command_id, origin, _ in lines:
             number = int(command_id)
             if number <= last_ids[origin]:
                 return False
             last_ids[origin] = number
+        # A block holds a handful of distinct epochs: convert those, not every line's.
+        epochs: dict[bytes, set[bytes]] = {origin: set() for origin in states}
+        for _, origin, epoch in lines:
+            epochs[origin].add(epoch)
         for origin, state in states.items():
             state.last_id = last_ids[origin]
             state.complete_from = state.last_id + 1
+            state.epoch = max(state.epoch, *(int(epoch or 0) for epoch in epochs[origin]))
         if lines:
-            command_id, origin = lines[-1]
+            command_id, origin, _ = lines[-1]
             self.last = (origin.decode(), int(command_id))
         return True
 
@@ -177,14 +213,29 @@ class JournalIndex:
         """A record just journaled at ``offset``: noted and kept in memory."""
         state = self._origins.get(record.origin)
         complete_from = None if state is None else state.complete_from
-        self.note(record.origin, record.command_id, offset)
+        self.note(record.origin, record.command_id, offset, record.epoch)
         if complete_from is not None:
             self._origins[record.origin].complete_from = complete_from
         self.remember(record, offset)
 
+    def resent(self, record: JournalRecord) -> None:
+        """``record`` was acknowledged again as a resend: its epoch, if higher, is the origin's.
+
+        Only in memory (a resend writes no line): after a restart the origin's
+        epoch is again the highest journaled, until the new epoch's first command.
+        """
+        state = self._origins[record.origin]
+        state.epoch = max(state.epoch, record.epoch)
+
     def judge(self, record: JournalRecord) -> Judgement:
-        """NEW, RESEND or REFUSED from memory; LOOK_UP when only the file can tell."""
+        """NEW, RESEND, REFUSED or FENCED from memory; LOOK_UP when only the file can tell.
+
+        The epoch first: a deposed sender is refused even a resend, so that
+        it learns it was deposed.
+        """
         state = self._origins.get(record.origin)
+        if state is not None and record.epoch < state.epoch:
+            return _fenced(record, state.epoch)
         if state is None or record.command_id > state.last_id:
             return Judgement(Verdict.NEW)
         journaled = self._recent.get((record.origin, record.command_id))

@@ -2,13 +2,16 @@
 
 Journal layout (a user-facing file; change it only with a migration)::
 
-    {"command_id": 12, "origin": "5f0c9a8e-…", "status": "up",
+    {"command_id": 12, "origin": "5f0c9a8e-…", "epoch": 3, "status": "up",
      "window_start": "2024-05-01T12:00:00.000000Z", "window_end": "2024-05-01T12:00:05.000000Z",
      "issued_at": "2024-05-01T12:00:05.250113Z", "received_at": "2024-05-01T12:00:05.251020Z"}
 
 one object per line (shown wrapped here), times ISO 8601 UTC. A command is
 identified by (origin, command_id); ids strictly increase per origin. Lines
 written before origins existed have no ``origin`` key and read as origin "".
+``epoch`` is the leadership term of the controller node that sent the
+command (0: one without leadership); lines written before epochs have none
+and read as epoch 0.
 """
 
 from __future__ import annotations
@@ -40,6 +43,7 @@ __all__ = [
 RECORD_KEYS = (
     "command_id",
     "origin",
+    "epoch",
     "status",
     "window_start",
     "window_end",
@@ -47,12 +51,15 @@ RECORD_KEYS = (
     "received_at",
 )
 # What makes two commands with the same (origin, id) the same command: a
-# resend carries exactly these again. received_at is ours, not the sender's.
+# resend carries exactly these again. received_at is ours, not the sender's;
+# the epoch names the node that sent this copy, not the command (a new leader
+# resends its predecessor's commands with its own epoch).
 _CONTENT = ("status", "window_start", "window_end", "issued_at")
 _TIME_FIELDS = ("window_start", "window_end", "issued_at")
 # Controllers send a UUID; anything printable and short is accepted, so the
 # journal line and the log lines that quote it stay one readable line.
 _ORIGIN = re.compile(r"[A-Za-z0-9._:-]{0,64}")
+_MAX_EPOCH = 2**64 - 1  # a uint64 on the wire
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,6 +68,7 @@ class JournalRecord:
 
     command_id: int
     origin: str
+    epoch: int
     status: str
     window_start: str
     window_end: str
@@ -133,6 +141,7 @@ def parse_command(payload: bytes, *, received_at: int) -> JournalRecord:
     return JournalRecord(
         command_id=command.id,
         origin=command.origin,
+        epoch=command.epoch,
         status=status,
         window_start=times["window_start"],
         window_end=times["window_end"],
@@ -145,7 +154,8 @@ def parse_line(line: bytes, where: str) -> dict[str, Any]:
     """A complete journal line as a dict; JournalCorrupt (naming ``where``) if it is not one.
 
     Checks what every reader of the journal relies on: an object with a
-    positive ``command_id`` and, when present, a string ``origin``.
+    positive ``command_id`` and, when present, a string ``origin`` and an
+    ``epoch`` that is a uint64.
     """
     try:
         entry = json.loads(line)
@@ -158,13 +168,23 @@ def parse_line(line: bytes, where: str) -> dict[str, Any]:
         raise JournalCorrupt(f"{where} has no valid command_id: {line[:80]!r}")
     if not isinstance(entry.get("origin", ""), str):
         raise JournalCorrupt(f"{where} has an origin that is not a string: {line[:80]!r}")
+    epoch = entry.get("epoch", 0)
+    if isinstance(epoch, bool) or not isinstance(epoch, int) or not 0 <= epoch <= _MAX_EPOCH:
+        raise JournalCorrupt(f"{where} has an epoch that is not a uint64: {line[:80]!r}")
     return entry
 
 
 def record_from_entry(entry: dict[str, Any], where: str) -> JournalRecord:
-    """The record a parsed line holds (origin "" for lines older than origins)."""
-    values: dict[str, Any] = {"origin": "", **entry}
-    missing = [name for name in RECORD_KEYS[1:] if not isinstance(values.get(name), str)]
+    """The record a parsed line holds (origin "", epoch 0 for lines older than those keys).
+
+    ``entry`` comes from :func:`parse_line`, which checked its id and epoch.
+    """
+    values: dict[str, Any] = {"origin": "", "epoch": 0, **entry}
+    missing = [
+        name
+        for name in RECORD_KEYS
+        if name not in ("command_id", "epoch") and not isinstance(values.get(name), str)
+    ]
     if missing:
         raise JournalCorrupt(f"{where} lacks {', '.join(missing)}")
     return JournalRecord(**{name: values[name] for name in RECORD_KEYS})

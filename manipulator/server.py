@@ -7,6 +7,9 @@ command the journal refuses (a different command under a journaled origin
 and id) gets a ``CommandAck`` carrying the error, and the connection goes on;
 the commands after it on that connection are refused too until it is
 accepted, so a pipelining controller's later commands never overtake it.
+A command from an epoch below its origin's (a deposed leader's, even a
+resend) is refused with the fencing epoch in the ack's
+``superseded_by_epoch``, one warning per deposed epoch.
 With TLS, each connection does its own handshake, so a failed one is logged
 (rate-limited: :mod:`manipulator.handshakes`) instead of vanishing.
 """
@@ -19,7 +22,13 @@ import os
 import ssl as ssl_module
 from types import TracebackType
 
-from manipulator.errors import BadCommand, CommandRefused, JournalDisplaced, JournalError
+from manipulator.errors import (
+    BadCommand,
+    CommandFenced,
+    CommandRefused,
+    JournalDisplaced,
+    JournalError,
+)
 from manipulator.handshakes import HANDSHAKE_LOG_INTERVAL, LogThrottle, handshake_failure_reason
 from manipulator.journal import Journal, JournalRecord, parse_command
 from manipulator.records import shown_origin
@@ -173,10 +182,20 @@ class _Connection:
             log.error("bad frame from %s: %s; closing the connection", self.peer, exc)
             return False
         blocked = self._refused.get(record.origin)
-        if blocked is not None and record.command_id > blocked:
+        # A deposed sender is told so whatever waits on this connection: it
+        # must stop, not wait (the journal checks the epoch again, under its lock).
+        if (
+            blocked is not None
+            and record.command_id > blocked
+            and record.epoch >= self._server.journal.epoch_of(record.origin)
+        ):
             return await self._refuse_behind(record, blocked)
         try:
             journaled = await self._server.journal_record(record)
+        except CommandFenced as exc:
+            # Not an ordering problem of this connection: nothing is blocked behind it.
+            self._server.fenced(self.peer, exc)
+            return await self._reply(record.command_id, str(exc), fence=exc.highest_epoch)
         except CommandRefused as exc:
             log.error(
                 "%s: %s; not journaled",
@@ -239,8 +258,8 @@ class _Connection:
         log.info("%s: %s", self.peer, reason, extra={"command_id": record.command_id})
         return await self._reply(record.command_id, reason)
 
-    async def _reply(self, command_id: int, error: str = "") -> bool:
-        ack = command_pb2.CommandAck(command_id=command_id, error=error)
+    async def _reply(self, command_id: int, error: str = "", *, fence: int = 0) -> bool:
+        ack = command_pb2.CommandAck(command_id=command_id, error=error, superseded_by_epoch=fence)
         self._writer.write(encode_frame(ack))
         await self._writer.drain()
         return True
@@ -295,6 +314,9 @@ class ManipulatorServer:
         # What is wrong with the journal's path (JournalDisplaced.problem); None: nothing.
         self._displaced: str | None = None
         self._last_handshake_failure = ""
+        # Per origin, the epoch that fences and the deposed epochs already
+        # warned about under it: one warning per deposed epoch, not per frame.
+        self._fence_warned: dict[str, tuple[int, set[int]]] = {}
 
     @property
     def port(self) -> int:
@@ -319,11 +341,13 @@ class ManipulatorServer:
             self._journal = await asyncio.to_thread(Journal, self._journal_arg)
             self._owns_journal = True
         journal = self._journal
+        last_origin = journal.last_origin
         log.info(
-            "journal %s: last command id %d (origin %s; %d origins)",
+            "journal %s: last command id %d (origin %s, epoch %d; %d origins)",
             journal.path,
             journal.last_id,
-            shown_origin(journal.last_origin) if journal.last_origin is not None else "none",
+            shown_origin(last_origin) if last_origin is not None else "none",
+            journal.epoch_of(last_origin) if last_origin is not None else 0,
             len(journal.origins),
         )
         try:
@@ -355,6 +379,7 @@ class ManipulatorServer:
         async with self._journal_lock:
             previous = journal.last_origin
             known = journal.knows_origin(record.origin)
+            epoch_before = journal.epoch_of(record.origin)
             try:
                 journaled = await asyncio.to_thread(journal.append, record)
             except JournalDisplaced as exc:
@@ -364,6 +389,15 @@ class ManipulatorServer:
                 self._journal_sound()  # the path was checked first: the journal is fine
                 raise
             self._journal_sound()
+        if record.epoch > epoch_before:
+            log.info(
+                "commands of origin %s now come from epoch %d (before: %d): a new leader; "
+                "the lower epochs of that origin are fenced from now on",
+                shown_origin(record.origin),
+                record.epoch,
+                epoch_before,
+                extra={"origin": record.origin, "epoch": record.epoch},
+            )
         if journaled and previous is not None and record.origin != previous:
             log.warning(
                 "commands now come from origin %s%s (last journaled origin %s): %s",
@@ -376,6 +410,30 @@ class ManipulatorServer:
                 extra={"origin": record.origin, "previous_origin": previous},
             )
         return journaled
+
+    def fenced(self, peer: str, exc: CommandFenced) -> None:
+        """Log a deposed sender's refused command: a warning once per deposed epoch."""
+        fence, warned = self._fence_warned.get(exc.origin, (0, set()))
+        if fence != exc.highest_epoch:
+            fence, warned = exc.highest_epoch, set()  # a new fence: new episodes
+            self._fence_warned[exc.origin] = (fence, warned)
+        extra = {
+            "command_id": exc.command_id,
+            "origin": exc.origin,
+            "epoch": exc.epoch,
+            "superseded_by_epoch": exc.highest_epoch,
+        }
+        if exc.epoch in warned:
+            log.debug("%s: %s; not journaled", peer, exc, extra=extra)
+            return
+        warned.add(exc.epoch)
+        log.warning(
+            "%s: %s; not journaled (later commands of epoch %d are refused too, logged at DEBUG)",
+            peer,
+            exc,
+            exc.epoch,
+            extra=extra,
+        )
 
     def _journal_displaced(self, exc: JournalDisplaced) -> None:
         """Say loudly, once per episode (and when it changes), that nothing is acknowledged."""

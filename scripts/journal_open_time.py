@@ -3,9 +3,10 @@
 Run with ``.venv/bin/python scripts/journal_open_time.py [--lines 1000000] [--dir DIR]``.
 
 It writes a journal of the given number of lines (three origins one after the other, as
-after two database replacements, each a sequence of commands 5 s apart), then, in a fresh
+after two database replacements, each a sequence of commands 5 s apart, with a new leader
+every 100,000 commands), then, in a fresh
 process, opens it the way the manipulator does at start (:class:`manipulator.journal.Journal`
-reads every line once to learn each origin's last id) and prints the time, how much the
+reads every line once to learn each origin's last id and epoch) and prints the time, how much the
 process's peak RSS grew, and the time to look up (and refuse) a different version of the
 first origin's last command, which is no longer among the records kept in memory. The file is
 removed at the end.
@@ -29,6 +30,7 @@ from workcell.timeconv import US_PER_SECOND, to_iso
 
 ORIGINS = 3
 PERIOD_US = 5 * US_PER_SECOND
+COMMANDS_PER_EPOCH = 100_000
 START_US = 1_700_000_000 * US_PER_SECOND
 
 
@@ -37,6 +39,7 @@ def _record(origin: str, command_id: int, status: str = "up") -> JournalRecord:
     return JournalRecord(
         command_id=command_id,
         origin=origin,
+        epoch=1 + command_id // COMMANDS_PER_EPOCH,
         status=status,
         window_start=to_iso(window),
         window_end=to_iso(window + PERIOD_US),

@@ -1,10 +1,11 @@
-"""The manipulator link against a real manipulator on loopback: origins and refusals."""
+"""The manipulator link against a real manipulator on loopback: origins, refusals, fencing."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -16,6 +17,7 @@ from controller.storage.origin import Origin
 from manipulator.journal import Journal, parse_command, read_journal
 from manipulator.server import ManipulatorServer
 from tests.builders import command_record
+from tests.chaos_proxy import ChaosProxy
 from tests.processes import free_port
 from workcell.flags import Address
 from workcell.timeconv import US_PER_SECOND
@@ -126,3 +128,127 @@ async def test_a_refused_command_stays_pending_and_is_retried_with_backoff(
     assert any("accepted by the manipulator after" in r.getMessage() for r in caplog.records)
     journal_ids = [e["command_id"] for e in read_journal(tmp_path / "other.jsonl")]
     assert journal_ids == [1, 2]
+
+
+# --- fencing: a link of a deposed leader's epoch ----------------------------------------------
+
+
+async def wait_until(condition: Callable[[], bool], within: float = 10.0) -> None:
+    deadline = asyncio.get_running_loop().time() + within
+    while not condition():
+        assert asyncio.get_running_loop().time() < deadline, "timed out"
+        await asyncio.sleep(0.02)
+
+
+def journaled_epochs(path: Path) -> list[tuple[int, int]]:
+    return [(e["command_id"], e["epoch"]) for e in read_journal(path)]
+
+
+def manipulator_connections(caplog: pytest.LogCaptureFixture) -> int:
+    return sum(
+        1
+        for r in caplog.records
+        if r.name == "manipulator.server" and r.getMessage().endswith(": connected")
+    )
+
+
+async def test_a_link_of_an_older_epoch_is_fenced_and_stops(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
+    journal = tmp_path / "j.jsonl"
+    leader_acks, deposed_acks = Acks(), Acks()
+    fenced: list[str] = []
+    async with ManipulatorServer(journal=journal) as manipulator:
+        address = Address("127.0.0.1", manipulator.port)
+        leader = ManipulatorLink(address, on_ack=leader_acks, origin=ORIGIN, epoch=3)
+        deposed = ManipulatorLink(
+            address,
+            on_ack=deposed_acks,
+            origin=ORIGIN,
+            epoch=2,
+            on_fenced=fenced.append,
+            # Were the fence an ordinary refusal, it would be retried fast.
+            refused_backoff=0.05,
+            max_refused_backoff=0.05,
+        )
+        try:
+            for command_id in (1, 2):
+                leader.enqueue(command(command_id))
+            await leader.start()
+            await leader_acks.wait_for([1, 2])
+            # The older epoch: a resend of 2 and a command 3.
+            for command_id in (2, 3):
+                deposed.enqueue(command(command_id))
+            await deposed.start()
+            await wait_until(lambda: bool(fenced))
+            connections = manipulator_connections(caplog)
+            await asyncio.sleep(1.0)
+            # It stopped: no reconnect, nothing kept, nothing queued from now on.
+            assert manipulator_connections(caplog) == connections
+            assert not deposed.connected
+            assert deposed.pending == []
+            deposed.enqueue(command(4))
+            assert deposed.pending == []
+            assert deposed_acks.recorded == {}
+            assert deposed.fenced == fenced[0]
+            # The leader goes on.
+            leader.enqueue(command(3))
+            await leader_acks.wait_for([3])
+        finally:
+            await deposed.close()
+            await leader.close()
+    assert len(fenced) == 1
+    assert "epoch 2" in fenced[0]
+    assert "epoch 3" in fenced[0]
+    assert journaled_epochs(journal) == [(1, 3), (2, 3), (3, 3)]
+    link_lines = [r for r in caplog.records if r.name == "controller.link"]
+    assert [r.levelno for r in link_lines if "deposed" in r.getMessage()] == [logging.WARNING]
+    assert not [r.getMessage() for r in link_lines if r.levelno >= logging.ERROR]
+
+
+async def test_a_stalled_leader_that_resumes_after_its_successor_took_over_is_fenced(
+    tmp_path: Path,
+) -> None:
+    # Issue 12's "leader cut off", at the link: the leader of epoch 3 sends
+    # command 2 into a stalled path; the leader of epoch 4 resends it (it is
+    # unacknowledged in the shared database) and issues 3; then the stalled
+    # path delivers epoch 3's frame, after epoch 4's first.
+    journal = tmp_path / "j.jsonl"
+    old_acks, new_acks = Acks(), Acks()
+    fenced: list[str] = []
+    async with (
+        ManipulatorServer(journal=journal) as manipulator,
+        ChaosProxy(manipulator.port) as proxy,
+    ):
+        old = ManipulatorLink(
+            Address("127.0.0.1", proxy.port),
+            on_ack=old_acks,
+            origin=ORIGIN,
+            epoch=3,
+            on_fenced=fenced.append,
+        )
+        new = ManipulatorLink(
+            Address("127.0.0.1", manipulator.port), on_ack=new_acks, origin=ORIGIN, epoch=4
+        )
+        try:
+            old.enqueue(command(1))
+            await old.start()
+            await old_acks.wait_for([1])
+            proxy.stall()
+            old.enqueue(command(2))
+            await asyncio.sleep(0.2)  # written into the stalled path
+            for command_id in (2, 3):
+                new.enqueue(command(command_id))
+            await new.start()
+            await new_acks.wait_for([2, 3])
+            proxy.resume()
+            await wait_until(lambda: bool(fenced))
+            assert old.pending == []
+            assert list(old_acks.recorded) == [1]
+        finally:
+            await old.close()
+            await new.close()
+    assert "epoch 3" in fenced[0]
+    assert "epoch 4" in fenced[0]
+    assert journaled_epochs(journal) == [(1, 3), (2, 4), (3, 4)]

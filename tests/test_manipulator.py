@@ -19,9 +19,17 @@ from typing import Any, cast
 
 import pytest
 from google.protobuf.timestamp_pb2 import Timestamp
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from manipulator.config import parse_config
-from manipulator.errors import BadCommand, CommandRefused, JournalCorrupt, JournalError
+from manipulator.errors import (
+    BadCommand,
+    CommandFenced,
+    CommandRefused,
+    JournalCorrupt,
+    JournalError,
+)
 from manipulator.journal import RECORD_KEYS, Journal, JournalRecord, parse_command, read_journal
 from manipulator.journal_index import JournalIndex, Verdict
 from manipulator.server import ManipulatorServer
@@ -40,13 +48,19 @@ ORIGIN_B = "7d2f0a94-1b3e-4c8a-a6f5-5e9b0c4d2f13"
 
 
 def make_command(
-    command_id: int, status: int = command_pb2.STATUS_UP, *, origin: str = "", shift_us: int = 0
+    command_id: int,
+    status: int = command_pb2.STATUS_UP,
+    *,
+    origin: str = "",
+    shift_us: int = 0,
+    epoch: int = 0,
 ) -> command_pb2.Command:
     """A valid command: window k = id, issued 250 ms after the window ends (plus ``shift_us``)."""
     start = BASE_US + command_id * WINDOW_US + shift_us
     return command_pb2.Command(
         id=command_id,
         origin=origin,
+        epoch=epoch,
         # Any int, so tests can send statuses the enum does not define.
         status=cast(command_pb2.Status, status),
         window_start=to_timestamp(start),
@@ -55,11 +69,14 @@ def make_command(
     )
 
 
-def expected_entry(command_id: int, status: str = "up", origin: str = "") -> dict[str, Any]:
+def expected_entry(
+    command_id: int, status: str = "up", origin: str = "", epoch: int = 0
+) -> dict[str, Any]:
     start = BASE_US + command_id * WINDOW_US
     return {
         "command_id": command_id,
         "origin": origin,
+        "epoch": epoch,
         "status": status,
         "window_start": to_iso(start),
         "window_end": to_iso(start + WINDOW_US),
@@ -201,9 +218,14 @@ def test_parse_command_names_the_problem(kind: str) -> None:
 
 
 def record(
-    command_id: int, origin: str = "", *, status: int = command_pb2.STATUS_UP, shift_us: int = 0
+    command_id: int,
+    origin: str = "",
+    *,
+    status: int = command_pb2.STATUS_UP,
+    shift_us: int = 0,
+    epoch: int = 0,
 ) -> JournalRecord:
-    payload = make_command(command_id, status, origin=origin, shift_us=shift_us)
+    payload = make_command(command_id, status, origin=origin, shift_us=shift_us, epoch=epoch)
     return parse_command(payload.SerializeToString(), received_at=RECEIVED_US)
 
 
@@ -276,7 +298,10 @@ def test_journal_refuses_a_different_command_and_writes_nothing(journal_path: Pa
 def test_reopened_journal_knows_every_origin_and_old_resends(journal_path: Path) -> None:
     # Lines older than origins (no "origin" key) read as origin "".
     old = [
-        json.dumps({k: v for k, v in expected_entry(i).items() if k != "origin"}).encode() + b"\n"
+        json.dumps(
+            {k: v for k, v in expected_entry(i).items() if k not in ("origin", "epoch")}
+        ).encode()
+        + b"\n"
         for i in (1, 2, 3)
     ]
     _write_journal(journal_path, b"".join(old))
@@ -463,6 +488,261 @@ async def test_restart_with_an_existing_journal_object(journal_path: Path) -> No
         assert journal.last_id == 1
         assert journal.is_duplicate(1)
     assert read_journal(journal_path) == [expected_entry(1)]
+
+
+# --- fencing: the epoch of a deposed leader ----------------------------------------------------
+
+
+def fenced_warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [
+        r.getMessage()
+        for r in caplog.records
+        if r.levelno == logging.WARNING
+        and r.name.startswith("manipulator")
+        and "deposed" in r.getMessage()
+    ]
+
+
+def journaled_epochs(path: Path) -> list[tuple[str, int, int]]:
+    return [(e["origin"], e["command_id"], e["epoch"]) for e in read_journal(path)]
+
+
+def test_index_fences_a_lower_epoch_within_its_origin() -> None:
+    index = JournalIndex()
+    index.add(record(1, ORIGIN_A, epoch=3), 0)
+    assert index.epoch_of(ORIGIN_A) == 3
+    fenced = index.judge(record(2, ORIGIN_A, epoch=2))
+    assert fenced.verdict is Verdict.FENCED
+    assert fenced.fence == 3
+    assert "epoch 2" in fenced.reason
+    assert "epoch 3" in fenced.reason
+    # Even a resend of the very command journaled: its sender was deposed.
+    assert index.judge(record(1, ORIGIN_A, epoch=2)).verdict is Verdict.FENCED
+    assert index.judge(record(2, ORIGIN_A, epoch=3)).verdict is Verdict.NEW
+    # A resend is the same content whatever epoch sends it.
+    assert index.judge(record(1, ORIGIN_A, epoch=4)).verdict is Verdict.RESEND
+    # Epochs are terms of one database: another origin has its own.
+    assert index.judge(record(1, ORIGIN_B, epoch=1)).verdict is Verdict.NEW
+    assert index.epoch_of(ORIGIN_B) == 0
+
+
+async def test_a_lower_epoch_is_refused_and_nothing_journaled(
+    server: ManipulatorServer, journal_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="manipulator")
+    client = await Client.connect(server.port)
+    await client.send(make_command(1, origin=ORIGIN_A, epoch=4))
+    assert await client.ack() == 1
+    # The deposed leader of epoch 3: a new command, then a resend of a journaled one.
+    await client.send(
+        make_command(2, origin=ORIGIN_A, epoch=3), make_command(1, origin=ORIGIN_A, epoch=3)
+    )
+    refusals = [await client.reply(), await client.reply()]
+    assert [r.command_id for r in refusals] == [2, 1]
+    for refusal in refusals:
+        assert refusal.superseded_by_epoch == 4
+        assert "from epoch 3" in refusal.error
+        assert "epoch 4" in refusal.error
+        assert "deposed" in refusal.error
+    # The same epoch and a higher one are taken, on the same connection.
+    await client.send(
+        make_command(2, origin=ORIGIN_A, epoch=4), make_command(3, origin=ORIGIN_A, epoch=5)
+    )
+    assert await client.acks_for(2) == [2, 3]
+    # Now epoch 4 is the deposed one.
+    await client.send(make_command(4, origin=ORIGIN_A, epoch=4))
+    refused = await client.reply()
+    assert (refused.command_id, refused.superseded_by_epoch) == (4, 5)
+    await client.close()
+
+    assert journaled_epochs(journal_path) == [(ORIGIN_A, 1, 4), (ORIGIN_A, 2, 4), (ORIGIN_A, 3, 5)]
+    # One warning per deposed epoch, not one per frame; not an error.
+    warnings = fenced_warnings(caplog)
+    assert len(warnings) == 2, warnings
+    assert "epoch 3" in warnings[0]
+    assert "epoch 4" in warnings[1]
+    assert manipulator_errors(caplog) == []
+    # Each new epoch once, in words a search for refusals does not match.
+    new_epochs = [r.getMessage() for r in caplog.records if "now come from epoch" in r.getMessage()]
+    assert [line.split(": a new leader")[0] for line in new_epochs] == [
+        f"commands of origin {ORIGIN_A} now come from epoch 4 (before: 0)",
+        f"commands of origin {ORIGIN_A} now come from epoch 5 (before: 4)",
+    ]
+    assert not any("refused" in line for line in new_epochs)
+
+
+async def test_a_resend_with_a_higher_epoch_raises_the_bar_without_a_journal_line(
+    server: ManipulatorServer, journal_path: Path
+) -> None:
+    deposed = await Client.connect(server.port)
+    await deposed.send(*(make_command(i, origin=ORIGIN_A, epoch=3) for i in (1, 2)))
+    assert await deposed.acks_for(2) == [1, 2]
+    # The new leader resends command 2, whose ack it never saw, stamped with its epoch.
+    leader = await Client.connect(server.port)
+    await leader.send(make_command(2, origin=ORIGIN_A, epoch=4))
+    assert await leader.ack() == 2
+    assert journaled_epochs(journal_path) == [(ORIGIN_A, 1, 3), (ORIGIN_A, 2, 3)]
+    # The deposed leader's link comes back and delivers its resend of 2 and a command 3.
+    await deposed.send(
+        make_command(2, origin=ORIGIN_A, epoch=3), make_command(3, origin=ORIGIN_A, epoch=3)
+    )
+    refusals = [await deposed.reply(), await deposed.reply()]
+    assert [(r.command_id, r.superseded_by_epoch) for r in refusals] == [(2, 4), (3, 4)]
+    await leader.send(make_command(3, origin=ORIGIN_A, epoch=4))
+    assert await leader.ack() == 3
+    await deposed.close()
+    await leader.close()
+    assert journaled_epochs(journal_path) == [(ORIGIN_A, 1, 3), (ORIGIN_A, 2, 3), (ORIGIN_A, 3, 4)]
+
+
+async def test_restart_learns_each_origins_highest_epoch_from_the_journal(
+    journal_path: Path,
+) -> None:
+    async with ManipulatorServer(journal=journal_path, clock=fixed_clock) as first:
+        client = await Client.connect(first.port)
+        await client.send(
+            make_command(1, origin=ORIGIN_A, epoch=2),
+            make_command(2, origin=ORIGIN_A, epoch=5),
+            *(make_command(i, origin=ORIGIN_B, epoch=1) for i in (1, 2, 3)),
+        )
+        assert await client.acks_for(5) == [1, 2, 1, 2, 3]
+        await client.close()
+
+    # Origin A's lines are no longer among the records kept in memory.
+    with Journal(journal_path, recent=1) as journal:
+        assert (journal.epoch_of(ORIGIN_A), journal.epoch_of(ORIGIN_B)) == (5, 1)
+        async with ManipulatorServer(journal=journal, clock=fixed_clock) as second:
+            client = await Client.connect(second.port)
+            await client.send(
+                make_command(2, origin=ORIGIN_A, epoch=4),
+                make_command(3, origin=ORIGIN_A, epoch=4),
+                make_command(4, origin=ORIGIN_B, epoch=0),
+            )
+            refusals = [await client.reply() for _ in range(3)]
+            assert [(r.command_id, r.superseded_by_epoch) for r in refusals] == [
+                (2, 5),
+                (3, 5),
+                (4, 1),
+            ]
+            await client.send(
+                make_command(3, origin=ORIGIN_A, epoch=5), make_command(4, origin=ORIGIN_B, epoch=1)
+            )
+            assert await client.acks_for(2) == [3, 4]
+            await client.close()
+    assert journaled_epochs(journal_path)[-2:] == [(ORIGIN_A, 3, 5), (ORIGIN_B, 4, 1)]
+
+
+async def test_a_fresh_database_starts_its_own_epochs(
+    server: ManipulatorServer, journal_path: Path
+) -> None:
+    # Epochs are counted per database: a cell moved to a fresh database (a
+    # new origin) starts again at epoch 1, and is not fenced by the old one's.
+    client = await Client.connect(server.port)
+    await client.send(*(make_command(i, origin=ORIGIN_A, epoch=7) for i in (1, 2)))
+    assert await client.acks_for(2) == [1, 2]
+    await client.send(*(make_command(i, origin=ORIGIN_B, epoch=1, shift_us=7) for i in (1, 2)))
+    assert await client.acks_for(2) == [1, 2]
+    # The old database's deposed epochs are still refused.
+    await client.send(make_command(3, origin=ORIGIN_A, epoch=6))
+    assert (await client.reply()).superseded_by_epoch == 7
+    await client.close()
+    assert [epoch for _, _, epoch in journaled_epochs(journal_path)] == [7, 7, 1, 1]
+
+
+def _line_without(entry: dict[str, Any], *keys: str) -> bytes:
+    return json.dumps({k: v for k, v in entry.items() if k not in keys}).encode() + b"\n"
+
+
+def test_journal_lines_without_an_epoch_read_as_epoch_0(journal_path: Path) -> None:
+    _write_journal(
+        journal_path,
+        _line_without(expected_entry(1), "origin", "epoch")  # before origins
+        + _line_without(expected_entry(1, origin=ORIGIN_A), "epoch")  # before epochs
+        + _line_without(expected_entry(2, origin=ORIGIN_A), "epoch"),
+    )
+    with Journal(journal_path, recent=1) as journal:
+        assert journal.origins == {"": 1, ORIGIN_A: 2}
+        assert (journal.epoch_of(""), journal.epoch_of(ORIGIN_A)) == (0, 0)
+        # Looked up in the file (older than the records in memory): a resend.
+        assert not journal.append(record(1, ORIGIN_A))
+        assert journal.append(record(3, ORIGIN_A))
+        assert journal.append(record(4, ORIGIN_A, epoch=1))  # the first leader
+        with pytest.raises(CommandFenced, match="from epoch 0") as fenced:
+            journal.append(record(5, ORIGIN_A))
+        assert fenced.value.highest_epoch == 1
+    assert [e.get("epoch") for e in read_journal(journal_path)] == [None, None, None, 0, 1]
+
+
+def test_journal_opens_with_the_highest_epoch_of_each_origin(journal_path: Path) -> None:
+    # Over a megabyte, so the lines after the first block are read by the
+    # fast path. An epoch going back (lines appended by a manipulator that
+    # predates epochs, after a downgrade) does not lower what was reached.
+    epochs = [1] * 4000 + [7] + [6] * 499
+    _write_journal(
+        journal_path,
+        b"".join(
+            json.dumps(expected_entry(i, origin=ORIGIN_A, epoch=epoch)).encode() + b"\n"
+            for i, epoch in enumerate(epochs, 1)
+        )
+        + _line_without(expected_entry(len(epochs) + 1, origin=ORIGIN_A), "epoch"),
+    )
+    assert journal_path.stat().st_size > 1024 * 1024
+    with Journal(journal_path, recent=1) as journal:
+        assert journal.epoch_of(ORIGIN_A) == 7
+        assert journal.last_id == len(epochs) + 1
+        with pytest.raises(CommandFenced):
+            journal.append(record(len(epochs) + 2, ORIGIN_A, epoch=6))
+
+
+@pytest.mark.parametrize("epoch", ['"3"', "-1", "true", "1.5", str(2**64)])
+def test_journal_with_a_bad_epoch_is_refused(journal_path: Path, epoch: str) -> None:
+    line = json.dumps(expected_entry(1, origin=ORIGIN_A, epoch=0)).replace(
+        '"epoch": 0', f'"epoch": {epoch}'
+    )
+    _write_journal(journal_path, line.encode() + b"\n")
+    with pytest.raises(JournalCorrupt, match="epoch"):
+        Journal(journal_path)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from([ORIGIN_A, ORIGIN_B]),
+            st.integers(1, 6),  # id
+            st.integers(0, 4),  # epoch
+            st.integers(0, 1),  # which version of the command (content)
+        ),
+        max_size=25,
+    )
+)
+def test_journaled_epochs_never_go_back_within_an_origin(
+    tmp_path_factory: pytest.TempPathFactory, frames: list[tuple[str, int, int, int]]
+) -> None:
+    path = tmp_path_factory.mktemp("epochs") / "journal.jsonl"
+    accepted: dict[str, int] = {}  # per origin, the highest epoch accepted
+    with Journal(path) as journal:
+        for origin, command_id, epoch, version in frames:
+            bar = accepted.get(origin, 0)
+            if epoch < bar:
+                with pytest.raises(CommandFenced, match=f"from epoch {epoch}, but epoch {bar} "):
+                    journal.append(record(command_id, origin, epoch=epoch, shift_us=version))
+                continue
+            try:
+                journal.append(record(command_id, origin, epoch=epoch, shift_us=version))
+            except CommandFenced:
+                raise  # its epoch is not below its origin's: it must not be fenced
+            except CommandRefused:
+                continue  # for its content or id
+            accepted[origin] = epoch  # journaled, or acknowledged again as a resend
+    journaled: dict[str, list[int]] = {}
+    for origin, _, epoch in journaled_epochs(path):
+        journaled.setdefault(origin, []).append(epoch)
+    for epochs in journaled.values():
+        assert epochs == sorted(epochs)
+    with Journal(path) as reopened:
+        for origin, epochs in journaled.items():
+            assert reopened.epoch_of(origin) == epochs[-1]
 
 
 def _write_journal(path: Path, data: bytes) -> None:

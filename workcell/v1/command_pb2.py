@@ -25,17 +25,17 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19workcell/v1/command.proto\x12\x0bworkcell.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x91\x02\n\x07\x43ommand\x12\x0e\n\x02id\x18\x01 \x01(\x04R\x02id\x12+\n\x06status\x18\x02 \x01(\x0e\x32\x13.workcell.v1.StatusR\x06status\x12=\n\x0cwindow_start\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\x0bwindowStart\x12\x39\n\nwindow_end\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\twindowEnd\x12\x37\n\tissued_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\x08issuedAt\x12\x16\n\x06origin\x18\x06 \x01(\tR\x06origin\"A\n\nCommandAck\x12\x1d\n\ncommand_id\x18\x01 \x01(\x04R\tcommandId\x12\x14\n\x05\x65rror\x18\x02 \x01(\tR\x05\x65rror*@\n\x06Status\x12\x16\n\x12STATUS_UNSPECIFIED\x10\x00\x12\r\n\tSTATUS_UP\x10\x01\x12\x0f\n\x0bSTATUS_DOWN\x10\x02\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19workcell/v1/command.proto\x12\x0bworkcell.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xa7\x02\n\x07\x43ommand\x12\x0e\n\x02id\x18\x01 \x01(\x04R\x02id\x12+\n\x06status\x18\x02 \x01(\x0e\x32\x13.workcell.v1.StatusR\x06status\x12=\n\x0cwindow_start\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\x0bwindowStart\x12\x39\n\nwindow_end\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\twindowEnd\x12\x37\n\tissued_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\x08issuedAt\x12\x16\n\x06origin\x18\x06 \x01(\tR\x06origin\x12\x14\n\x05\x65poch\x18\x07 \x01(\x04R\x05\x65poch\"q\n\nCommandAck\x12\x1d\n\ncommand_id\x18\x01 \x01(\x04R\tcommandId\x12\x14\n\x05\x65rror\x18\x02 \x01(\tR\x05\x65rror\x12.\n\x13superseded_by_epoch\x18\x03 \x01(\x04R\x11supersededByEpoch*@\n\x06Status\x12\x16\n\x12STATUS_UNSPECIFIED\x10\x00\x12\r\n\tSTATUS_UP\x10\x01\x12\x0f\n\x0bSTATUS_DOWN\x10\x02\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'workcell.v1.command_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_STATUS']._serialized_start=418
-  _globals['_STATUS']._serialized_end=482
+  _globals['_STATUS']._serialized_start=488
+  _globals['_STATUS']._serialized_end=552
   _globals['_COMMAND']._serialized_start=76
-  _globals['_COMMAND']._serialized_end=349
-  _globals['_COMMANDACK']._serialized_start=351
-  _globals['_COMMANDACK']._serialized_end=416
+  _globals['_COMMAND']._serialized_end=371
+  _globals['_COMMANDACK']._serialized_start=373
+  _globals['_COMMANDACK']._serialized_end=486
 # @@protoc_insertion_point(module_scope)
