@@ -201,6 +201,9 @@ class Controller:
                 ssl=client_ssl_context(config.manipulator_tls),
                 server_hostname=config.manipulator_tls.server_name,
                 metrics=self.metrics,
+                epoch=term.epoch,
+                on_fenced=self.leadership.resign,
+                may_send=self.leadership.holds,
             )
             unacknowledged = await database.unacknowledged_commands()
             for record in unacknowledged:

@@ -103,6 +103,7 @@ class ManipulatorLink:
         origin: Origin | None = None,
         epoch: int = 0,
         on_fenced: FencedCallback | None = None,
+        may_send: Callable[[], bool] = lambda: True,
         initial_backoff: float = 0.1,
         max_backoff: float = 5.0,
         refused_backoff: float = 1.0,
@@ -123,6 +124,9 @@ class ManipulatorLink:
         self._origin = origin
         self._epoch = epoch
         self._on_fenced = on_fenced
+        # Asked before every frame: a leader whose term may be over by its own
+        # clock writes nothing more, even before its deposition has run.
+        self._may_send = may_send
         self._fenced: str | None = None
         self._metrics = metrics if metrics is not None else ControllerMetrics()
         self._clock = clock
@@ -336,6 +340,8 @@ class ManipulatorLink:
                 self._wake.clear()
                 for command_id, frame in list(self._pending.items()):
                     if command_id > sent_up_to:
+                        if not self._may_send():
+                            break
                         writer.write(frame)
                         sent_up_to = command_id
                 await writer.drain()

@@ -317,10 +317,18 @@ async def test_leader_cut_off_from_the_database_steps_down_and_its_late_frames_a
         flags = ["--lease", str(CUT_LEASE)]
         async with ChaosProxy(pg_url.port) as to_db, ChaosProxy(manipulator.port) as to_arm:
             through = pg_url.set(port=to_db.port).render_as_string(hide_password=False)
-            first = start_node(through, *flags, manipulator_port=to_arm.port)
+            # Started from a thread: the proxies forward on this event loop meanwhile.
+            first = await asyncio.to_thread(
+                start_node, through, *flags, manipulator_port=to_arm.port
+            )
             services.append(first)
             await asyncio.to_thread(first.wait_for_line, LEADS)
-            others = [start_node(pg.url, *flags, manipulator_port=manipulator.port) for _ in "bc"]
+            others = [
+                await asyncio.to_thread(
+                    start_node, pg.url, *flags, manipulator_port=manipulator.port
+                )
+                for _ in "bc"
+            ]
             services += others
             await until(lambda: len(journal_of(journal)) >= 2, "the first leader's commands")
 
@@ -353,9 +361,8 @@ async def test_leader_cut_off_from_the_database_steps_down_and_its_late_frames_a
                 ),
                 "every command acknowledged",
             )
-            for node in [first, *others]:
-                assert node.stop() == 0, node.output()
-            assert manipulator.stop() == 0, manipulator.output()
+            for service in [first, *others, manipulator]:
+                assert await asyncio.to_thread(service.stop) == 0, service.output()
 
     commands = commands_of(pg)
     ids = [c[0] for c in commands]
