@@ -180,6 +180,7 @@ class Controller:
         )
         if self._term is not None:
             self._term.cancel()
+            self._tasks = [t for t in self._tasks if not t.done()]
             self._tasks.append(self._term)  # awaited at stop
             self._term = None
 
@@ -227,6 +228,11 @@ class Controller:
             await self._decide(loop)
         except NotLeader as exc:
             self.leadership.resign(str(exc))
+        except Exception as exc:
+            # A leader that does not decide must not keep the term: hand it on
+            # (or, alone on SQLite, begin the next one).
+            log.exception("term %d failed", term.epoch)
+            self.leadership.resign(f"its work failed: {exc}")
         finally:
             self._resumed.set()  # start() waits for it, whatever became of the term
             self.loop = None

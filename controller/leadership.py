@@ -43,12 +43,16 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from controller.storage.postgres import DATABASE_NOW_US
+from workcell.backoff import Backoff
 
 __all__ = ["Leadership", "LeaseLeadership", "SoleLeadership", "Term"]
 
 log = logging.getLogger(__name__)
 
 DEFAULT_LEASE = 2.0
+# SQLite: beginning the next term after the last one failed, and while the file refuses writes.
+RETAKE_DELAY = 1.0
+TAKE_RETRY = Backoff(initial=0.1, maximum=5.0)
 
 _NOW = DATABASE_NOW_US
 _ACQUIRE = (
@@ -118,22 +122,39 @@ class SoleLeadership:
         self, elected: Callable[[Term], None], deposed: Callable[[Term, str], None]
     ) -> None:
         while True:
-            async with self._engine.begin() as conn:
-                await conn.execute(
-                    text(
-                        "UPDATE leadership SET epoch = epoch + 1, node = :node, "
-                        "address = :address, elected_at = :now, expires_at = NULL WHERE id = 1"
-                    ),
-                    {"node": self._node, "address": self._address, "now": time.time_ns() // 1000},
-                )
-                epoch = (await conn.execute(text("SELECT epoch FROM leadership"))).scalar_one()
-            self._term = term = Term(int(epoch))
+            term = await self._take()
+            self._term = term
             self._resigned.clear()
             elected(term)
             self._campaigned.set()
             await self._resigned.wait()
             self._term = None
             deposed(term, self._reason)
+            await asyncio.sleep(RETAKE_DELAY)  # a term that failed at once is not retried hot
+
+    async def _take(self) -> Term:
+        """The next term, written until the database takes it."""
+        for delay in TAKE_RETRY.delays():
+            try:
+                async with self._engine.begin() as conn:
+                    await conn.execute(
+                        text(
+                            "UPDATE leadership SET epoch = epoch + 1, node = :node, "
+                            "address = :address, elected_at = :now, expires_at = NULL "
+                            "WHERE id = 1"
+                        ),
+                        {
+                            "node": self._node,
+                            "address": self._address,
+                            "now": time.time_ns() // 1000,
+                        },
+                    )
+                    epoch = (await conn.execute(text("SELECT epoch FROM leadership"))).scalar_one()
+                return Term(int(epoch))
+            except Exception as exc:
+                log.warning("leadership: cannot begin a term yet (%s); retrying", exc)
+                await asyncio.sleep(delay)
+        raise AssertionError("unreachable: the delays never end")
 
     def holds(self) -> bool:
         return self._term is not None
@@ -223,7 +244,7 @@ class LeaseLeadership:
                     conn = await self._connect()
                     epoch = await conn.fetchval(_ACQUIRE, self._node, self._address, self._lease_us)
                 failing = False
-            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as exc:
+            except Exception as exc:  # asyncpg's, the socket's, a timeout: out of reach
                 await self._disconnect()
                 if not failing:
                     log.warning("leadership: cannot reach the database to campaign: %s", exc)
@@ -261,7 +282,7 @@ class LeaseLeadership:
                 async with asyncio.timeout(remaining):
                     conn = await self._connect()
                     renewed = await conn.fetchval(_RENEW, term.epoch, self._node, self._lease_us)
-            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as exc:
+            except Exception as exc:  # asyncpg's, the socket's, a timeout: out of reach
                 await self._disconnect()
                 if not told:
                     log.warning("leadership: lease renewal failed (%s); retrying", exc)
