@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from controller.errors import InvalidReading, RejectedWrite, StorageError
-from controller.records import ReadingRow, StreamTally
+from controller.errors import InvalidReading, NotLeader, RejectedWrite, StorageError
+from controller.records import CloseWindows, ReadingRow, StreamTally
 from controller.storage import postgres, sqlite
 from controller.storage.database import Database
 from controller.storage.write_backend import StoredReading, WriteBackend
@@ -301,3 +301,33 @@ async def test_recording_a_command_again_reads_back_what_is_stored(
         await db.close()
     rows = database.fetch("SELECT id, window_start FROM commands ORDER BY id")
     assert [(int(i), int(w)) for i, w in rows] == [(7, NOW_US), (8, NOW_US + 5_000_000)]
+
+
+async def test_a_close_by_a_term_that_is_over_is_refused_alone_and_ingest_goes_on(
+    database: TestDatabase,
+) -> None:
+    db = await Database.open(database.url)
+    try:
+        health: list[bool] = []
+        writer = Writer(db.engine, backend=db.write_backend, on_health=health.append)
+        close = CloseWindows(
+            epoch=5,  # nobody holds term 5: the database refuses the close
+            until_us=NOW_US + 1_000_000,
+            window_start=NOW_US,
+            next_id=1,
+            decide=lambda stats: command(1, NOW_US),
+        )
+        tally = StreamTally()
+        group = await writer.add_readings(tally, sensor_rows("s-a", 1, 5))
+        closing = asyncio.create_task(writer.close_windows(close))
+        await asyncio.sleep(0)  # both join one group
+        await writer.start()
+        await group
+        with pytest.raises(NotLeader, match="epoch 5 no longer leads"):
+            await closing
+        await writer.close()
+    finally:
+        await db.close()
+    assert (tally.failure, tally.stored) == (None, 5)  # the readings of its group committed
+    assert False not in health  # not an outage
+    assert database.fetch("SELECT COUNT(*) FROM commands") == [(0,)]

@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator, Sequence
 
 import asyncpg
 
-from controller.errors import CommandConflict, CommitOutcomeUnknown
+from controller.errors import CommitOutcomeUnknown, RejectedWrite
 from controller.storage.rows import command_values
 from controller.storage.schema import commands
 from controller.storage.write_backend import (
@@ -92,7 +92,9 @@ def is_data_error(exc: BaseException) -> bool:
     Everything else is an outage: lock timeouts, a full disk, a read-only
     server, a shutdown, a lost connection, a cancelled statement.
     """
-    return isinstance(exc, (*_DATA_ERRORS, CommandConflict))
+    # RejectedWrite: the write's own refusal, read back from the database (a
+    # command id holding another command, a window close by a term that is over).
+    return isinstance(exc, (*_DATA_ERRORS, RejectedWrite))
 
 
 def _row_count(status: str) -> int:

@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator, Sequence
 
 import aiosqlite
 
-from controller.errors import CommandConflict, DatabaseFileMoved
+from controller.errors import DatabaseFileMoved, RejectedWrite
 from controller.storage.rows import command_values
 from controller.storage.schema import commands
 from controller.storage.write_backend import (
@@ -85,7 +85,9 @@ def is_data_error(exc: BaseException) -> bool:
     (a damaged file), ``ProgrammingError`` and aiosqlite's ``ValueError`` (a
     closed connection), ``OSError``.
     """
-    return isinstance(exc, (*_DATA_ERRORS, CommandConflict))
+    # RejectedWrite: the write's own refusal, read back from the database (a
+    # command id holding another command, a window close by a term that is over).
+    return isinstance(exc, (*_DATA_ERRORS, RejectedWrite))
 
 
 class SqliteWrites:
