@@ -1,6 +1,7 @@
 """Wires the controller's parts together and owns their lifecycle.
 
-Start: database → writer → gRPC server (SERVING) → campaign for leadership.
+Start: database → writer → gRPC port bound → campaign for leadership (as
+leader: resume) → gRPC server started (SERVING).
 Every node stores readings and answers History; the leader also runs, for its
 term: restored decision state → manipulator link → decision loop. Deposed (the
 lease could not be renewed in time, or the database says another term began),
@@ -137,7 +138,7 @@ class Controller:
         if config.metrics_listen is not None:
             self._metrics_endpoint = MetricsEndpoint(self.metrics.registry)
             self.metrics_port = self._metrics_endpoint.start(config.metrics_listen)
-        await self._serve(writer, database)
+        self._server = server = self._bind(writer, database)
         address = _advertised(config.listen.host, self.port)
         if database.engine.dialect.name == "sqlite":
             self.leadership = SoleLeadership(database.engine, node=self.node, address=address)
@@ -150,12 +151,17 @@ class Controller:
                 self.leadership.run(self._elected, self._deposed), name="leadership"
             )
         )
-        # Start returns once this node knows its role, and as leader once it has
-        # resumed: readings of windows decided before it are stale from the first.
+        # Serving starts once this node knows its role, and as leader once it has
+        # resumed: readings of windows decided before it are stale from the first,
+        # and on SQLite the term is begun before readings compete for the file.
         async with asyncio.timeout(config.lease + config.busy_timeout):
             await self.leadership.campaigned.wait()
             if self._term is not None:
                 await self._resumed.wait()
+        await server.start()
+        await self._set_health(True)
+        log.info("gRPC: %s", config.tls.describe("server"))
+        log.info("listening on %s:%d", config.listen.host, self.port)
 
     def _leading(self) -> bool:
         return self.leadership is not None and self.leadership.holds()
@@ -274,7 +280,8 @@ class Controller:
             except StorageError:
                 await asyncio.sleep(delay)
 
-    async def _serve(self, writer: Writer, database: Database) -> None:
+    def _bind(self, writer: Writer, database: Database) -> grpc.aio.Server:
+        """The gRPC server with every service, bound to its port (``self.port``), not started."""
         server = grpc.aio.server(
             # so_reuseport 0: a second controller on a busy port fails to bind
             # (gRPC's default lets both bind and split the connections).
@@ -305,11 +312,7 @@ class Controller:
         self.port = add_grpc_port(server, f"{listen.host}:{listen.port}", self.config.tls)
         if self.port == 0:
             raise OSError(f"cannot listen on {listen}")
-        await server.start()
-        self._server = server
-        await self._set_health(True)
-        log.info("gRPC: %s", self.config.tls.describe("server"))
-        log.info("listening on %s:%d", listen.host, self.port)
+        return server
 
     def _storage_health(self, healthy: bool) -> None:
         # Health is NOT_SERVING while the database refuses writes: a load
