@@ -16,6 +16,7 @@ import math
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from controller.decision.rule import Outcome
+from workcell.metrics_registry import service_registry
 
 __all__ = ["PREFIX", "ControllerMetrics"]
 
@@ -29,10 +30,14 @@ LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
 
 
 class ControllerMetrics:
-    """The controller's metric objects, registered on ``registry`` (a new one by default)."""
+    """The controller's metric objects, registered on ``registry``.
+
+    By default a new one with the process and platform collectors and
+    ``workcell_build_info`` (:func:`~workcell.metrics_registry.service_registry`).
+    """
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
-        self.registry = registry if registry is not None else CollectorRegistry()
+        self.registry = registry if registry is not None else service_registry("controller")
         r = self.registry
         self.readings_received = Counter(
             PREFIX + "readings_received",
