@@ -78,6 +78,19 @@ class ControllerMetrics:
             buckets=BATCH_BUCKETS,
             registry=r,
         )
+        self.commit_failures = Counter(
+            PREFIX + "commit_failures",
+            "Groups (transactions) the database failed to commit: an outage (lock, full disk, "
+            "lost connection); every stream in the group is answered UNAVAILABLE",
+            registry=r,
+        )
+        self.database_writable = Gauge(
+            PREFIX + "database_writable",
+            "0 while the database refuses writes (health NOT_SERVING), else 1",
+            registry=r,
+        )
+        # The controller starts once its database is open and migrated.
+        self.database_writable.set(1)
         self.commit_latency = Histogram(
             PREFIX + "commit_latency_seconds",
             "Time to write and commit one group (transaction) of writes",
@@ -111,6 +124,18 @@ class ControllerMetrics:
             registry=r,
         )
         self.last_p_value.set(math.nan)
+        self.last_decision_time = Gauge(
+            PREFIX + "last_decision_timestamp_seconds",
+            "Unix time this node issued its last command; before its first, when the process "
+            "started (an alert on its age then counts from the start)",
+            registry=r,
+        )
+        self.last_decision_time.set_to_current_time()
+        self.period = Gauge(
+            PREFIX + "period_seconds",
+            "The decision period (--period): one command is due every period",
+            registry=r,
+        )
         self.windows_skipped = Counter(
             PREFIX + "windows_skipped",
             "Windows that got no command: their deadline passed while the controller was "
