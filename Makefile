@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 BUF := node_modules/.bin/buf
 STAMP := $(VENV)/.installed
 
-.PHONY: run test check lint gen check-gen breaking pytest postgres deps clean bench soak
+.PHONY: run test check lint gen check-gen breaking pytest postgres promtool rules deps clean bench soak
 
 run: $(STAMP)
 	$(BIN)/workcell run $(ARGS)
@@ -59,7 +59,17 @@ lint: deps
 postgres:
 	scripts/ensure_postgres.sh
 
-pytest: deps postgres
+# promtool checks the Prometheus scrape config and alert rules under
+# deploy/prometheus/ and runs their unit tests (tests/test_alerts.py; issue 13).
+promtool:
+	scripts/ensure_promtool.sh
+
+# The same checks as tests/test_alerts.py, straight from promtool.
+rules: promtool
+	cd deploy/prometheus && promtool check config prometheus.yml \
+		&& promtool check rules alerts.yml && promtool test rules tests/*.yml
+
+pytest: deps postgres promtool
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 # The performance harness (issue 4): `make bench ARGS="--quick"`; see benchmarks/README.md.

@@ -85,6 +85,7 @@ class Controller:
         self.port = 0
         # Always kept (cheap); served over HTTP only with --metrics-listen.
         self.metrics = ControllerMetrics()
+        self.metrics.period.set(config.period)
         self._metrics_endpoint: MetricsEndpoint | None = None
         self.metrics_port = 0
         self.streams: StreamRegistry | None = None
@@ -315,6 +316,7 @@ class Controller:
         return server
 
     def _storage_health(self, healthy: bool) -> None:
+        self.metrics.database_writable.set(1 if healthy else 0)
         # Health is NOT_SERVING while the database refuses writes: a load
         # balancer or compose healthcheck should not send readings here then.
         if self._server is not None:

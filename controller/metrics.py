@@ -16,6 +16,7 @@ import math
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from controller.decision.rule import Outcome
+from workcell.metrics_registry import service_registry
 
 __all__ = ["PREFIX", "ControllerMetrics"]
 
@@ -29,10 +30,14 @@ LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
 
 
 class ControllerMetrics:
-    """The controller's metric objects, registered on ``registry`` (a new one by default)."""
+    """The controller's metric objects, registered on ``registry``.
+
+    By default a new one with the process and platform collectors and
+    ``workcell_build_info`` (:func:`~workcell.metrics_registry.service_registry`).
+    """
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
-        self.registry = registry if registry is not None else CollectorRegistry()
+        self.registry = registry if registry is not None else service_registry("controller")
         r = self.registry
         self.readings_received = Counter(
             PREFIX + "readings_received",
@@ -73,6 +78,19 @@ class ControllerMetrics:
             buckets=BATCH_BUCKETS,
             registry=r,
         )
+        self.commit_failures = Counter(
+            PREFIX + "commit_failures",
+            "Groups (transactions) the database failed to commit: an outage (lock, full disk, "
+            "lost connection); every stream in the group is answered UNAVAILABLE",
+            registry=r,
+        )
+        self.database_writable = Gauge(
+            PREFIX + "database_writable",
+            "0 while the database refuses writes (health NOT_SERVING), else 1",
+            registry=r,
+        )
+        # The controller starts once its database is open and migrated.
+        self.database_writable.set(1)
         self.commit_latency = Histogram(
             PREFIX + "commit_latency_seconds",
             "Time to write and commit one group (transaction) of writes",
@@ -106,6 +124,18 @@ class ControllerMetrics:
             registry=r,
         )
         self.last_p_value.set(math.nan)
+        self.last_decision_time = Gauge(
+            PREFIX + "last_decision_timestamp_seconds",
+            "Unix time this node issued its last command; before its first, when the process "
+            "started (an alert on its age then counts from the start)",
+            registry=r,
+        )
+        self.last_decision_time.set_to_current_time()
+        self.period = Gauge(
+            PREFIX + "period_seconds",
+            "The decision period (--period): one command is due every period",
+            registry=r,
+        )
         self.windows_skipped = Counter(
             PREFIX + "windows_skipped",
             "Windows that got no command: their deadline passed while the controller was "

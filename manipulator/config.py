@@ -9,6 +9,7 @@ from pathlib import Path
 from workcell.flags import Address, FlagParser, address, float_between, int_between
 from workcell.framing import MAX_FRAME_BYTES
 from workcell.logs import add_log_flags
+from workcell.metrics_http import add_metrics_flag
 from workcell.tls import PLAINTEXT, TlsConfig, add_tls_flags, parse_tls
 
 # A Command is about 100 bytes at most; a limit below this one would refuse
@@ -32,6 +33,8 @@ class ManipulatorConfig:
     log_format: str = "text"
     tls: TlsConfig = PLAINTEXT
     """The TCP server's certificate, key and client CA (see :mod:`workcell.tls`)."""
+    metrics_listen: Address | None = None
+    """Where to serve Prometheus ``/metrics`` over HTTP; None: no endpoint."""
 
 
 def parse_config(
@@ -80,6 +83,7 @@ def parse_config(
         help="close a connection that sent part of a frame and then nothing for this long",
     )
     add_log_flags(parser)
+    add_metrics_flag(parser)
     add_tls_flags(parser, side="server")
     args = parser.parse_args(argv)
     tls = parse_tls(parser, args, side="server")
@@ -91,4 +95,5 @@ def parse_config(
         log_level=args.log_level,
         log_format=args.log_format,
         tls=tls,
+        metrics_listen=args.metrics_listen,
     )

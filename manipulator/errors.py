@@ -2,7 +2,8 @@
 
 ManipulatorError
  ├── BadCommand       a frame whose payload is not a valid Command (the connection is closed)
- ├── CommandRefused   a valid Command the journal must not take (the ack says so; connection kept)
+ ├── CommandRefused   a valid Command the journal must not take (the ack says so; connection kept);
+ │    │               ``reason`` (a RefusalReason) says which kind, for the metrics
  │    └── CommandFenced  its epoch is below one its origin already reached: its sender was deposed
  └── JournalError     the journal file cannot be used
       ├── JournalCorrupt     a complete line of the journal is not a journal record
@@ -13,6 +14,8 @@ ManipulatorError
 
 from __future__ import annotations
 
+import enum
+
 __all__ = [
     "BadCommand",
     "CommandFenced",
@@ -22,7 +25,22 @@ __all__ = [
     "JournalError",
     "JournalMissing",
     "ManipulatorError",
+    "RefusalReason",
 ]
+
+
+class RefusalReason(enum.StrEnum):
+    """Why a valid command was refused (the ``reason`` label of the refusal counter)."""
+
+    CONFLICT = "conflict"
+    """The journal holds a different command under its (origin, id)."""
+    SKIPPED_ID = "skipped_id"
+    """Its id is at or below its origin's last, and no command is journaled under it."""
+    FENCED = "fenced"
+    """Its epoch is below its origin's: its sender was deposed (:class:`CommandFenced`)."""
+    BEHIND_REFUSED = "behind_refused"
+    """An earlier command of its origin was refused on the same connection, and commands
+    are journaled in order (refused by the server, never shown to the journal)."""
 
 
 class ManipulatorError(Exception):
@@ -40,9 +58,12 @@ class CommandRefused(ManipulatorError):
     names the command and the version the journal holds.
     """
 
-    def __init__(self, message: str, *, command_id: int) -> None:
+    def __init__(
+        self, message: str, *, command_id: int, reason: RefusalReason = RefusalReason.CONFLICT
+    ) -> None:
         super().__init__(message)
         self.command_id = command_id
+        self.reason = reason
 
 
 class CommandFenced(CommandRefused):
@@ -58,7 +79,7 @@ class CommandFenced(CommandRefused):
     def __init__(
         self, message: str, *, command_id: int, origin: str, epoch: int, highest_epoch: int
     ) -> None:
-        super().__init__(message, command_id=command_id)
+        super().__init__(message, command_id=command_id, reason=RefusalReason.FENCED)
         self.origin = origin
         self.epoch = epoch
         self.highest_epoch = highest_epoch

@@ -443,7 +443,9 @@ class Journal:
                 self._index.resent(record)
                 return False
             if judgement.verdict is Verdict.REFUSED:
-                raise CommandRefused(judgement.reason, command_id=record.command_id)
+                raise CommandRefused(
+                    judgement.reason, command_id=record.command_id, reason=judgement.refusal
+                )
             self._write(self._fd, record)
             # Again after the fsync: displaced meanwhile, the line may be in
             # a file that is gone, so it must not be acknowledged. It is in

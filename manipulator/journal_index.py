@@ -25,6 +25,7 @@ import enum
 from collections import OrderedDict
 from dataclasses import dataclass
 
+from manipulator.errors import RefusalReason
 from manipulator.records import JournalRecord, describe, same_command, shown_origin
 
 __all__ = ["RECENT_RECORDS", "JournalIndex", "Judgement", "Verdict", "judge_against"]
@@ -55,6 +56,8 @@ class Judgement:
     """For REFUSED and FENCED: what the ack's error and the log line say."""
     fence: int = 0
     """For FENCED: the origin's epoch, higher than the command's."""
+    refusal: RefusalReason = RefusalReason.CONFLICT
+    """For REFUSED: which kind of refusal (counted by reason in the metrics)."""
 
 
 @dataclass(slots=True)
@@ -98,6 +101,7 @@ def judge_against(
             f"command {record.command_id} of origin {origin} refused: it is not journaled, and "
             f"that origin's commands are journaled up to {last_id} (ids only increase, so it "
             f"cannot be new); it says {describe(record)}",
+            refusal=RefusalReason.SKIPPED_ID,
         )
     if same_command(record, journaled):
         return Judgement(Verdict.RESEND)
@@ -106,6 +110,7 @@ def judge_against(
         f"command {record.command_id} of origin {origin} refused: the journal holds a "
         f"different command {record.command_id} of that origin ({describe(journaled)}, "
         f"received {journaled.received_at}); this one says {describe(record)}",
+        refusal=RefusalReason.CONFLICT,
     )
 
 

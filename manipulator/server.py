@@ -20,6 +20,7 @@ import asyncio
 import logging
 import os
 import ssl as ssl_module
+import time
 from types import TracebackType
 
 from manipulator.errors import (
@@ -28,9 +29,11 @@ from manipulator.errors import (
     CommandRefused,
     JournalDisplaced,
     JournalError,
+    RefusalReason,
 )
 from manipulator.handshakes import HANDSHAKE_LOG_INTERVAL, LogThrottle, handshake_failure_reason
 from manipulator.journal import Journal, JournalRecord, parse_command
+from manipulator.metrics import ManipulatorMetrics
 from manipulator.records import shown_origin
 from workcell.flags import Address
 from workcell.framing import MAX_FRAME_BYTES, FrameDecoder, FrameError, encode_frame
@@ -47,6 +50,13 @@ _READ_CHUNK = 64 * 1024
 # On close, how long a connection may take to finish the command it is
 # handling (journal write and ack) before it is cancelled.
 _CLOSE_GRACE_SECONDS = 5.0
+
+
+def _timed_append(journal: Journal, record: JournalRecord) -> tuple[bool, float]:
+    """``journal.append(record)`` and how long it took (seconds): run in a worker thread."""
+    started = time.perf_counter()
+    journaled = journal.append(record)
+    return journaled, time.perf_counter() - started
 
 
 def _peer_name(writer: asyncio.StreamWriter) -> str:
@@ -171,16 +181,20 @@ class _Connection:
                 if not await self._handle(payload):
                     return
             if error is not None:
+                self._server.metrics.bad_frames.inc()
                 log.error("bad frame from %s: %s; closing the connection", self.peer, error)
                 return
 
     async def _handle(self, payload: bytes) -> bool:
         """Journal and acknowledge (or refuse) one command; False when the connection must close."""
+        metrics = self._server.metrics
         try:
             record = parse_command(payload, received_at=self._server.clock())
         except BadCommand as exc:
+            metrics.bad_frames.inc()
             log.error("bad frame from %s: %s; closing the connection", self.peer, exc)
             return False
+        metrics.commands_received.inc()
         blocked = self._refused.get(record.origin)
         # A deposed sender is told so whatever waits on this connection: it
         # must stop, not wait (the journal checks the epoch again, under its lock).
@@ -194,9 +208,11 @@ class _Connection:
             journaled = await self._server.journal_record(record)
         except CommandFenced as exc:
             # Not an ordering problem of this connection: nothing is blocked behind it.
+            metrics.commands_refused.labels(reason=exc.reason).inc()
             self._server.fenced(self.peer, exc)
             return await self._reply(record.command_id, str(exc), fence=exc.highest_epoch)
         except CommandRefused as exc:
+            metrics.commands_refused.labels(reason=exc.reason).inc()
             log.error(
                 "%s: %s; not journaled",
                 self.peer,
@@ -207,6 +223,7 @@ class _Connection:
             self._refused[record.origin] = record.command_id
             return await self._reply(record.command_id, str(exc))
         except JournalDisplaced:
+            metrics.commands_failed.labels(reason="journal_displaced").inc()
             # The server said so once for the episode; closing without an
             # ack keeps the command pending in the controller, which resends it.
             log.debug(
@@ -217,6 +234,7 @@ class _Connection:
             )
             return False
         except JournalError as exc:
+            metrics.commands_failed.labels(reason="journal_error").inc()
             log.error(
                 "%s: command %d not journaled, not acknowledged: %s; closing the connection",
                 self.peer,
@@ -227,6 +245,7 @@ class _Connection:
         if blocked == record.command_id:
             del self._refused[record.origin]
         if journaled:
+            metrics.commands_journaled.inc()
             log.info(
                 "command %d: status=%s window=[%s, %s) issued=%s",
                 record.command_id,
@@ -241,6 +260,7 @@ class _Connection:
                 },
             )
         else:
+            metrics.commands_duplicate.inc()
             log.info(
                 "command %d: duplicate (already journaled), acknowledged again",
                 record.command_id,
@@ -255,6 +275,7 @@ class _Connection:
             "are journaled in order"
         )
         # The refusal of `blocked` was logged as an error; these follow from it.
+        self._server.metrics.commands_refused.labels(reason=RefusalReason.BEHIND_REFUSED).inc()
         log.info("%s: %s", self.peer, reason, extra={"command_id": record.command_id})
         return await self._reply(record.command_id, reason)
 
@@ -275,7 +296,9 @@ class ManipulatorServer:
     client that fails the handshake (plaintext, or a certificate the context
     does not trust) is closed before it can send a command, and logged with
     its peer and reason: the first at once, then at most one line per
-    ``handshake_log_interval`` seconds, counting the others.
+    ``handshake_log_interval`` seconds, counting the others. ``metrics``
+    (a new :class:`ManipulatorMetrics` by default) counts commands and
+    connections; serving them over HTTP is the caller's (``__main__``).
     Use ``async with ManipulatorServer(...) as server:`` or start()/close().
     """
 
@@ -290,6 +313,7 @@ class ManipulatorServer:
         clock: Clock = now_us,
         ssl: ssl_module.SSLContext | None = None,
         handshake_log_interval: float = HANDSHAKE_LOG_INTERVAL,
+        metrics: ManipulatorMetrics | None = None,
     ) -> None:
         if read_timeout <= 0:
             raise ValueError("read_timeout must be > 0")
@@ -300,6 +324,7 @@ class ManipulatorServer:
         self.read_timeout = read_timeout
         self.clock = clock
         self.ssl = ssl
+        self.metrics = metrics if metrics is not None else ManipulatorMetrics()
         self._requested_port = port
         self._journal_arg = journal
         self._journal: Journal | None = journal if isinstance(journal, Journal) else None
@@ -381,7 +406,7 @@ class ManipulatorServer:
             known = journal.knows_origin(record.origin)
             epoch_before = journal.epoch_of(record.origin)
             try:
-                journaled = await asyncio.to_thread(journal.append, record)
+                journaled, seconds = await asyncio.to_thread(_timed_append, journal, record)
             except JournalDisplaced as exc:
                 self._journal_displaced(exc)
                 raise
@@ -389,6 +414,8 @@ class ManipulatorServer:
                 self._journal_sound()  # the path was checked first: the journal is fine
                 raise
             self._journal_sound()
+        if journaled:
+            self.metrics.journal_fsync.observe(seconds)
         if record.epoch > epoch_before:
             log.info(
                 "commands of origin %s now come from epoch %d (before: %d): a new leader; "
@@ -473,6 +500,8 @@ class ManipulatorServer:
         connection = _Connection(self, reader, writer)
         connection.task = asyncio.current_task()
         self._connections.add(connection)
+        self.metrics.connections.inc()
+        self.metrics.open_connections.set(len(self._connections))
         try:
             await connection.run()
         except asyncio.CancelledError:
@@ -480,6 +509,7 @@ class ManipulatorServer:
             pass
         finally:
             self._connections.discard(connection)
+            self.metrics.open_connections.set(len(self._connections))
 
     async def close(self) -> None:
         """Stop accepting, let connections finish their command, close the journal.

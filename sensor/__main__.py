@@ -165,7 +165,7 @@ async def run_sensor(config: SensorConfig) -> int:
     )
     metrics: MetricsEndpoint | None = None
     if config.metrics_listen is not None:
-        collector = SensorCollector(config.sensor_id, counters, lambda: reporter.rate)
+        collector = SensorCollector(config.sensor_id, counters)
         metrics = MetricsEndpoint(sensor_registry(collector))
         try:
             metrics.start(config.metrics_listen)

@@ -4,7 +4,8 @@ A sensor already keeps every count the metrics need (in :class:`~sensor.delivery
 and the progress reporter), so the metrics are a custom collector that reads
 them when Prometheus scrapes: nothing is added to the per-reading path. The
 collector sits on a registry of its own (never the process-wide default), so
-only these metrics are exported. Pure: no sockets, no asyncio.
+only these metrics and those every service exports are served. Pure: no
+sockets, no asyncio.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector, CollectorRegistry
 
 from sensor.progress import Counters
+from workcell.metrics_registry import service_registry
 
 __all__ = ["PREFIX", "SensorCollector", "sensor_registry"]
 
@@ -24,17 +26,16 @@ _LABELS = ["sensor_id"]
 
 
 class SensorCollector(Collector):
-    """Exports one sensor's counters; ``counters`` and ``rate`` are read on every scrape.
+    """Exports one sensor's counters; ``counters`` is read on every scrape.
 
-    ``rate`` is the readings created per second over the last progress interval.
+    No rate is exported: ``rate(workcell_sensor_created_total[1m])`` is the
+    rate over whatever range a query asks for, where a pre-computed gauge
+    would fix one interval and lose what happened between scrapes.
     """
 
-    def __init__(
-        self, sensor_id: str, counters: Callable[[], Counters], rate: Callable[[], float]
-    ) -> None:
+    def __init__(self, sensor_id: str, counters: Callable[[], Counters]) -> None:
         self._sensor_id = sensor_id
         self._counters = counters
-        self._rate = rate
 
     def collect(self) -> Iterator[Metric]:
         """The metric families of one scrape."""
@@ -89,17 +90,11 @@ class SensorCollector(Collector):
         )
         undelivered.add_metric(labels, counters.undelivered)
         yield undelivered
-        rate = GaugeMetricFamily(
-            PREFIX + "actual_rate",
-            "Readings created per second over the last progress interval (5 s)",
-            labels=_LABELS,
-        )
-        rate.add_metric(labels, self._rate())
-        yield rate
 
 
 def sensor_registry(collector: SensorCollector) -> CollectorRegistry:
-    """A new registry holding only ``collector``."""
-    registry = CollectorRegistry()
+    """A new registry holding ``collector`` and what every service exports
+    (:func:`~workcell.metrics_registry.service_registry`)."""
+    registry = service_registry("sensor")
     registry.register(collector)
     return registry

@@ -28,12 +28,18 @@ import yaml
 
 from tests.databases import PostgresServer
 from tests.processes import ROOT, Service, running, start_service
+from tests.scrape import metric_families
 
 SCHEMA = Path(__file__).resolve().parents[2] / "shared" / "compose-spec" / "compose-spec.json"
 COMPOSE = ROOT / "docker-compose.yml"
 DOCKERFILE = ROOT / "Dockerfile"
 ENV_EXAMPLE = ROOT / ".env.example"
 HA_SERVICES = ("postgres", "controller-ha", "sensor-ha")
+MONITORING_SERVICES = ("prometheus",)
+IMAGE_SERVICES = {"postgres", "prometheus"}
+"""Official images run with their own command: nothing of ours to run locally."""
+PROMETHEUS_CONFIG = ROOT / "deploy" / "prometheus" / "prometheus.yml"
+METRICS_ON = r"metrics on 127\.0\.0\.1:(\d+)"
 _VARIABLE = re.compile(r"\$\{(?P<name>\w+)(?::?-(?P<default>[^}]*))?\}")
 
 
@@ -77,7 +83,10 @@ def test_compose_shape(compose: dict[str, Any]) -> None:
     # `docker compose up` starts these: the services of no profile
     default = {name for name, service in services.items() if "profiles" not in service}
     assert default == {"manipulator", "controller", "sensor"}
-    assert {name for name in services if name not in default} == set(HA_SERVICES)
+    assert {name for name in services if name not in default} == {
+        *HA_SERVICES,
+        *MONITORING_SERVICES,
+    }
     controller, sensor = services["controller"], services["sensor"]
     assert controller["ports"] == ["127.0.0.1:${WORKCELL_CONTROLLER_PORT:-50051}:50051"]
     assert "manipulator" in controller["depends_on"]
@@ -121,6 +130,53 @@ def test_ha_profile_shape(compose: dict[str, Any]) -> None:
     assert sensor["deploy"]["replicas"] == 8
 
 
+def test_monitoring_profile_shape(compose: dict[str, Any]) -> None:
+    """Profile monitoring: the official Prometheus image with our scrape config and rules."""
+    prometheus = compose["services"]["prometheus"]
+    assert prometheus["profiles"] == ["monitoring"]
+    assert prometheus["image"].startswith("prom/prometheus:")
+    # The folder holding prometheus.yml and alerts.yml, where the image reads its config.
+    assert "./deploy/prometheus:/etc/prometheus:ro" in prometheus["volumes"]
+    assert any(v.startswith("prometheus:/prometheus") for v in prometheus["volumes"])
+    assert "prometheus" in compose["volumes"]
+    assert all(port.startswith("127.0.0.1:") for port in prometheus["ports"])  # loopback only
+
+
+def _metrics_port(service: dict[str, Any]) -> int:
+    listen = environment(service)["WORKCELL_METRICS_LISTEN"]
+    host, _, port = listen.rpartition(":")
+    assert host == "0.0.0.0", listen  # reachable from Prometheus's container
+    return int(port)
+
+
+def test_prometheus_scrapes_every_service_where_it_serves_metrics(
+    compose: dict[str, Any],
+) -> None:
+    """Every service of ours serves /metrics, and prometheus.yml has a job scraping it there."""
+    services = compose["services"]
+    config = yaml.safe_load(PROMETHEUS_CONFIG.read_text())
+    scraped: dict[str, int] = {}
+    for job in config["scrape_configs"]:
+        for static in job.get("static_configs", []):
+            for target in static["targets"]:
+                host, _, port = target.rpartition(":")
+                scraped[host] = int(port)
+        for dns in job.get("dns_sd_configs", []):
+            assert dns["type"] == "A"
+            for name in dns["names"]:
+                scraped[name] = int(dns["port"])
+        # A job per service, named after it: the alert rules group cells by job.
+        assert job["job_name"] in scraped, job
+    ours = {name for name, service in services.items() if "command" in service}
+    assert set(scraped) == ours
+    for name in ours:
+        assert _metrics_port(services[name]) == scraped[name], name
+    # Replicated services are found through DNS (a target per replica), the others statically.
+    for job in config["scrape_configs"]:
+        replicas = services[job["job_name"]].get("deploy", {}).get("replicas", 1)
+        assert ("dns_sd_configs" in job) == (replicas > 1), job
+
+
 def test_every_setting_is_in_env_example(compose: dict[str, Any]) -> None:
     """Each ``${VAR:-default}`` appears in .env.example with the same default."""
     example = dict(
@@ -135,7 +191,7 @@ def test_every_setting_is_in_env_example(compose: dict[str, Any]) -> None:
 
 def test_commands_refer_to_modules_that_exist(compose: dict[str, Any]) -> None:
     ours = {name: s for name, s in compose["services"].items() if "command" in s}
-    assert set(compose["services"]) - set(ours) == {"postgres"}  # the official image's own
+    assert set(compose["services"]) - set(ours) == IMAGE_SERVICES  # the official images' own
     for name, service in ours.items():
         module, _ = module_of(service["command"])
         assert importlib.util.find_spec(module) is not None, name
@@ -222,9 +278,11 @@ def test_services_run_as_compose_runs_them(
     manipulator = start_compose_service(compose, "manipulator", tmp_path, hosts)
     controller = sensor = None
     with running(manipulator):
+        _assert_serves_metrics(manipulator, "manipulator")
         hosts["manipulator:7700"] = f"127.0.0.1:{manipulator.port}"
         controller = start_compose_service(compose, "controller", tmp_path, hosts)
         with running(controller):
+            _assert_serves_metrics(controller, "controller")
             hosts["controller:50051"] = f"127.0.0.1:{controller.port}"
             # The healthcheck runs inside the controller's container: its 50051 is ours.
             hosts["127.0.0.1:50051"] = hosts["controller:50051"]
@@ -245,11 +303,20 @@ def test_services_run_as_compose_runs_them(
                 wait_listening=False,
             )
             with running(sensor):
+                _assert_serves_metrics(sensor, "sensor")
                 assert sensor.wait(60) == 0, sensor.output()
             assert controller.stop() == 0, controller.output()
         assert manipulator.stop() == 0, manipulator.output()
     assert (tmp_path / "database" / "workcell.db").is_file()
     assert (tmp_path / "journal" / "journal.jsonl").exists()
+
+
+def _assert_serves_metrics(service: Service, name: str) -> None:
+    """The service logged its metrics port and serves its build info there."""
+    port = int(service.wait_for_line(METRICS_ON).group(1))
+    families = {family.name: family for family in metric_families(port)}
+    [build] = families["workcell_build_info"].samples
+    assert build.labels["service"] == name
 
 
 def _wait_healthy(command: list[str], attempts: int = 20) -> subprocess.CompletedProcess[str]:

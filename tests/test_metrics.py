@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import math
 import socket
+import sqlite3
+import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -15,10 +17,11 @@ import pytest
 from controller.config import parse_config
 from controller.decision.windows import window_bounds, window_index
 from tests.controller_harness import make_reading, running_cell, stream
-from tests.processes import running, sqlite_url, start_controller
+from tests.processes import running, sqlite_url, start_controller, start_manipulator
 from tests.scrape import scrape, scrape_until
 from workcell.flags import Address
 from workcell.timeconv import US_PER_SECOND, from_timestamp, now_us
+from workcell.v1 import history_pb2, history_pb2_grpc
 
 P = "workcell_controller_"
 LOOPBACK_ANY_PORT = Address("127.0.0.1", 0)
@@ -174,3 +177,62 @@ def test_a_metrics_port_in_use_fails_the_start_with_one_line(tmp_path: Path) -> 
             assert controller.wait() == 1
     assert f"cannot serve metrics on 127.0.0.1:{port}" in controller.output()
     assert "listening on" not in controller.output()
+
+
+async def test_the_process_exports_what_the_alert_rules_read(tmp_path: Path) -> None:
+    """The series deploy/prometheus/alerts.yml reads: the time of the last decision, the
+    period, and whether the database takes writes (with a count of failed commits)."""
+    database = tmp_path / "w.db"
+    manipulator = start_manipulator(tmp_path / "journal.jsonl")
+    with running(manipulator):
+        started = time.time()
+        controller = start_controller(
+            sqlite_url(database),
+            "--metrics-listen=127.0.0.1:0",
+            "--period=1",
+            "--grace=0.1",
+            "--busy-timeout=0.2",
+            manipulator_port=manipulator.port or 0,
+        )
+        with running(controller):
+            port = int(controller.wait_for_line(r"metrics on 127\.0\.0\.1:(\d+)").group(1))
+            first = await scrape(port)
+            assert first[f"{P}period_seconds"] == 1.0
+            assert first[f"{P}database_writable"] == 1
+            assert first[f"{P}commit_failures_total"] == 0
+            # Before the first decision it holds the start, so the age an alert
+            # computes from it counts from there, not from 1970.
+            assert started <= first[f"{P}last_decision_timestamp_seconds"] <= time.time()
+
+            decided = await scrape_until(port, lambda s: s[f"{P}commands_sent_total"] >= 2)
+            last_id = int(decided[f"{P}commands_sent_total"])  # a fresh database: ids count
+            async with grpc.aio.insecure_channel(f"127.0.0.1:{controller.port}") as channel:
+                history = history_pb2_grpc.HistoryStub(channel)
+                reply = await history.Query(history_pb2.QueryRequest(page_size=1000))
+            [entry] = [e for e in reply.entries if e.command_id == last_id]
+            assert decided[f"{P}last_decision_timestamp_seconds"] == pytest.approx(
+                from_timestamp(entry.issued_at) / US_PER_SECOND, abs=1e-6
+            )
+
+            # Another client holds the write lock: the next window's close fails.
+            blocker = sqlite3.connect(database, isolation_level=None, check_same_thread=False)
+            try:
+                await asyncio.to_thread(blocker.execute, "BEGIN EXCLUSIVE")
+                refusing = await scrape_until(port, lambda s: s[f"{P}database_writable"] == 0)
+                assert refusing[f"{P}commit_failures_total"] >= 1
+                await asyncio.to_thread(blocker.execute, "ROLLBACK")
+            finally:
+                blocker.close()
+            back = await scrape_until(
+                port,
+                lambda s: (
+                    s[f"{P}database_writable"] == 1
+                    and s[f"{P}commands_sent_total"] > decided[f"{P}commands_sent_total"]
+                ),
+            )
+            assert (
+                back[f"{P}last_decision_timestamp_seconds"]
+                > (decided[f"{P}last_decision_timestamp_seconds"])
+            )
+            assert controller.stop() == 0, controller.output()
+        assert manipulator.stop() == 0, manipulator.output()

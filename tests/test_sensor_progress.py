@@ -70,7 +70,7 @@ async def test_reporter_logs_lines_without_a_terminal(caplog: pytest.LogCaptureF
 
 @pytest.mark.parametrize("bar", [False, True])
 async def test_reporter_keeps_the_rate_of_the_last_interval(bar: bool) -> None:
-    # The metrics' actual-rate gauge reads .rate, with or without the tqdm bar.
+    # The progress line's rate, with or without the tqdm bar.
     created = 0
     now = 0.0
 

@@ -29,7 +29,7 @@ from controller.errors import NotLeader, StorageError
 from controller.metrics import ControllerMetrics
 from controller.records import ClosedWindows, CloseWindows, CommandRecord
 from workcell.backoff import Backoff
-from workcell.timeconv import Clock, now_us, to_iso
+from workcell.timeconv import US_PER_SECOND, Clock, now_us, to_iso
 
 __all__ = ["CommandSender", "DecisionLoop", "WindowCloser", "report_skipped"]
 
@@ -141,6 +141,7 @@ class DecisionLoop:
         metrics.commands_sent.inc()
         metrics.decisions.labels(outcome=record.outcome).inc()
         metrics.last_p_value.set(math.nan if record.p_value is None else record.p_value)
+        metrics.last_decision_time.set(record.issued_at / US_PER_SECOND)
         self.next_id += 1
         self.status = record.status
         self.previous = closed.stats  # exact sums: the next test cancels nothing in floats

@@ -323,6 +323,7 @@ class Writer:
                     await backend.rollback()
                 if backend.is_closed():
                     await self._disconnect(broken=True)
+            self._metrics.commit_failures.inc()
             if not self._failing:
                 log.error("database write failed: %s", exc)
                 self._set_failing()
