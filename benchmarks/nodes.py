@@ -9,8 +9,8 @@ the node count is the only thing that changes.
 Measured over the window: durable readings/s (rows in ``readings``, counted at both ends),
 each node's CPU and the readings its generators were told it stored (CPU per reading per
 node), PostgreSQL's CPU (its whole process tree: autovacuum and checkpoints included), its
-commits and WAL bytes, the generators' CPU, and the load average at the end of the window
-(other work on the machine shares its cores).
+commits, WAL bytes and growth on disk, the generators' CPU, and the load average at the end
+of the window (other work on the machine shares its cores).
 """
 
 from __future__ import annotations
@@ -69,6 +69,7 @@ def node_saturation(
                 "postgresql_cpu_s": run.window.cpu("postgresql"),
                 "postgresql_commits": run.window.tallies.get("commits", 0),
                 "postgresql_wal_bytes": run.window.tallies.get("wal_bytes", 0),
+                "postgresql_database_bytes": run.window.tallies.get("database_bytes", 0),
                 "generators_cpu_s": _generators_cpu(run.window),
                 "load_average": run.load_average,
             }
@@ -186,6 +187,7 @@ def node_rows(run: NodeRun) -> list[Measured]:
     postgres_cpu = window.cpu("postgresql")
     commits = window.tallies.get("commits", 0)
     wal_bytes = window.tallies.get("wal_bytes", 0)
+    stored_bytes = window.tallies.get("database_bytes", 0)
     rows.append(
         Measured(
             label,
@@ -194,7 +196,8 @@ def node_rows(run: NodeRun) -> list[Measured]:
             cpu_s_per_million=per_reading(postgres_cpu),
             note=f"{commits / seconds:,.0f} commits/s, "
             f"{window.count / max(1, commits):,.0f} readings/commit, "
-            f"{wal_bytes / max(1, window.count):,.0f} WAL bytes/reading",
+            f"{wal_bytes / max(1, window.count):,.0f} WAL bytes/reading, "
+            f"{stored_bytes / max(1, window.count):,.0f} bytes/reading on disk",
         )
     )
     generators_cpu = _generators_cpu(window)

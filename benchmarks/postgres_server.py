@@ -39,7 +39,7 @@ STOP_TIMEOUT = 30.0
 PORT_ATTEMPTS = 3
 _ACTIVITY = (
     "SELECT (SELECT xact_commit FROM pg_stat_database WHERE datname = current_database()), "
-    "(SELECT wal_bytes FROM pg_stat_wal)"
+    "(SELECT wal_bytes FROM pg_stat_wal), pg_database_size(current_database())"
 )
 
 
@@ -143,13 +143,18 @@ class PostgresServer:
         return value
 
     def activity(self, database: str) -> dict[str, int]:
-        """Counters of work done so far: ``commits`` of ``database``, ``wal_bytes`` of the server.
+        """Counters of work done so far: ``commits`` and ``database_bytes`` (its size on disk)
+        of ``database``, ``wal_bytes`` of the whole server.
 
         PostgreSQL's statistics are flushed by each backend about once a second, so a
         difference over a window is good to about a second's worth.
         """
         row = asyncio.run(_row(self.dsn(database), _ACTIVITY))
-        return {"commits": _integer(row[0]), "wal_bytes": _integer(row[1])}
+        return {
+            "commits": _integer(row[0]),
+            "wal_bytes": _integer(row[1]),
+            "database_bytes": _integer(row[2]),
+        }
 
     def text(self, database: str, sql: str) -> str | None:
         """The one text value ``sql`` returns on ``database`` (None: NULL or no row)."""

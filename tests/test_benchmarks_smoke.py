@@ -157,6 +157,7 @@ def test_node_rows_give_cpu_per_reading_per_node_and_for_postgresql() -> None:
     after = {"node-0": _usage(4.0), "node-1": _usage(2.0), "postgresql": _usage(3.0)}
     after |= {f"loadgen-{i}": _usage(1.5) for i in range(GENERATORS)}
     tallies = {"node-0": 30_000, "node-1": 10_000, "commits": 100, "wal_bytes": 16_000_000}
+    tallies["database_bytes"] = 6_000_000
     window = Window(10.0, 40_000, before, after, tallies)
     rows = node_rows(NodeRun(2, window, leader=1, load_average="1.00 2.00 3.00"))
     assert [row.process for row in rows] == [
@@ -182,7 +183,9 @@ def test_node_rows_give_cpu_per_reading_per_node_and_for_postgresql() -> None:
     )
     assert "load average 1.00 2.00 3.00" in total.note
     assert (database.cpu_percent, database.cpu_s_per_million) == (20.0, 50.0)
-    assert database.note == "10 commits/s, 400 readings/commit, 400 WAL bytes/reading"
+    assert database.note == (
+        "10 commits/s, 400 readings/commit, 400 WAL bytes/reading, 150 bytes/reading on disk"
+    )
     assert generators.cpu_percent == 100 * 0.5 * GENERATORS / 10
 
 
