@@ -42,17 +42,6 @@ class PageLatency:
     roundtrip_p95_s: float
 
 
-# Columns named: a column added later (the epoch of revision 0005) takes its default.
-_FILLED = (
-    "id, status, window_start, window_end, issued_at, acknowledged_at, outcome, changed, "
-    "p_value, alpha, window_count, window_mean, window_std, previous_count, previous_mean, "
-    "previous_std"
-)
-INSERT_COMMAND = (
-    f"INSERT INTO commands ({_FILLED}) VALUES ({', '.join('?' * len(_FILLED.split(',')))})"
-)
-
-
 def fill_commands(path: Path, count: int) -> None:
     """Create the schema in ``path`` and insert ``count`` commands, one per period."""
     create_schema(path)
@@ -81,7 +70,7 @@ def fill_commands(path: Path, count: int) -> None:
             for i in range(1, count + 1)
         )
         connection.execute("BEGIN")
-        connection.executemany(INSERT_COMMAND, rows)
+        connection.executemany(f"INSERT INTO commands VALUES ({', '.join('?' * 16)})", rows)
         connection.execute("COMMIT")
     finally:
         connection.close()
