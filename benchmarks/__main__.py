@@ -1,4 +1,4 @@
-"""``python -m benchmarks``: run the scenarios of issue 4 and print their tables.
+"""``python -m benchmarks``: run the scenarios of issues 4 and 12 and print their tables.
 
 Each scenario's table is printed as it finishes, then a summary of every target with its
 ratio and pass/fail; everything is also written as JSON to ``build/bench/results.json``.
@@ -28,7 +28,7 @@ from workcell.logs import configure_logging
 log = logging.getLogger("benchmarks")
 
 OUTPUT = Path("build/bench")
-DEFAULT_SCENARIOS = "a,b,c,d,e"
+DEFAULT_SCENARIOS = "a,b,c,d,e,f"
 
 
 def _scenarios(text: str) -> list[str]:
@@ -48,23 +48,41 @@ def _seconds(text: str) -> float:
     return value
 
 
+def _node_counts(text: str) -> tuple[int, ...]:
+    try:
+        counts = tuple(int(item) for item in text.split(",") if item.strip())
+    except ValueError:
+        counts = ()
+    if not counts or not all(1 <= count <= 16 for count in counts):
+        raise argparse.ArgumentTypeError(
+            f"expected a comma-separated list of node counts from 1 to 16, got {text!r}"
+        )
+    return counts
+
+
 def parse_settings(argv: list[str] | None = None) -> tuple[list[str], Settings]:
     """The scenarios to run and their settings, from the command line."""
     parser = argparse.ArgumentParser(
         prog="python -m benchmarks",
-        description="Measure the cell against ceilings measured in the same run (issue 4).",
+        description="Measure the cell against ceilings measured in the same run (issues 4, 12).",
     )
     parser.add_argument(
         "--scenarios",
         type=_scenarios,
         default=_scenarios(DEFAULT_SCENARIOS),
-        help="comma-separated: a,b,c,d,e and m (5-minute memory soak) "
+        help="comma-separated: a,b,c,d,e,f and m (5-minute memory soak) "
         f"(default: {DEFAULT_SCENARIOS})",
     )
     parser.add_argument(
         "--duration",
         type=_seconds,
-        help="seconds of every timed window (default: 60 for (a), (b), (c); 300 for (m))",
+        help="seconds of every timed window (default: 60 for (a), (b), (c), (f); 300 for (m))",
+    )
+    parser.add_argument(
+        "--nodes",
+        type=_node_counts,
+        default=(1, 2, 3),
+        help="(f): the controller node counts to run, comma-separated (default: 1,2,3)",
     )
     parser.add_argument(
         "--quick",
@@ -74,11 +92,11 @@ def parse_settings(argv: list[str] | None = None) -> tuple[list[str], Settings]:
     parser.add_argument(
         "--profile",
         action="store_true",
-        help="record the controller with py-spy during (b), (c), (m) and print its top frames",
+        help="record the controller with py-spy during (a), (b), (c), (m); print its top frames",
     )
     parser.add_argument("--output", type=Path, default=OUTPUT, help="results and logs folder")
     args = parser.parse_args(argv)
-    settings = Settings(work_dir=args.output / "runs", profile=args.profile)
+    settings = Settings(work_dir=args.output / "runs", profile=args.profile, node_counts=args.nodes)
     if args.quick:
         settings = replace(
             settings, nominal_s=8.0, saturation_s=8.0, storage_s=3.0, soak_s=30.0, big=100_000

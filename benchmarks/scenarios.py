@@ -1,4 +1,4 @@
-"""Scenarios (a)-(e) of issue 4 and the memory soak: start processes, measure, tear down.
+"""Scenarios (a)-(e) of issue 4, (f) of issue 12 and the memory soak: run, measure, tear down.
 
 Every run measures a window after a warm-up: CPU from ``/proc/<pid>/stat`` at both ends, the
 durable count at both ends (rows in the controller's database, or readings acknowledged by
@@ -10,18 +10,19 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import shutil
 import sqlite3
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from benchmarks.children import Child, ChildError, Children, RssSampler
+from benchmarks.children import Child, Children, RssSampler
+from benchmarks.generators import Load, acked, start_generators, stop_generators
 from benchmarks.history_pages import run_page_latency
-from benchmarks.procstat import Usage
+from benchmarks.measure import Window, fresh_dir, measure
+from benchmarks.nodes import node_saturation
 from benchmarks.report import Measured, ScenarioResult, Target, ratio
 from benchmarks.storage import storage_ceiling
 from benchmarks.ticks import tick_cost
@@ -48,56 +49,7 @@ class Settings:
     small: int = 1_000
     profile: bool = False
     warmup_s: float = WARMUP_S
-
-
-@dataclass(frozen=True, slots=True)
-class _Window:
-    seconds: float
-    count: int
-    before: dict[str, Usage]
-    after: dict[str, Usage]
-
-    def measured(self, run: str, name: str, *, label: str = "", note: str = "") -> Measured:
-        cpu = self.after[name].total_cpu - self.before[name].total_cpu
-        return Measured(
-            run=run,
-            process=label or name,
-            readings_per_s=self.count / self.seconds,
-            cpu_percent=100.0 * cpu / self.seconds,
-            cpu_s_per_million=cpu / self.count * 1e6 if self.count else None,
-            peak_rss_mib=self.after[name].hwm_kib / 1024,
-            note=note,
-        )
-
-    def cpu(self, name: str) -> float:
-        return self.after[name].total_cpu - self.before[name].total_cpu
-
-
-def _measure(processes: dict[str, Child], count: Callable[[], int], seconds: float) -> _Window:
-    """CPU and the durable count at both ends of a window of ``seconds``."""
-    before = {name: child.usage() for name, child in processes.items()}
-    first = count()
-    started = time.monotonic()
-    time.sleep(seconds)
-    after = {name: child.usage() for name, child in processes.items()}
-    last = count()
-    for name, child in processes.items():
-        if child.process.poll() is not None:
-            # A process that died mid-window makes every figure of the run meaningless.
-            tail = "\n".join(child.log_text().splitlines()[-10:])
-            raise ChildError(f"{name} exited during the measurement window:\n{tail}")
-    return _Window(time.monotonic() - started, last - first, before, after)
-
-
-def _acked(generators: Sequence[Child]) -> Callable[[], int]:
-    def count() -> int:
-        total = 0
-        for generator in generators:
-            fields = dict(item.split("=") for item in generator.request("mark").split())
-            total += int(fields["acked"])
-        return total
-
-    return count
+    node_counts: tuple[int, ...] = (1, 2, 3)
 
 
 def _db_rows(path: Path) -> Callable[[], int]:
@@ -108,25 +60,6 @@ def _db_rows(path: Path) -> Callable[[], int]:
         return int(value or 0)
 
     return count
-
-
-def _stop_generators(generators: Sequence[Child]) -> None:
-    for generator in generators:
-        with contextlib.suppress(Exception):
-            generator.request("stop", timeout=40)
-        generator.stop(timeout=20)
-
-
-@contextlib.contextmanager
-def _fresh_dir(path: Path) -> Iterator[Path]:
-    shutil.rmtree(path, ignore_errors=True)
-    path.mkdir(parents=True)
-    try:
-        yield path
-    finally:
-        # Databases of saturation runs reach gigabytes: keep only the logs.
-        for item in path.glob("*.db*"):
-            item.unlink()
 
 
 def _controller(kids: Children, run_dir: Path) -> tuple[Child, Path]:
@@ -153,31 +86,6 @@ def _controller(kids: Children, run_dir: Path) -> tuple[Child, Path]:
     return controller, database
 
 
-def _generators(
-    kids: Children, port: int, *, processes: int, senders: int, extra: Sequence[str]
-) -> list[Child]:
-    generators = []
-    for index in range(processes):
-        generator = kids.start(
-            f"loadgen-{index}",
-            "benchmarks.loadgen",
-            [
-                "--target",
-                f"127.0.0.1:{port}",
-                "--senders",
-                str(senders),
-                "--prefix",
-                f"gen{index}",
-                *extra,
-            ],
-            pipes=True,
-        )
-        generators.append(generator)
-    for generator in generators:
-        generator.wait_for_line("generating to")
-    return generators
-
-
 def _transport_server(kids: Children) -> Child:
     server = kids.start("transport", "benchmarks.transport_server", ["--listen", "127.0.0.1:0"])
     server.wait_listening()
@@ -193,13 +101,13 @@ def nominal(settings: Settings) -> ScenarioResult:
     seconds = settings.nominal_s
     paced = ["--rate", str(NOMINAL_RATE), "--stream-seconds", "1"]
 
-    with _fresh_dir(settings.work_dir / "a-bare") as run_dir, Children(run_dir) as kids:
+    with fresh_dir(settings.work_dir / "a-bare") as run_dir, Children(run_dir) as kids:
         server = _transport_server(kids)
-        senders = _generators(kids, server.port, processes=SENSORS, senders=1, extra=paced)
+        senders = start_generators(kids, [server.port], processes=SENSORS, senders=1, extra=paced)
         time.sleep(settings.warmup_s)
         names = {"transport": server} | {f"sender-{i}": s for i, s in enumerate(senders)}
-        bare = _measure(names, _acked(senders), seconds)
-        _stop_generators(senders)
+        bare = measure(names, acked(senders), seconds)
+        stop_generators(senders)
     result.rows.append(
         bare.measured("bare", "transport", label="transport server", note="transport ceiling")
     )
@@ -213,7 +121,7 @@ def nominal(settings: Settings) -> ScenarioResult:
         )
     )
 
-    with _fresh_dir(settings.work_dir / "a-controller") as run_dir, Children(run_dir) as kids:
+    with fresh_dir(settings.work_dir / "a-controller") as run_dir, Children(run_dir) as kids:
         controller, database = _controller(kids, run_dir)
         sensors = [
             kids.start(
@@ -236,7 +144,11 @@ def nominal(settings: Settings) -> ScenarioResult:
         time.sleep(settings.warmup_s)
         names = {"controller": controller} | {f"sensor-{i}": s for i, s in enumerate(sensors)}
         start_us = time.time_ns() // 1000
-        real = _measure(names, _db_rows(database), seconds)
+        profiler = _start_profiler(controller, run_dir, seconds) if settings.profile else None
+        try:
+            real = measure(names, _db_rows(database), seconds)
+        finally:
+            profile = _finish_profiler(profiler)
         end_us = time.time_ns() // 1000
         for sensor in sensors:
             sensor.stop(timeout=20)
@@ -255,7 +167,7 @@ def nominal(settings: Settings) -> ScenarioResult:
         )
     )
 
-    with _fresh_dir(settings.work_dir / "a-http") as run_dir, Children(run_dir) as kids:
+    with fresh_dir(settings.work_dir / "a-http") as run_dir, Children(run_dir) as kids:
         http = kids.start("http", "benchmarks.http_reference", ["serve"])
         http.wait_listening()
         # Two client processes: one aiohttp process cannot keep 2,400 POST/s on schedule.
@@ -277,12 +189,12 @@ def nominal(settings: Settings) -> ScenarioResult:
             for index in range(2)
         ]
         time.sleep(settings.warmup_s)
-        reference = _measure(
+        reference = measure(
             {"http": http, "client-0": clients[0], "client-1": clients[1]},
-            _acked(clients),
+            acked(clients),
             seconds,
         )
-        _stop_generators(clients)
+        stop_generators(clients)
     result.rows.append(reference.measured("http+json", "http", label="FastAPI/uvicorn server"))
     result.rows.append(
         reference.measured("http+json", "client-0", label="aiohttp client (4 paced senders)")
@@ -324,7 +236,11 @@ def nominal(settings: Settings) -> ScenarioResult:
             http_ratio <= 0.5,
         )
     )
-    result.values = {"per_sensor_rate": per_sensor, "window_s": real.seconds}
+    result.values = {
+        "per_sensor_rate": per_sensor,
+        "window_s": real.seconds,
+        "profile": str(profile) if profile else None,
+    }
     return result
 
 
@@ -345,50 +261,41 @@ def _rates_by_sensor(database: Path, start_us: int, end_us: int) -> dict[str, fl
 # --- (b), (c) saturation -------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class _Load:
-    batch: int
-    stream_messages: int
-
-    def args(self) -> list[str]:
-        return ["--batch", str(self.batch), "--stream-messages", str(self.stream_messages)]
-
-
 # Two generator processes of four senders each: one process alone is bound by grpc.aio's
 # per-message latency before either side runs out of CPU.
 GENERATORS = 2
 
 
-def _ceiling_run(settings: Settings, name: str, load: _Load) -> _Window:
-    with _fresh_dir(settings.work_dir / name) as run_dir, Children(run_dir) as kids:
+def _ceiling_run(settings: Settings, name: str, load: Load) -> Window:
+    with fresh_dir(settings.work_dir / name) as run_dir, Children(run_dir) as kids:
         server = _transport_server(kids)
-        generators = _generators(
+        generators = start_generators(
             kids,
-            server.port,
+            [server.port],
             processes=GENERATORS,
             senders=SENSORS // GENERATORS,
             extra=load.args(),
         )
         time.sleep(settings.warmup_s)
-        window = _measure({"transport": server}, _acked(generators), settings.saturation_s)
-        _stop_generators(generators)
+        window = measure({"transport": server}, acked(generators), settings.saturation_s)
+        stop_generators(generators)
     return window
 
 
 @dataclass(frozen=True, slots=True)
 class _ControllerRun:
-    window: _Window
+    window: Window
     rss: list[tuple[float, int]]
     profile: Path | None
 
 
-def _controller_run(settings: Settings, name: str, load: _Load, seconds: float) -> _ControllerRun:
+def _controller_run(settings: Settings, name: str, load: Load, seconds: float) -> _ControllerRun:
     run_dir_path = settings.work_dir / name
-    with _fresh_dir(run_dir_path) as run_dir, Children(run_dir) as kids:
+    with fresh_dir(run_dir_path) as run_dir, Children(run_dir) as kids:
         controller, database = _controller(kids, run_dir)
-        generators = _generators(
+        generators = start_generators(
             kids,
-            controller.port,
+            [controller.port],
             processes=GENERATORS,
             senders=SENSORS // GENERATORS,
             extra=load.args(),
@@ -398,11 +305,11 @@ def _controller_run(settings: Settings, name: str, load: _Load, seconds: float) 
         sampler.start()
         profiler = _start_profiler(controller, run_dir, seconds) if settings.profile else None
         try:
-            window = _measure({"controller": controller}, _db_rows(database), seconds)
+            window = measure({"controller": controller}, _db_rows(database), seconds)
         finally:
             rss = sampler.stop()
             profile = _finish_profiler(profiler)
-        _stop_generators(generators)
+        stop_generators(generators)
     return _ControllerRun(window, rss, profile)
 
 
@@ -456,7 +363,7 @@ def _rss_spread(samples: list[tuple[float, int]]) -> float:
 
 def saturation(settings: Settings, key: str) -> ScenarioResult:
     """(b) one reading per message, or (c) 100 per message, as fast as the server takes them."""
-    load = _Load(1, 500) if key == "b" else _Load(100, 20)
+    load = Load(1, 500) if key == "b" else Load(100, 20)
     title = (
         "(b) saturation, 1 reading/message"
         if key == "b"
@@ -474,7 +381,7 @@ def saturation(settings: Settings, key: str) -> ScenarioResult:
     )
     storage = None
     if key == "c":
-        with _fresh_dir(settings.work_dir / "c-storage") as run_dir:
+        with fresh_dir(settings.work_dir / "c-storage") as run_dir:
             storage = storage_ceiling(run_dir / "storage.db", settings.storage_s)
         result.rows.append(
             Measured(
@@ -533,7 +440,7 @@ def saturation(settings: Settings, key: str) -> ScenarioResult:
 def soak(settings: Settings) -> ScenarioResult:
     """(m) memory: the controller under (b)'s load for ``soak_s`` seconds, RSS every second."""
     result = ScenarioResult("m", f"(m) memory soak: saturation for {settings.soak_s:.0f} s")
-    run = _controller_run(settings, "m-controller", _Load(1, 500), settings.soak_s)
+    run = _controller_run(settings, "m-controller", Load(1, 500), settings.soak_s)
     spread = _rss_spread(run.rss)
     result.rows.append(run.window.measured("controller", "controller"))
     result.targets.append(
@@ -584,7 +491,7 @@ def history_page(settings: Settings) -> ScenarioResult:
     """(e): page-of-100 latency with a small and a large commands table."""
     result = ScenarioResult("e", "(e) History/Query page of 100")
     latencies = []
-    with _fresh_dir(settings.work_dir / "e-history") as run_dir:
+    with fresh_dir(settings.work_dir / "e-history") as run_dir:
         for count in (settings.small, settings.big):
             latency = run_page_latency(run_dir / f"commands-{count}.db", count)
             latencies.append(latency)
@@ -618,10 +525,13 @@ SCENARIOS: dict[str, Callable[[Settings], ScenarioResult]] = {
     "c": lambda s: saturation(s, "c"),
     "d": decision_tick,
     "e": history_page,
+    "f": lambda s: node_saturation(
+        s.work_dir, node_counts=s.node_counts, seconds=s.saturation_s, warmup_s=s.warmup_s
+    ),
     "m": soak,
 }
 
 
 def run_scenario(key: str, settings: Settings) -> ScenarioResult:
-    """Run scenario ``key`` (one of a, b, c, d, e, m)."""
+    """Run scenario ``key`` (one of a, b, c, d, e, f, m)."""
     return SCENARIOS[key](settings)
