@@ -99,6 +99,11 @@ class SqliteWrites:
         # the file there when the connection was opened; None in memory.
         self._path: str | None = None
         self._identity: tuple[int, int] | None = None
+        # decided_until as committed, and as this transaction set it. Only this
+        # connection changes it (one controller per file: its lock file), so it
+        # is read once, not in every commit group.
+        self._decided: int | None = None
+        self._deciding: int | None = None
 
     async def opened(self) -> None:
         async with self._conn.execute("PRAGMA database_list") as cursor:
@@ -145,7 +150,11 @@ class SqliteWrites:
 
     async def lock_decisions(self, *, exclusive: bool) -> int:
         # BEGIN IMMEDIATE already holds the whole file: one writer at a time.
-        return await self._value(_DECIDED, ())
+        if self._deciding is not None:
+            return self._deciding
+        if self._decided is None:
+            self._decided = await self._value(_DECIDED, ())
+        return self._decided
 
     async def leads(self, epoch: int) -> bool:
         return bool(await self._value(_LEADS, (epoch,)))
@@ -163,12 +172,14 @@ class SqliteWrites:
     async def close_until(self, until_us: int) -> None:
         await self._conn.execute(_CLOSE, (until_us,))
         await self._conn.execute(_DROP_PARTIALS, (until_us,))
+        self._deciding = until_us
 
     async def _value(self, query: str, args: tuple[int, ...]) -> int:
-        async with self._conn.execute(query, args) as cursor:
-            row = await cursor.fetchone()
-        assert row is not None, f"no row for {query}"
-        return int(row[0])
+        # One hop to the connection's thread (execute + fetchone + close would
+        # be three): lock_decisions runs in every commit group.
+        rows = await self._conn.execute_fetchall(query, args)
+        assert rows, f"no row for {query}"
+        return int(next(iter(rows))[0])
 
     @contextlib.asynccontextmanager
     async def savepoint(self) -> AsyncIterator[None]:
@@ -193,6 +204,8 @@ class SqliteWrites:
     async def commit(self) -> None:
         # A local file: a failed COMMIT did not commit, its outcome is never unknown.
         await self._conn.commit()
+        if self._deciding is not None:
+            self._decided, self._deciding = self._deciding, None
 
     async def committed(self, transaction: int) -> bool | None:
         raise NotImplementedError("SQLite commits are never of unknown outcome")
@@ -200,6 +213,7 @@ class SqliteWrites:
     async def rollback(self) -> None:
         if self._conn.in_transaction:
             await self._conn.rollback()
+        self._deciding = None
 
     def is_closed(self) -> bool:
         # A file on this machine: the connection itself does not go away.
