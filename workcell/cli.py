@@ -163,6 +163,7 @@ def _parser() -> FlagParser:
         env="WORKCELL_DATA",
         default="data",
         type=Path,
+        metavar="DIR",
         help="directory for workcell.db, journal.jsonl and logs/",
     )
     run.flag(
@@ -179,6 +180,7 @@ def _parser() -> FlagParser:
         env="WORKCELL_PERIOD",
         default="5",
         type=positive_float,
+        metavar="SECONDS",
         help="decision period in seconds",
     )
     run.flag(
@@ -186,6 +188,7 @@ def _parser() -> FlagParser:
         env="WORKCELL_SENSOR_RATE",
         default="300",
         type=positive_float,
+        metavar="PER_SECOND",
         help="readings per second per sensor",
     )
     run.flag(
