@@ -29,6 +29,7 @@ from tests.processes import ROOT, free_port
 from tests.test_cli import Output, run_args, wait_for_file_line, workcell
 from workcell.cell_environment import child_environment
 from workcell.flags import Address
+from workcell.parent_death import guarded
 from workcell.runner import CellConfig
 
 _STARTED = re.compile(r"started (\S+) \(pid (\d+)\)")
@@ -200,6 +201,30 @@ def _drain(fd: int) -> None:
     with contextlib.suppress(BlockingIOError, OSError):
         while os.read(fd, 65536):
             pass
+
+
+def test_the_guard_becomes_its_command_or_exits_when_its_parent_is_gone() -> None:
+    # Its parent is this process: it runs the command in its place (same pid).
+    process = subprocess.Popen(
+        guarded([sys.executable, "-c", "import os; print(os.getpid())"]),
+        stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    out, _ = process.communicate(timeout=30)
+    assert (process.returncode, out) == (0, f"{process.pid}\n")
+    # Told another parent (as when its own died before it could ask for the signal):
+    # it ends at once with 128 + the signal, and the command never runs.
+    args = ["-m", "workcell.parent_death", "1", str(int(signal.SIGTERM)), "--"]
+    command = [sys.executable, "-c", "print('ran')"]
+    orphan = subprocess.run(
+        [sys.executable, *args, *command], capture_output=True, text=True, timeout=30, check=False
+    )
+    assert (orphan.returncode, orphan.stdout) == (128 + signal.SIGTERM, "")
+    bad = subprocess.run(
+        [sys.executable, "-m", "workcell.parent_death", "x"],
+        capture_output=True, text=True, timeout=30, check=False,
+    )  # fmt: skip
+    assert bad.returncode == 2
+    assert bad.stderr.startswith("usage: python -m workcell.parent_death PARENT_PID SIGNAL")
 
 
 # ---------------------------------------------------------------- per-process settings
