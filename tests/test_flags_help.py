@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import pytest
 
 from tests.processes import ROOT
-from workcell.flags import FlagParser, duration_between, positive_int
+from workcell.flags import FlagParser, database_url, duration_between, positive_int
 
 COMMANDS: dict[str, tuple[str, ...]] = {
     "python -m controller": ("-m", "controller"),
@@ -165,6 +165,11 @@ def test_a_default_from_the_environment_is_shown_as_given() -> None:
     assert "--percent SHARE a share (default: 5%)" in text
     assert "--quiet say less [env WORKCELL_QUIET]" in text
     assert parser.parse_args([]).wait == 7 * 86400
+    secret = FlagParser(prog="p", environ={"WORKCELL_DATABASE": "postgresql://u:hunter2@h/db"})
+    secret.flag("--database", env="WORKCELL_DATABASE", default=None, type=database_url)
+    shown = secret.format_help()
+    assert "hunter2" not in shown
+    assert "[env WORKCELL_DATABASE=postgresql://u:***@h/db]" in " ".join(shown.split())
     with pytest.raises(TypeError, match="--name: give a metavar"):
         parser.flag("--name", env=None, help="a name")
 

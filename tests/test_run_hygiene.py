@@ -143,6 +143,42 @@ def test_no_child_outlives_run(tmp_path: Path, signum: signal.Signals) -> None:
         assert order == sorted(order), text
 
 
+def test_under_nohup_a_hang_up_leaves_the_cell_running(tmp_path: Path) -> None:
+    """``nohup workcell run``: SIGHUP stays ignored (the cell is meant to outlive the terminal)."""
+    argv = [sys.executable, "-m", "workcell.cli", *run_args(tmp_path)]
+    process = subprocess.Popen(
+        ["nohup", *argv],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        cwd=ROOT,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    out = Output(process)
+    pids: dict[str, int] = {}
+    with reaping(pids):
+        try:
+            found, _ = wait_running(tmp_path, out)
+            pids.update(found)
+            before = len(out.lines)
+            process.send_signal(signal.SIGHUP)
+            # A summary line printed after the hang-up (they come every 5 s).
+            deadline = time.monotonic() + 30
+            while not any("] stored=" in line for line in out.lines[before:]):
+                assert time.monotonic() < deadline and process.poll() is None, out.text()
+                time.sleep(0.1)
+            assert process.poll() is None, out.text()
+            assert all(alive(pid) for pid in pids.values()), out.text()
+            process.send_signal(signal.SIGTERM)
+            code = process.wait(timeout=60)
+        finally:
+            if process.poll() is None:
+                process.kill()
+    assert code == 0, out.text()
+    assert "stop requested" in out.text()
+
+
 def test_closing_the_terminal_ends_the_cell(tmp_path: Path) -> None:
     """``run`` on a terminal (the live view) that goes away: SIGHUP, then EIO on every write."""
     main_fd, terminal_fd = os.openpty()

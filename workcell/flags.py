@@ -54,7 +54,8 @@ def shown_default(default: Any, kind: Any = None) -> str | None:
 
     Nothing for no default (None, an empty string, argparse.SUPPRESS); a
     duration given in plain seconds gets its unit (``86400`` -> ``1d``); a
-    float that is a whole number loses its ``.0`` (``5.0`` -> ``5``).
+    float that is a whole number loses its ``.0`` (``5.0`` -> ``5``); a
+    database URL hides its password (the value may come from the environment).
     """
     if default is None or default is argparse.SUPPRESS or isinstance(default, bool):
         return None
@@ -67,6 +68,11 @@ def shown_default(default: Any, kind: Any = None) -> str | None:
         except ValueError:
             return text  # written with its unit already
         return "0" if seconds == 0 else _show_seconds(seconds)
+    if kind is database_url:
+        try:
+            return make_url(text).render_as_string(hide_password=True)
+        except ArgumentError:
+            return "(not a URL)"
     if match := _FLOAT_ZERO.fullmatch(text):
         return match.group(1)
     return text

@@ -626,7 +626,9 @@ async def run_cell(config: CellConfig, display: Display, state: CellState | None
     stop = asyncio.Event()
     cell = _Cell(config, state, display, stop)
     loop = asyncio.get_running_loop()
-    for signum in STOP_SIGNALS:
+    # Under nohup SIGHUP is ignored, and must stay so: the cell outlives the terminal.
+    signals = [s for s in STOP_SIGNALS if signal.getsignal(s) is not signal.SIG_IGN]
+    for signum in signals:
         loop.add_signal_handler(signum, stop.set)
     refresh = asyncio.create_task(cell.refresh())
     try:
@@ -640,7 +642,7 @@ async def run_cell(config: CellConfig, display: Display, state: CellState | None
         refresh.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await refresh
-        for signum in STOP_SIGNALS:
+        for signum in signals:
             loop.remove_signal_handler(signum)
         for child in cell.children:
             child.close_log()
