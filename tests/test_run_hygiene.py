@@ -166,7 +166,8 @@ def test_under_nohup_a_hang_up_leaves_the_cell_running(tmp_path: Path) -> None:
             # A summary line printed after the hang-up (they come every 5 s).
             deadline = time.monotonic() + 30
             while not any("] stored=" in line for line in out.lines[before:]):
-                assert time.monotonic() < deadline and process.poll() is None, out.text()
+                assert time.monotonic() < deadline, out.text()
+                assert process.poll() is None, out.text()
                 time.sleep(0.1)
             assert process.poll() is None, out.text()
             assert all(alive(pid) for pid in pids.values()), out.text()
