@@ -9,13 +9,23 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
 
 WORKDIR /app
+# The dependencies first, in a layer of their own: Docker rebuilds it only when
+# pyproject.toml changes, not on every code edit. Their list is read from
+# pyproject.toml itself (its exact pins, and what building the package takes),
+# so there is no second list to keep.
+COPY pyproject.toml ./
+RUN python -c "import tomllib; p = tomllib.load(open('pyproject.toml', 'rb')); print('\n'.join(p['build-system']['requires'] + p['project']['dependencies']))" > requirements.txt \
+    && pip install --requirement requirements.txt \
+    && rm requirements.txt
+# Then the sources, and the package itself: no dependencies to fetch (they are
+# in), nothing to download to build it (setuptools is in too).
 # README.md is the package's long description: pip needs it to build.
-COPY pyproject.toml README.md ./
+COPY README.md ./
 COPY workcell ./workcell
 COPY controller ./controller
 COPY manipulator ./manipulator
 COPY sensor ./sensor
-RUN pip install . && rm -rf build ./*.egg-info
+RUN pip install --no-deps --no-build-isolation . && rm -rf build ./*.egg-info
 
 # A non-root user owns /data, so a fresh named volume mounted there (which
 # Docker seeds from the image, ownership included) is writable by it.

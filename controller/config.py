@@ -31,6 +31,8 @@ DEFAULT_STREAM_LIMITS = StreamLimits()
 # promises (a period of 1 µs divides by zero, one of 1 ms falls behind at
 # once; a retention of 1e300 s breaks every sweep), so they exit 2 at start.
 DAY = 24 * 3600.0
+# As users write it (README, compose); the dataclass holds it in seconds.
+DEFAULT_RETAIN_READINGS = "24h"
 MIN_PERIOD = 0.1
 MAX_READINGS_BUFFER = 10_000_000
 MAX_STREAMS = 100_000
@@ -112,7 +114,7 @@ def parse_config(
     parser.flag(
         "--retain-readings",
         env="WORKCELL_RETAIN_READINGS",
-        default=str(d.retain_readings),
+        default=DEFAULT_RETAIN_READINGS,
         type=duration_between(1, 3650 * DAY, zero=True),
         metavar="DURATION",
         help="raw readings older than this are deleted (commands and their window "
@@ -138,6 +140,7 @@ def parse_config(
         env="WORKCELL_GRACE",
         default=str(d.grace),
         type=float_between(0, 3600),
+        metavar="SECONDS",
         help="seconds after a window ends before it is decided (readings in flight)",
     )
     parser.flag(
@@ -162,6 +165,7 @@ def parse_config(
         env="WORKCELL_MAX_SKEW",
         default=str(d.max_skew),
         type=float_between(0, 3600),
+        metavar="SECONDS",
         help="how far in the future (seconds) a reading's timestamp may be",
     )
     parser.flag(
@@ -169,6 +173,7 @@ def parse_config(
         env="WORKCELL_SHUTDOWN_GRACE",
         default=str(d.shutdown_grace),
         type=float_between(0, 600),
+        metavar="SECONDS",
         help="seconds open streams get to finish on SIGTERM/SIGINT",
     )
     parser.flag(

@@ -16,6 +16,7 @@ from controller.errors import DatabaseOpenError
 from controller.storage.database import Database
 from workcell.flags import FlagParser, database_url
 from workcell.logs import configure_logging
+from workcell.pipes import quiet_when_output_gone
 
 __all__ = ["main"]
 
@@ -26,6 +27,7 @@ async def _main(url: str, *, new_origin: bool) -> str:
     return database.revision
 
 
+@quiet_when_output_gone
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m controller.migrate --database URL [--new-origin]``; prints the revision."""
     parser = FlagParser(

@@ -182,6 +182,7 @@ def build_parser(environ: Mapping[str, str] | None = None) -> FlagParser:
         env="WORKCELL_SENSOR_ID",
         default=default_sensor_id(),
         type=sensor_id,
+        metavar="ID",
         help="this sensor's id: 1-64 characters from [A-Za-z0-9._-]",
     )
     parser.flag(
@@ -189,6 +190,7 @@ def build_parser(environ: Mapping[str, str] | None = None) -> FlagParser:
         env="WORKCELL_SENSOR_RATE",
         default="300",
         type=float_between(MIN_RATE, MAX_RATE),
+        metavar="PER_SECOND",
         help="readings per second",
     )
     parser.flag(
@@ -208,12 +210,14 @@ def build_parser(environ: Mapping[str, str] | None = None) -> FlagParser:
         env="WORKCELL_SENSOR_PROFILE",
         default="regime",
         type=_profile_name,
+        metavar="|".join(PROFILE_NAMES),
         help=f"payload signal: {', '.join(PROFILE_NAMES)}",
     )
     parser.flag(
         "--seed",
         env="WORKCELL_SENSOR_SEED",
         type=_seed,
+        metavar="N",
         help="random seed of the profile (default: random, logged at start)",
     )
     parser.flag(
@@ -221,6 +225,7 @@ def build_parser(environ: Mapping[str, str] | None = None) -> FlagParser:
         env="WORKCELL_SENSOR_STEP_AT",
         default="+10",
         type=step_at,
+        metavar="TIME",
         help="step profile: Unix time in seconds, or +S seconds after start",
     )
     parser.flag(

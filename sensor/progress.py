@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from tqdm import tqdm
+from tqdm.contrib.logging import logging_redirect_tqdm
 
 __all__ = ["Counters", "ProgressReporter", "RateMeter", "progress_line"]
 
@@ -127,6 +128,13 @@ class ProgressReporter:
             )
 
     async def _run_bar(self) -> None:
+        # While the bar is up, log lines on the terminal go through tqdm.write,
+        # which clears the bar, writes the line and redraws the bar below it:
+        # written directly, a line would continue the bar's (it ends in no newline).
+        with logging_redirect_tqdm(tqdm_class=tqdm):
+            await self._draw_bar()
+
+    async def _draw_bar(self) -> None:
         bar: Any = tqdm(
             total=self._total,
             desc=self._sensor_id,

@@ -227,6 +227,45 @@ def test_dockerfile_builds_one_runtime_image_run_as_non_root() -> None:
     assert function == "main"
 
 
+def dockerfile_instructions() -> list[str]:
+    """The Dockerfile's instructions, continuation lines joined, comments left out."""
+    joined = re.sub(r"\\\n\s*", " ", DOCKERFILE.read_text())
+    return [
+        line.strip()
+        for line in joined.splitlines()
+        if line.strip() and not line.strip().startswith("#")
+    ]
+
+
+def test_dependencies_are_a_layer_of_their_own_before_the_sources(tmp_path: Path) -> None:
+    """A code edit rebuilds the layers from the sources on, not the dependencies' install."""
+    steps = dockerfile_instructions()
+    copies = [i for i, step in enumerate(steps) if step.startswith("COPY ")]
+    alone = [i for i in copies if steps[i].split()[1:-1] == ["pyproject.toml"]]
+    assert alone, f"no COPY of pyproject.toml alone: {steps}"
+    pyproject = alone[0]
+    sources = [
+        i for i in copies if set(steps[i].split()[1:-1]) & {"workcell", "controller", "sensor"}
+    ]
+    installs = [i for i, step in enumerate(steps) if "pip install" in step]
+    assert len(installs) == 2, steps
+    dependencies, package = installs
+    # pyproject.toml alone, then the dependencies, then the sources, then the package.
+    assert pyproject < dependencies < min(sources) < package, steps
+    assert all(not (pyproject < i < dependencies) for i in copies), steps
+    assert {"--no-deps", "--no-build-isolation"} <= set(steps[package].split()), steps[package]
+    assert "--requirement requirements.txt" in steps[dependencies], steps[dependencies]
+    # The requirements are made from pyproject.toml: run that part of the step here.
+    make_list = steps[dependencies].removeprefix("RUN ").split("&&")[0]
+    (tmp_path / "pyproject.toml").write_text((ROOT / "pyproject.toml").read_text())
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+    subprocess.run(["sh", "-c", make_list], cwd=tmp_path, env=env, check=True, timeout=30)
+    listed = (tmp_path / "requirements.txt").read_text().split()
+    pyproject_toml = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    needed = pyproject_toml["build-system"]["requires"] + pyproject_toml["project"]["dependencies"]
+    assert listed == needed
+
+
 def test_dockerignore_keeps_local_state_out() -> None:
     ignored = set((ROOT / ".dockerignore").read_text().split())
     assert {".git", ".venv", "data", ".env"} <= ignored

@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
-import os
 import shutil
 import sys
 from collections.abc import Generator, Sequence
@@ -37,7 +36,8 @@ from workcell.history_table import (
 )
 from workcell.liveview import CellState, Display, LiveScreen, SummaryLines
 from workcell.logs import configure_logging, log_format, log_level
-from workcell.runner import MAX_CONTROLLERS, CellConfig, run_cell
+from workcell.pipes import discard_stdout, output_gone, quiet_when_output_gone
+from workcell.runner import DEFAULT_METRICS, MAX_CONTROLLERS, CellConfig, run_cell
 from workcell.timeconv import from_iso, now_us, to_timestamp
 from workcell.tls import (
     PLAINTEXT,
@@ -163,6 +163,7 @@ def _parser() -> FlagParser:
         env="WORKCELL_DATA",
         default="data",
         type=Path,
+        metavar="DIR",
         help="directory for workcell.db, journal.jsonl and logs/",
     )
     run.flag(
@@ -179,6 +180,7 @@ def _parser() -> FlagParser:
         env="WORKCELL_PERIOD",
         default="5",
         type=positive_float,
+        metavar="SECONDS",
         help="decision period in seconds",
     )
     run.flag(
@@ -186,6 +188,7 @@ def _parser() -> FlagParser:
         env="WORKCELL_SENSOR_RATE",
         default="300",
         type=positive_float,
+        metavar="PER_SECOND",
         help="readings per second per sensor",
     )
     run.flag(
@@ -220,6 +223,18 @@ def _parser() -> FlagParser:
         help="stop by itself after this long once everything started (default: run until Ctrl-C)",
     )
     run.flag(
+        "--metrics",
+        env=None,
+        nargs="?",
+        const=str(DEFAULT_METRICS),
+        default=None,
+        type=address,
+        help="every process serves Prometheus /metrics on a port of its own, printed at "
+        f"start: free ports (without a value, {DEFAULT_METRICS}), or consecutive ones from "
+        "HOST:PORT in start order (manipulator, controllers, sensors); "
+        "WORKCELL_METRICS_LISTEN is never passed on",
+    )
+    run.flag(
         "--no-live",
         env=None,
         action="store_true",
@@ -231,7 +246,8 @@ def _parser() -> FlagParser:
         default="INFO",
         type=log_level,
         metavar="LEVEL",
-        help="log level of this command (children read WORKCELL_LOG_LEVEL)",
+        help="log level of this command; the children log at INFO into DATA/logs "
+        "(at DEBUG when this is DEBUG)",
     )
     run.flag(
         "--log-format",
@@ -369,16 +385,6 @@ def _explain(exc: grpc.RpcError, config: HistoryConfig, command: str) -> None:
     sys.stderr.write(f"workcell {command}: {config.controller}: {reason}\n")
 
 
-def _stdout_gone() -> None:
-    """The reader closed our stdout (``| head``): send what Python still holds to /dev/null.
-
-    Otherwise the interpreter's final flush fails again and prints a traceback.
-    """
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    os.dup2(devnull, sys.stdout.fileno())
-    os.close(devnull)
-
-
 def history_command(config: HistoryConfig) -> int:
     """``workcell history``: print each page as it arrives; one line and 1 on a server error.
 
@@ -406,7 +412,7 @@ def history_command(config: HistoryConfig) -> int:
         return 1
     except BrokenPipeError:
         # Whoever reads has all it wanted: stop asking the controller for more.
-        _stdout_gone()
+        discard_stdout()
         return 0
     finally:
         pages.close()
@@ -488,7 +494,13 @@ def run_command(args: argparse.Namespace) -> int:
         log_format=args.log_format,
         database=args.database,
         controllers=args.controllers,
+        log_level=args.log_level,
+        metrics=args.metrics,
     )
+    problem = config.problem()
+    if problem is not None:
+        flag = "--metrics" if problem.startswith("--metrics") else "--controllers"
+        args.command_parser.error(f"argument {flag}: {problem.removeprefix('--metrics ')}")
     config.log_dir.mkdir(parents=True, exist_ok=True)
     live = not args.no_live and sys.stdout.isatty()
     _setup_run_logging(
@@ -499,18 +511,26 @@ def run_command(args: argparse.Namespace) -> int:
         display = LiveScreen(sys.stdout, width=shutil.get_terminal_size().columns)
     else:
         display = SummaryLines(sys.stdout)
-    problem = config.problem()
-    if problem is not None:
-        args.command_parser.error(f"argument --controllers: {problem}")
     state = CellState(sensor_ids=config.sensor_ids, controller_ids=config.controller_names)
     code = asyncio.run(run_cell(config, display, state))
     if live:
-        sys.stdout.write(f"logs: {config.log_dir}\n")
+        try:
+            sys.stdout.write(f"logs: {config.log_dir}\n")
+            sys.stdout.flush()
+        except OSError as exc:  # the terminal closed: the cell's status still stands
+            if not output_gone(exc):
+                raise
+            discard_stdout()
     return code
 
 
+@quiet_when_output_gone
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``workcell`` command; returns the exit status."""
+    """Entry point of the ``workcell`` command; returns the exit status.
+
+    Whoever reads its output may go at any time (``| head``): then it ends
+    quietly with status 0 (:mod:`workcell.pipes`).
+    """
     parser = _parser()
     args = parser.parse_args(argv)
     if args.command == "run":

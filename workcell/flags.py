@@ -11,12 +11,16 @@ from __future__ import annotations
 import argparse
 import math
 import os
+import re
 import sys
 from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
 from typing import Any, NoReturn, TypeVar
 
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
+
+from workcell.version import package_version
 
 __all__ = [
     "Address",
@@ -32,32 +36,106 @@ __all__ = [
     "positive_float",
     "positive_int",
     "probability",
+    "shown_default",
 ]
 
 T = TypeVar("T")
 
+# What to type for a value of each flag type (the metavar a flag gets when it
+# names none). Filled in below as the types are made.
+_METAVARS: dict[Any, str] = {Path: "PATH"}
+# The flag types whose values are durations: their defaults are shown with a unit.
+_DURATION_TYPES: set[Any] = set()
+_FLOAT_ZERO = re.compile(r"(-?\d+)\.0")
+
+
+def shown_default(default: Any, kind: Any = None) -> str | None:
+    """``default`` as ``--help`` shows it, as a user would type it; None: nothing to show.
+
+    Nothing for no default (None, an empty string, argparse.SUPPRESS); a
+    duration given in plain seconds gets its unit (``86400`` -> ``1d``); a
+    float that is a whole number loses its ``.0`` (``5.0`` -> ``5``); a
+    database URL hides its password (the value may come from the environment).
+    """
+    if default is None or default is argparse.SUPPRESS or isinstance(default, bool):
+        return None
+    text = str(default).strip()
+    if not text:
+        return None
+    if kind in _DURATION_TYPES:
+        try:
+            seconds = float(text)
+        except ValueError:
+            return text  # written with its unit already
+        return "0" if seconds == 0 else _show_seconds(seconds)
+    if kind is database_url:
+        try:
+            return make_url(text).render_as_string(hide_password=True)
+        except ArgumentError:
+            return "(not a URL)"
+    if match := _FLOAT_ZERO.fullmatch(text):
+        return match.group(1)
+    return text
+
 
 class FlagParser(argparse.ArgumentParser):
-    """An ArgumentParser whose flags may default from environment variables."""
+    """An ArgumentParser whose flags may default from environment variables.
+
+    Its help follows one set of rules (``tests/test_flags_help.py``): a
+    default is shown only when there is one, once, as users type it
+    (``24h``, ``5``); every value has a metavar that says what to type,
+    given or taken from the flag's type; ``--version`` is on every parser,
+    sub-commands' included (they are FlagParsers too).
+    """
 
     def __init__(self, *args: Any, environ: Mapping[str, str] | None = None, **kwargs: Any) -> None:
-        kwargs.setdefault("formatter_class", argparse.ArgumentDefaultsHelpFormatter)
         super().__init__(*args, **kwargs)
         self._environ = os.environ if environ is None else environ
         self._env_of: dict[str, str] = {}
+        self.add_argument(
+            "--version",
+            action="version",
+            version=f"%(prog)s {package_version()}",
+            help="print the version and exit",
+        )
 
     def flag(
-        self, *names: str, env: str | None, default: Any = None, help: str = "", **kwargs: Any
+        self,
+        *names: str,
+        env: str | None,
+        default: Any = None,
+        help: str = "",
+        metavar: str | None = None,
+        **kwargs: Any,
     ) -> argparse.Action:
         """Add a flag; with ``env``, the variable (when set) replaces ``default``.
 
         String defaults go through ``type`` like command-line values, so a bad
-        environment value is reported exactly like a bad flag.
+        environment value is reported exactly like a bad flag. A flag that
+        takes a value needs a metavar: ``metavar``, or its type's (TypeError
+        otherwise, at definition).
         """
+        takes_value = kwargs.get("action", "store") == "store"
+        kind = kwargs.get("type")
+        if takes_value:
+            metavar = metavar or (_METAVARS.get(kind) if kind is not None else None)
+            if metavar is None:
+                raise TypeError(f"flag {names[-1]}: give a metavar that says what to type")
+            kwargs["metavar"] = metavar
+        from_env = env is not None and env in self._environ
+        if from_env:
+            assert env is not None
+            default = self._environ[env]
+        notes = []
+        shown = shown_default(default, kind) if takes_value and not from_env else None
+        # A help text that explains its default itself keeps it: never said twice.
+        if shown is not None and "default" not in help.lower():
+            notes.append(f"(default: {shown})")
         if env is not None:
-            help = f"{help} [env {env}]" if help else f"[env {env}]"
-            if env in self._environ:
-                default = self._environ[env]
+            value = shown_default(default, kind) if from_env else None
+            # Set: the variable's value is what applies, so it is the one shown.
+            notes.append(f"[env {env}]" if value is None else f"[env {env}={value}]")
+        help = " ".join([help, *(note.replace("%", "%%") for note in notes)]).strip()
         action = self.add_argument(*names, default=default, help=help, **kwargs)
         if env is not None:
             self._env_of[action.dest] = env
@@ -114,7 +192,12 @@ def optional_address(text: str) -> Address | None:
     return address(text) if text.strip() else None
 
 
+_METAVARS[address] = _METAVARS[optional_address] = "HOST:PORT"
+
+
 def _number(kind: Callable[[str], T], check: Callable[[T], bool], what: str) -> Callable[[str], T]:
+    """A flag type for a ``kind`` number passing ``check``; its metavar is N or NUMBER."""
+
     def parse(text: str) -> T:
         try:
             value = kind(text)
@@ -125,6 +208,7 @@ def _number(kind: Callable[[str], T], check: Callable[[T], bool], what: str) -> 
         return value
 
     parse.__name__ = what
+    _METAVARS[parse] = "N" if kind is int else "NUMBER"
     return parse
 
 
@@ -132,6 +216,7 @@ positive_float = _number(float, lambda v: v > 0, "a number > 0")
 non_negative_float = _number(float, lambda v: v >= 0, "a number >= 0")
 positive_int = _number(int, lambda v: v > 0, "an integer > 0")
 probability = _number(float, lambda v: 0 < v < 1, "a number between 0 and 1")
+_METAVARS[probability] = "P"
 
 
 def float_between(low: float, high: float) -> Callable[[str], float]:
@@ -168,6 +253,8 @@ def duration_between(low: float, high: float, *, zero: bool = False) -> Callable
         return seconds
 
     parse.__name__ = what
+    _METAVARS[parse] = "DURATION"
+    _DURATION_TYPES.add(parse)
     return parse
 
 
@@ -189,6 +276,10 @@ def duration_seconds(text: str) -> float:
     if not math.isfinite(value) or value < 0:
         raise argparse.ArgumentTypeError(f"expected a duration >= 0, got {text!r}")
     return value
+
+
+_METAVARS[duration_seconds] = "DURATION"
+_DURATION_TYPES.add(duration_seconds)
 
 
 # The async driver of each supported backend: a plain ``sqlite://`` or
@@ -218,3 +309,6 @@ def database_url(text: str) -> str:
     if not url.database:
         raise argparse.ArgumentTypeError(f"no database named in {text!r}")
     return url.set(drivername=f"{backend}+{driver}").render_as_string(hide_password=False)
+
+
+_METAVARS[database_url] = "URL"

@@ -58,9 +58,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         env=None,
         default=3.0,
         type=float_between(0.1, 300),
+        metavar="SECONDS",
         help="seconds to wait for the answer",
     )
-    parser.flag("--service", env=None, default="", help="service name ('' = the whole server)")
+    parser.flag(
+        "--service",
+        env=None,
+        default="",
+        metavar="NAME",
+        help="the service to ask about (default: the whole server)",
+    )
     add_tls_flags(parser, side="client")
     args = parser.parse_args(argv)
     tls = parse_tls(parser, args, side="client")

@@ -15,7 +15,12 @@ all their addresses (gRPC spreads its streams over them, see
 reported; the cell stops only when no controller is left.
 
 Children run in their own session so a Ctrl-C on the terminal reaches only
-this process, which then stops them in that order.
+this process, which then stops them in that order; so does SIGTERM, and
+SIGHUP (the terminal closed). Should this process die without stopping them
+(SIGKILL), the kernel sends each one SIGTERM (:mod:`workcell.parent_death`);
+and should whoever reads its output go away (``| head``, the terminal
+closed), the cell is stopped as on SIGTERM. What the children inherit of
+this process's environment: :mod:`workcell.cell_environment`.
 """
 
 from __future__ import annotations
@@ -36,9 +41,12 @@ from typing import IO
 
 import grpc
 
+from workcell.cell_environment import child_environment
 from workcell.flags import Address
 from workcell.liveview import CellState, Display, describe_exit
 from workcell.logs import log_message
+from workcell.parent_death import guarded
+from workcell.pipes import output_gone
 from workcell.targets import GrpcTarget, grpc_target, resolve_host
 from workcell.timeconv import from_timestamp, now_us, to_timestamp
 from workcell.v1 import history_pb2, history_pb2_grpc
@@ -48,6 +56,8 @@ __all__ = ["CellConfig", "Child", "ChildSpec", "poll_history", "run_cell"]
 logger = logging.getLogger(__name__)
 
 _LISTENING = re.compile(r"listening on (\S+):(\d+)")
+# MetricsEndpoint's line (workcell.metrics_http), not its "cannot serve metrics on" error.
+_METRICS = re.compile(r"(?:^|: )metrics on (\S+):(\d+)$")
 _LINE_LIMIT = 1 << 20  # a child's log line longer than this is cut, not fatal
 TAIL_LINES = 20
 START_TIMEOUT = 60.0
@@ -62,6 +72,16 @@ SEVERAL_NEED_POSTGRESQL = (
 )
 DEFAULT_CONTROLLER_LISTEN = Address("127.0.0.1", 50051)
 DEFAULT_MANIPULATOR_LISTEN = Address("127.0.0.1", 7700)
+DEFAULT_METRICS = Address("127.0.0.1", 0)
+# The signals that stop the cell in order (SIGHUP: the terminal closed).
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+# ------------------------------------------------------------------------
+# The manipulator's --metrics-listen comes with issue 13, item 4 (metrics:
+# another branch). Until it is merged the manipulator is given none; its port
+# (the first one of a --metrics base) stays reserved so the other processes'
+# ports do not move when it comes. Set to True once the manipulator has the flag.
+MANIPULATOR_HAS_METRICS = False
+# ------------------------------------------------------------------------
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,6 +101,11 @@ class CellConfig:
     """The controller's database URL; None: the SQLite file ``<data>/workcell.db``."""
     controllers: int = 1
     """Controller nodes on the database (more than one needs PostgreSQL)."""
+    log_level: str = "INFO"
+    """This command's log level; the children's is :attr:`child_log_level`."""
+    metrics: Address | None = None
+    """``--metrics``: where every process serves ``/metrics`` (None: nowhere); see
+    :meth:`metrics_listens`."""
 
     def problem(self) -> str | None:
         """Why this cell cannot run as configured (None: it can)."""
@@ -88,7 +113,35 @@ class CellConfig:
             return f"--controllers must be from 1 to {MAX_CONTROLLERS}, got {self.controllers}"
         if self.controllers > 1 and not self.database_url.startswith("postgresql"):
             return SEVERAL_NEED_POSTGRESQL
+        if self.metrics is not None and self.metrics.port:
+            processes = 1 + self.controllers + self.sensors
+            last = self.metrics.port + processes - 1
+            if last > 65535:
+                return (
+                    f"--metrics {self.metrics}: {processes} processes need ports up to {last}, "
+                    "above 65535"
+                )
         return None
+
+    @property
+    def child_log_level(self) -> str:
+        """The children's log level: DEBUG with this command's, else INFO.
+
+        Never above INFO: ``run`` learns the servers' addresses (and the view
+        its figures) from the children's INFO lines, and their log files are
+        what is left to read after a failure.
+        """
+        return "DEBUG" if self.log_level == "DEBUG" else "INFO"
+
+    def metrics_listens(self) -> dict[str, Address]:
+        """Each process's ``--metrics-listen``: all on free ports (port 0), or consecutive
+        ports from the given one in start order (manipulator, controllers, sensors)."""
+        if self.metrics is None:
+            return {}
+        names = ["manipulator", *self.controller_names, *self.sensor_ids]
+        base = self.metrics
+        step = 1 if base.port else 0
+        return {name: Address(base.host, base.port + i * step) for i, name in enumerate(names)}
 
     @property
     def controller_names(self) -> list[str]:
@@ -184,16 +237,16 @@ class Child:
     async def start(self) -> None:
         """Start the process and the task that reads its output."""
         self._log = self._log_path.open("a", encoding="utf-8", buffering=1)
-        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        # Through the guard that has the child sent SIGTERM should this process
+        # die without stopping it; started from the event loop's thread, the main
+        # one, as the kernel ties that signal to the forking thread.
+        argv = guarded([self._python, "-m", self.spec.module, *self.spec.args], python=self._python)
         self._process = await asyncio.create_subprocess_exec(
-            self._python,
-            "-m",
-            self.spec.module,
-            *self.spec.args,
+            *argv,
             stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.STDOUT,
-            env=env,
+            env=child_environment(os.environ),
             start_new_session=True,
             limit=_LINE_LIMIT,
         )
@@ -315,23 +368,69 @@ async def poll_history(
 class _Cell:
     """The children of one run, in start order, and how they end."""
 
-    def __init__(self, config: CellConfig, state: CellState, display: Display) -> None:
+    def __init__(
+        self, config: CellConfig, state: CellState, display: Display, stop: asyncio.Event
+    ) -> None:
         self.config = config
         self.state = state
         self.display = display
         self.children: list[Child] = []
         self.failed = False
+        self.output_closed = False
+        """Whoever read the view is gone (``| head``, the terminal closed)."""
+        self.metrics: dict[str, Address] = {}
+        """Where each child serves ``/metrics``, as it logged it."""
+        self._stop_requested = stop
         self._started = time.monotonic()
 
     def elapsed(self) -> float:
         return time.monotonic() - self._started
 
+    def show(self) -> None:
+        """Redraw the view; once its reader is gone, stop the cell (as on SIGTERM)."""
+        if self.output_closed:
+            return
+        try:
+            self.display.refresh(self.state, elapsed=self.elapsed())
+        except OSError as exc:
+            if not output_gone(exc):
+                raise
+            self.output_closed = True
+            logger.warning("output closed: stopping the cell (%s)", exc.strerror)
+            self._stop_requested.set()
+
+    def close_display(self) -> None:
+        """The view's last frame, unless nobody reads it any more."""
+        if self.output_closed:
+            return
+        try:
+            self.display.close(self.state, elapsed=self.elapsed())
+        except OSError as exc:
+            if not output_gone(exc):
+                raise
+            self.output_closed = True
+
     def _on_line(self, name: str, line: str) -> None:
+        if name not in self.metrics and (match := _METRICS.search(log_message(line))):
+            where = reachable(Address(match.group(1), int(match.group(2))))
+            self.metrics[name] = where
+            logger.info("%s metrics on http://%s/metrics", name, where)
+            self.state.notes.append(f"metrics  {name:<14} http://{where}/metrics")
         self.state.observe(line, name)
 
     def child(self, name: str, module: str, args: Sequence[str]) -> Child:
-        # Every child logs in the cell's format (the live view reads both).
-        args = [*args, "--log-format", self.config.log_format]
+        # Every child logs in the cell's format (the live view reads both), at a
+        # level that keeps the INFO lines run reads (see CellConfig.child_log_level).
+        args = [
+            *args,
+            "--log-format",
+            self.config.log_format,
+            "--log-level",
+            self.config.child_log_level,
+        ]
+        metrics = self.config.metrics_listens().get(name)
+        if metrics is not None and (module != "manipulator" or MANIPULATOR_HAS_METRICS):
+            args += ["--metrics-listen", str(metrics)]
         child = Child(
             ChildSpec(name, module, tuple(args)),
             python=self.config.python,
@@ -406,7 +505,7 @@ class _Cell:
     async def refresh(self) -> None:
         while True:
             await asyncio.sleep(REFRESH_SECONDS)
-            self.display.refresh(self.state, elapsed=self.elapsed())
+            self.show()
 
     async def run(self, stop: asyncio.Event) -> int:
         config = self.config
@@ -508,7 +607,7 @@ class _Cell:
                     if self._essential(child):
                         logger.error("%s is essential: stopping the cell", child.name)
                         return
-                    self.display.refresh(self.state, elapsed=self.elapsed())
+                    self.show()
         finally:
             stopped.cancel()
             for task in exits:
@@ -516,17 +615,20 @@ class _Cell:
 
 
 async def run_cell(config: CellConfig, display: Display, state: CellState | None = None) -> int:
-    """Run the cell until SIGINT/SIGTERM, the duration, or an essential child's death.
+    """Run the cell until SIGINT/SIGTERM/SIGHUP, the duration, an essential child's
+    death, or until nobody reads its output.
 
     Returns the exit status: 0 when it ran until asked to stop, 1 when any
     child exited unexpectedly (each such exit is logged and shown).
     """
     config.log_dir.mkdir(parents=True, exist_ok=True)
     state = state or CellState(sensor_ids=config.sensor_ids, controller_ids=config.controller_names)
-    cell = _Cell(config, state, display)
     stop = asyncio.Event()
+    cell = _Cell(config, state, display, stop)
     loop = asyncio.get_running_loop()
-    for signum in (signal.SIGINT, signal.SIGTERM):
+    # Under nohup SIGHUP is ignored, and must stay so: the cell outlives the terminal.
+    signals = [s for s in STOP_SIGNALS if signal.getsignal(s) is not signal.SIG_IGN]
+    for signum in signals:
         loop.add_signal_handler(signum, stop.set)
     refresh = asyncio.create_task(cell.refresh())
     try:
@@ -540,9 +642,9 @@ async def run_cell(config: CellConfig, display: Display, state: CellState | None
         refresh.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await refresh
-        for signum in (signal.SIGINT, signal.SIGTERM):
+        for signum in signals:
             loop.remove_signal_handler(signum)
         for child in cell.children:
             child.close_log()
-        display.close(state, elapsed=cell.elapsed())
+        cell.close_display()
     return code
