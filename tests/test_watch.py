@@ -1,0 +1,195 @@
+"""History/Watch: the events of commands as they are issued and acknowledged.
+
+Pure units for the cursor and the events; a controller in-process on both
+backends; real controller processes for a resume across a restart and for a
+watcher that never reads (cut off while decisions keep their cadence).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import grpc
+import pytest
+
+from controller.api.watch_events import (
+    EventKind,
+    WatchCursor,
+    cursor_problem,
+    take_acknowledged,
+    take_issued,
+)
+from controller.records import CommandRecord
+from tests.builders import command_record
+from tests.controller_harness import running_cell
+from tests.databases import TestDatabase
+from workcell.timeconv import US_PER_SECOND
+from workcell.v1 import history_pb2, history_pb2_grpc
+
+ISSUED = history_pb2.COMMAND_EVENT_KIND_ISSUED
+ACKED = history_pb2.COMMAND_EVENT_KIND_ACKNOWLEDGED
+
+
+def record(command_id: int, *, acked: bool) -> CommandRecord:
+    start = 1_700_000_000 * US_PER_SECOND + command_id * 5 * US_PER_SECOND
+    return command_record(
+        command_id, window_start=start, acknowledged_at=start + 6 * US_PER_SECOND if acked else None
+    )
+
+
+def kinds(events: list[object]) -> list[tuple[str, int]]:
+    return [(e.kind.value, e.record.id) for e in events]  # type: ignore[attr-defined]
+
+
+# ---------------------------------------------------------------- the cursor (pure)
+
+
+def test_issues_come_in_id_order_each_followed_by_its_acknowledgement_when_due() -> None:
+    cursor = WatchCursor(2, 2)
+    events = take_issued(
+        cursor, [record(2, acked=True), record(3, acked=True), record(4, acked=False)]
+    )
+    assert kinds(events) == [("issued", 3), ("acknowledged", 3), ("issued", 4)]
+    assert [(e.resume.issued_through, e.resume.acknowledged_through) for e in events] == [
+        (3, 2),
+        (3, 3),
+        (4, 3),
+    ]
+    # 5 is acknowledged before 4: it is held back until 4 is, then both follow in order.
+    events = take_issued(cursor, [record(5, acked=True)])
+    assert kinds(events) == [("issued", 5)]
+    assert take_acknowledged(cursor, [record(4, acked=False), record(5, acked=True)]) == []
+    events = take_acknowledged(cursor, [record(4, acked=True), record(5, acked=True)])
+    assert kinds(events) == [("acknowledged", 4), ("acknowledged", 5)]
+    assert (cursor.issued_through, cursor.acknowledged_through) == (5, 5)
+
+
+def test_a_resumed_cursor_repeats_nothing_and_skips_nothing() -> None:
+    history = [record(i, acked=i <= 6) for i in range(1, 10)]
+    told: list[tuple[str, int]] = []
+    cursor = WatchCursor(0, 0)
+    # Told in two sittings, the second from the cursor of the first's last event.
+    for sitting in (history[:5], history):
+        events = take_acknowledged(cursor, history) + take_issued(cursor, sitting)
+        told += kinds(events)
+        if events:
+            cursor = events[-1].resume.copy()
+    issued = [i for kind, i in told if kind == "issued"]
+    acknowledged = [i for kind, i in told if kind == "acknowledged"]
+    assert issued == list(range(1, 10))
+    assert acknowledged == list(range(1, 7))
+    # Each acknowledgement after its own issue.
+    assert all(told.index(("issued", i)) < told.index(("acknowledged", i)) for i in acknowledged)
+
+
+def test_acknowledgements_of_commands_not_told_issued_wait_for_their_issue() -> None:
+    cursor = WatchCursor(3, 1)
+    events = take_acknowledged(cursor, [record(i, acked=True) for i in (2, 3, 4)])
+    assert kinds(events) == [("acknowledged", 2), ("acknowledged", 3)]
+    assert take_issued(cursor, [record(4, acked=True)])[-1].kind is EventKind.ACKNOWLEDGED
+
+
+def test_cursor_problems_name_the_fields() -> None:
+    assert cursor_problem(None, None) is None
+    assert cursor_problem(5, 5) is None
+    assert "acknowledged_through" in (cursor_problem(5, 6) or "")
+    assert "after_command_id" in (cursor_problem(None, 3) or "")
+
+
+# ---------------------------------------------------------------- a controller in-process
+
+
+async def collect(
+    call: AsyncIterator[history_pb2.WatchResponse], *, until_acked: int, within: float = 30.0
+) -> list[history_pb2.WatchResponse]:
+    """Events until command ``until_acked`` is told acknowledged."""
+    events: list[history_pb2.WatchResponse] = []
+    async with asyncio.timeout(within):
+        async for event in call:
+            events.append(event)
+            if event.kind == ACKED and event.command.command_id == until_acked:
+                return events
+    raise AssertionError(f"the stream ended before command {until_acked} was acknowledged")
+
+
+def check_order(events: list[history_pb2.WatchResponse], first: int) -> None:
+    """Issues from ``first`` on and acknowledgements in id order, each after its issue,
+    every cursor one step past the previous one: no gap, no repeat."""
+    issued = [e.command.command_id for e in events if e.kind == ISSUED]
+    acked = [e.command.command_id for e in events if e.kind == ACKED]
+    assert issued == list(range(first, first + len(issued)))
+    assert acked == list(range(first, first + len(acked)))
+    seen: set[int] = set()
+    for event in events:
+        if event.kind == ISSUED:
+            seen.add(event.command.command_id)
+            assert event.resume_after_command_id == event.command.command_id
+        else:
+            assert event.command.command_id in seen
+            assert event.command.HasField("acknowledged_at")
+            assert event.resume_acknowledged_through == event.command.command_id
+
+
+async def test_watch_tells_issues_then_acknowledgements_in_order(
+    tmp_path: Path, database: TestDatabase
+) -> None:
+    async with running_cell(tmp_path, database_url=database.url, period=0.3, grace=0.05) as cell:
+        stub = history_pb2_grpc.HistoryStub(cell.channel)
+        events = await collect(
+            stub.Watch(history_pb2.WatchRequest(after_command_id=0)), until_acked=4
+        )
+        check_order(events, 1)
+        assert events[0].kind == ISSUED
+        assert events[0].command.command_id == 1
+        # Resumed from the cursor of an event in the middle: exactly what followed it.
+        middle = events[len(events) // 2]
+        resumed = await collect(
+            stub.Watch(
+                history_pb2.WatchRequest(
+                    after_command_id=middle.resume_after_command_id,
+                    acknowledged_through=middle.resume_acknowledged_through,
+                )
+            ),
+            until_acked=4,
+        )
+        assert [(e.kind, e.command.command_id) for e in resumed] == [
+            (e.kind, e.command.command_id) for e in events[len(events) // 2 + 1 :]
+        ]
+        # From now: the first event is a command issued after the call.
+        last = (await cell.query(page_size=1000)).entries[-1].command_id
+        later = await collect(stub.Watch(history_pb2.WatchRequest()), until_acked=last + 2)
+        assert later[0].kind == ISSUED
+        assert later[0].command.command_id > last
+
+
+async def test_watch_refuses_a_cursor_that_cannot_be(tmp_path: Path) -> None:
+    async with running_cell(tmp_path) as cell:
+        stub = history_pb2_grpc.HistoryStub(cell.channel)
+        for request in (
+            history_pb2.WatchRequest(after_command_id=3, acknowledged_through=4),
+            history_pb2.WatchRequest(acknowledged_through=4),
+        ):
+            with pytest.raises(grpc.aio.AioRpcError) as refused:
+                async for _ in stub.Watch(request):
+                    pass
+            assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+            assert "acknowledged_through" in (refused.value.details() or "")
+
+
+async def test_a_stopping_controller_ends_its_watches_at_once(tmp_path: Path) -> None:
+    async with running_cell(tmp_path, period=0.2, shutdown_grace=30.0) as cell:
+        stub = history_pb2_grpc.HistoryStub(cell.channel)
+        call = stub.Watch(history_pb2.WatchRequest(after_command_id=0))
+        await collect(call, until_acked=1)
+        started = time.monotonic()
+        await cell.controller.stop()
+        # Not held for the 30-s grace: the watch was ended first, with how to resume.
+        assert time.monotonic() - started < 20
+        with pytest.raises(grpc.aio.AioRpcError) as ended:
+            async for _ in call:
+                pass
+        assert ended.value.code() == grpc.StatusCode.UNAVAILABLE
+        assert "resume" in (ended.value.details() or "")
