@@ -8,12 +8,16 @@ watcher that never reads (cut off while decisions keep their cadence).
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import itertools
+import signal
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import grpc
 import pytest
+from sqlalchemy import insert
 
 from controller.api.watch_events import (
     EventKind,
@@ -23,10 +27,14 @@ from controller.api.watch_events import (
     take_issued,
 )
 from controller.records import CommandRecord
+from controller.storage.database import Database
+from controller.storage.rows import command_values
+from controller.storage.schema import commands
 from tests.builders import command_record
 from tests.controller_harness import running_cell
 from tests.databases import TestDatabase
-from workcell.timeconv import US_PER_SECOND
+from tests.processes import Service, running, start_controller, start_manipulator
+from workcell.timeconv import US_PER_SECOND, from_timestamp, now_us
 from workcell.v1 import history_pb2, history_pb2_grpc
 
 ISSUED = history_pb2.COMMAND_EVENT_KIND_ISSUED
@@ -193,3 +201,176 @@ async def test_a_stopping_controller_ends_its_watches_at_once(tmp_path: Path) ->
                 pass
         assert ended.value.code() == grpc.StatusCode.UNAVAILABLE
         assert "resume" in (ended.value.details() or "")
+
+
+# ---------------------------------------------------------------- real controller processes
+
+PERIOD = 0.5
+
+
+async def drain(
+    call: AsyncIterator[history_pb2.WatchResponse], into: list[history_pb2.WatchResponse]
+) -> grpc.aio.AioRpcError:
+    """Append the rest of ``call``'s events to ``into``; the status it ended with."""
+    try:
+        async for event in call:
+            into.append(event)
+    except grpc.aio.AioRpcError as exc:
+        return exc
+    raise AssertionError("the stream ended without an error status")
+
+
+async def read_until(
+    call: AsyncIterator[history_pb2.WatchResponse],
+    events: list[history_pb2.WatchResponse],
+    *,
+    acked: int,
+    within: float = 60.0,
+) -> None:
+    """Append ``call``'s events to ``events`` until command ``acked`` is told acknowledged."""
+    async with asyncio.timeout(within):
+        async for event in call:
+            events.append(event)
+            if event.kind == ACKED and event.command.command_id >= acked:
+                return
+
+
+async def test_watch_resumes_after_a_controller_restart_without_gap_or_repeat(
+    tmp_path: Path, database: TestDatabase
+) -> None:
+    manipulator = start_manipulator(tmp_path / "journal.jsonl")
+    assert manipulator.port is not None
+    flags = ("--period", str(PERIOD), "--grace", "0.05")
+    controllers: list[Service] = []
+    with running(manipulator):
+        controllers.append(
+            start_controller(database.url, *flags, manipulator_port=manipulator.port)
+        )
+        events: list[history_pb2.WatchResponse] = []
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{controllers[0].port}") as channel:
+            call = history_pb2_grpc.HistoryStub(channel).Watch(
+                history_pb2.WatchRequest(after_command_id=0)
+            )
+            await read_until(call, events, acked=3)
+            # Killed between events: whatever it issued or recorded next, the
+            # watcher has not been told.
+            controllers[0].signal(signal.SIGKILL)
+            cut = await drain(call, events)
+            assert cut.code() == grpc.StatusCode.UNAVAILABLE
+        controllers[0].wait()
+        last = events[-1]
+        before = len(events)
+        controllers.append(
+            start_controller(database.url, *flags, manipulator_port=manipulator.port)
+        )
+        with running(*controllers):
+            async with grpc.aio.insecure_channel(f"127.0.0.1:{controllers[1].port}") as channel:
+                resumed = history_pb2_grpc.HistoryStub(channel).Watch(
+                    history_pb2.WatchRequest(
+                        after_command_id=last.resume_after_command_id,
+                        acknowledged_through=last.resume_acknowledged_through,
+                    )
+                )
+                await read_until(resumed, events, acked=last.resume_after_command_id + 3)
+                resumed.cancel()
+            controllers[1].stop()
+        manipulator.stop()
+    assert len(events) > before
+    check_order(events, 1)
+    # Every command the database holds up to the last one told was told, acknowledged as stored.
+    told = max(e.command.command_id for e in events)
+    stored = database.fetch(
+        "SELECT id, acknowledged_at FROM commands WHERE id <= :told ORDER BY id", told=told
+    )
+    assert [row[0] for row in stored] == list(range(1, told + 1))
+    acked = {
+        e.command.command_id: from_timestamp(e.command.acknowledged_at)
+        for e in events
+        if e.kind == ACKED
+    }
+    assert all(stored[i - 1][1] == at for i, at in acked.items())
+
+
+async def _old_history(url: str, count: int) -> None:
+    """``count`` acknowledged commands of long ago, as a long-running cell leaves them."""
+    database = await Database.open(url)
+    try:
+        start = (now_us() // US_PER_SECOND - 10 * count) * US_PER_SECOND
+        records = [record_at(i, start + (i - 1) * US_PER_SECOND) for i in range(1, count + 1)]
+        async with database.engine.begin() as conn:
+            await conn.execute(insert(commands), [command_values(r) for r in records])
+    finally:
+        await database.close()
+
+
+def record_at(command_id: int, window_start: int) -> CommandRecord:
+    return command_record(
+        command_id,
+        window_start=window_start,
+        period_us=US_PER_SECOND,
+        acknowledged_at=window_start + 2 * US_PER_SECOND,
+    )
+
+
+async def test_a_watcher_that_never_reads_is_cut_off_while_decisions_keep_their_cadence(
+    tmp_path: Path,
+) -> None:
+    url = f"sqlite+aiosqlite:///{tmp_path / 'workcell.db'}"
+    old = 3000
+    await _old_history(url, old)
+    manipulator = start_manipulator(tmp_path / "journal.jsonl")
+    assert manipulator.port is not None
+    controller = start_controller(
+        url, "--period", str(PERIOD), "--grace", "0.1", manipulator_port=manipulator.port
+    )
+    with running(manipulator, controller):
+        address = f"127.0.0.1:{controller.port}"
+        # A client with a fixed flow-control window (no BDP probing) that never
+        # reads: the transport stops taking messages once the window is full.
+        slow_channel = grpc.aio.insecure_channel(address, options=[("grpc.http2.bdp_probe", 0)])
+        async with slow_channel, grpc.aio.insecure_channel(address) as channel:
+            slow = history_pb2_grpc.HistoryStub(slow_channel).Watch(
+                history_pb2.WatchRequest(after_command_id=0, acknowledged_through=0)
+            )
+            # Another watcher, reading, from now: served all along.
+            live: list[history_pb2.WatchResponse] = []
+            reader = asyncio.create_task(
+                read_until(
+                    history_pb2_grpc.HistoryStub(channel).Watch(history_pb2.WatchRequest()),
+                    live,
+                    acked=10**9,
+                    within=120,
+                )
+            )
+            await asyncio.to_thread(controller.wait_for_line, "cut off a watcher", 60)
+            await asyncio.sleep(2 * PERIOD)
+            reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await reader
+            received: list[history_pb2.WatchResponse] = []
+            cut = await drain(slow, received)
+        controller.stop()
+        manipulator.stop()
+    assert cut.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    details = cut.details() or ""
+    assert "1000 events" in details, details
+    assert "resume_after_command_id" in details, details
+    # What it did receive is the start of the history, in order, and far from all of it.
+    check_order(received, 1)
+    assert 0 < len(received) < 2 * old
+    # Decisions kept their cadence meanwhile: one command per window, no window
+    # skipped, each issued within a period of its deadline; the reading watcher
+    # was told each of them.
+    database = await Database.open(url)
+    try:
+        new = await database.commands_after(old + 1, limit=10_000)  # the first follows a skip
+    finally:
+        await database.close()
+    assert len(new) >= 5
+    period_us = round(PERIOD * US_PER_SECOND)
+    for before, after in itertools.pairwise(new):
+        assert after.window_start == before.window_end, (before, after)
+    for command in new:
+        assert command.issued_at - command.window_end < period_us, command
+    told = {e.command.command_id for e in live if e.kind == ISSUED}
+    assert {c.id for c in new[:-1] if c.id <= max(told)} <= told
