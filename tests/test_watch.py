@@ -12,7 +12,7 @@ import contextlib
 import itertools
 import signal
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterable, Sequence
 from pathlib import Path
 
 import grpc
@@ -22,6 +22,7 @@ from sqlalchemy import insert
 from controller.api.watch_events import (
     EventKind,
     WatchCursor,
+    WatchEvent,
     cursor_problem,
     take_acknowledged,
     take_issued,
@@ -48,8 +49,8 @@ def record(command_id: int, *, acked: bool) -> CommandRecord:
     )
 
 
-def kinds(events: list[object]) -> list[tuple[str, int]]:
-    return [(e.kind.value, e.record.id) for e in events]  # type: ignore[attr-defined]
+def kinds(events: Sequence[WatchEvent]) -> list[tuple[str, int]]:
+    return [(e.kind.value, e.record.id) for e in events]
 
 
 # ---------------------------------------------------------------- the cursor (pure)
@@ -111,7 +112,7 @@ def test_cursor_problems_name_the_fields() -> None:
 
 
 async def collect(
-    call: AsyncIterator[history_pb2.WatchResponse], *, until_acked: int, within: float = 30.0
+    call: AsyncIterable[history_pb2.WatchResponse], *, until_acked: int, within: float = 30.0
 ) -> list[history_pb2.WatchResponse]:
     """Events until command ``until_acked`` is told acknowledged."""
     events: list[history_pb2.WatchResponse] = []
@@ -209,7 +210,7 @@ PERIOD = 0.5
 
 
 async def drain(
-    call: AsyncIterator[history_pb2.WatchResponse], into: list[history_pb2.WatchResponse]
+    call: AsyncIterable[history_pb2.WatchResponse], into: list[history_pb2.WatchResponse]
 ) -> grpc.aio.AioRpcError:
     """Append the rest of ``call``'s events to ``into``; the status it ended with."""
     try:
@@ -221,7 +222,7 @@ async def drain(
 
 
 async def read_until(
-    call: AsyncIterator[history_pb2.WatchResponse],
+    call: AsyncIterable[history_pb2.WatchResponse],
     events: list[history_pb2.WatchResponse],
     *,
     acked: int,

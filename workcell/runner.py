@@ -29,21 +29,18 @@ import signal
 import sys
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
-import grpc
-
+from workcell.cell_watch import CellWatcher
 from workcell.flags import Address
 from workcell.liveview import CellState, Display, describe_exit
 from workcell.logs import log_message
-from workcell.targets import GrpcTarget, grpc_target, resolve_host
-from workcell.timeconv import from_timestamp, now_us, to_timestamp
-from workcell.v1 import history_pb2, history_pb2_grpc
+from workcell.timeconv import now_us
 
-__all__ = ["CellConfig", "Child", "ChildSpec", "poll_history", "run_cell"]
+__all__ = ["CellConfig", "Child", "ChildSpec", "run_cell"]
 
 logger = logging.getLogger(__name__)
 
@@ -54,7 +51,7 @@ START_TIMEOUT = 60.0
 SENSOR_STOP_TIMEOUT = 15.0
 CONTROLLER_STOP_TIMEOUT = 20.0
 MANIPULATOR_STOP_TIMEOUT = 10.0
-REFRESH_SECONDS = 1.0
+REFRESH_SECONDS = 0.5
 MAX_CONTROLLERS = 16
 SEVERAL_NEED_POSTGRESQL = (
     "several controllers need PostgreSQL (--database postgresql://...): "
@@ -270,48 +267,6 @@ class Child:
             self._log = None
 
 
-async def fetch_history(
-    stub: history_pb2_grpc.HistoryAsyncStub, *, since_us: int, rpc_timeout: float = 5.0
-) -> list[history_pb2.HistoryEntry]:
-    """Every History entry issued at or after ``since_us``, following page tokens."""
-    entries: list[history_pb2.HistoryEntry] = []
-    token = ""
-    while True:
-        request = history_pb2.QueryRequest(
-            from_datetime=to_timestamp(since_us), page_size=1000, page_token=token
-        )
-        response = await stub.Query(request, timeout=rpc_timeout)
-        entries.extend(response.entries)
-        token = response.next_page_token
-        if not token:
-            return entries
-
-
-def controllers_target(addresses: Sequence[Address]) -> GrpcTarget:
-    """One gRPC target over every controller node (round robin; a dead node is skipped)."""
-    return grpc_target(addresses, resolve_host)
-
-
-async def poll_history(
-    target: GrpcTarget, state: CellState, *, since_us: int, interval: float = REFRESH_SECONDS
-) -> None:
-    """Keep ``state.history`` up to date with the last decisions (runs until cancelled)."""
-    async with grpc.aio.insecure_channel(target.uri, options=target.options) as channel:
-        stub = history_pb2_grpc.HistoryStub(channel)
-        while True:
-            # Re-read from the oldest entry on show: its acknowledgement may have come.
-            start = from_timestamp(state.history[0].issued_at) if state.history else since_us
-            try:
-                entries = await fetch_history(stub, since_us=start)
-            except grpc.aio.AioRpcError as exc:
-                state.history_error = f"{exc.code().name}: {exc.details()}"
-                logger.debug("History/Query failed: %s", state.history_error)
-            else:
-                if entries:
-                    state.set_history(entries)
-            await asyncio.sleep(interval)
-
-
 class _Cell:
     """The children of one run, in start order, and how they end."""
 
@@ -320,6 +275,8 @@ class _Cell:
         self.state = state
         self.display = display
         self.children: list[Child] = []
+        self.watcher: CellWatcher | None = None
+        self.following: asyncio.Task[None] | None = None
         self.failed = False
         self._started = time.monotonic()
 
@@ -327,10 +284,10 @@ class _Cell:
         return time.monotonic() - self._started
 
     def _on_line(self, name: str, line: str) -> None:
-        self.state.observe(line, name)
+        """The view reads the controllers' API, not the children's logs."""
 
     def child(self, name: str, module: str, args: Sequence[str]) -> Child:
-        # Every child logs in the cell's format (the live view reads both).
+        # Every child logs in the cell's format (this command's log shows both).
         args = [*args, "--log-format", self.config.log_format]
         child = Child(
             ChildSpec(name, module, tuple(args)),
@@ -381,13 +338,20 @@ class _Cell:
         logger.info("%s listening on %s", child.name, child.address)
         return reachable(child.address)
 
-    async def stop_all(self) -> None:
-        """Stop sensors together, then the controllers together, then the manipulator."""
+    async def stop_all(
+        self, before_controllers: Callable[[], Awaitable[None]] | None = None
+    ) -> None:
+        """Stop sensors together, then the controllers together, then the manipulator.
+
+        ``before_controllers`` runs once the sensors are gone and before the
+        controllers go (the view's last look at them)."""
         sensors = [c for c in self.children if c.name.startswith("sensor-")]
         controllers = [c for c in self.children if c.name.startswith("controller")]
         others = [c for c in self.children if c not in sensors and c not in controllers]
         self.state.phase = "stopping sensors"
         await asyncio.gather(*(self._stop(c, SENSOR_STOP_TIMEOUT) for c in sensors))
+        if before_controllers is not None:
+            await before_controllers()
         if controllers:
             self.state.phase = "stopping " + ", ".join(c.name for c in controllers)
             await asyncio.gather(*(self._stop(c, CONTROLLER_STOP_TIMEOUT) for c in controllers))
@@ -403,10 +367,29 @@ class _Cell:
         elif not already:
             logger.info("%s stopped", child.name)
 
+    def show(self) -> None:
+        self.display.refresh(self.state, elapsed=self.elapsed(), now_us=now_us())
+
     async def refresh(self) -> None:
         while True:
+            self.show()
             await asyncio.sleep(REFRESH_SECONDS)
-            self.display.refresh(self.state, elapsed=self.elapsed())
+
+    async def last_look(self) -> None:
+        """Ask the controllers once more (every reading is in now: the sensors are gone),
+        then stop following them: the final frame and summary show this state."""
+        if self.watcher is not None:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(CONTROLLER_STOP_TIMEOUT / 4):
+                    await self.watcher.poll_once()
+        await self.stop_following()
+
+    async def stop_following(self) -> None:
+        if self.following is not None:
+            self.following.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self.following
+            self.following = None
 
     async def run(self, stop: asyncio.Event) -> int:
         config = self.config
@@ -440,10 +423,12 @@ class _Cell:
                 return 1 if self.failed else 0
             controller_addresses.append(controller_address)
         controllers = ",".join(str(a) for a in controller_addresses)
-        since = now_us()
-        history = asyncio.create_task(
-            poll_history(controllers_target(controller_addresses), self.state, since_us=since)
+        # The commands of this run, the nodes' roles and their sensors: from the API.
+        self.watcher = CellWatcher(
+            controller_addresses, self.state, from_now=True, on_event=self.display.event
         )
+        # Followed until the controllers are about to stop (stop_following).
+        self.following = asyncio.create_task(self.watcher.run(), name="follow the cell")
         self.state.phase = "starting sensors"
         for sensor_id in config.sensor_ids:
             sensor = self.child(
@@ -461,12 +446,7 @@ class _Cell:
             )
             await sensor.start()
         self.state.phase = "running"
-        try:
-            await self.watch(stop)
-        finally:
-            history.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await history
+        await self.watch(stop)
         return 1 if self.failed else 0
 
     def _essential(self, gone: Child) -> bool:
@@ -508,7 +488,7 @@ class _Cell:
                     if self._essential(child):
                         logger.error("%s is essential: stopping the cell", child.name)
                         return
-                    self.display.refresh(self.state, elapsed=self.elapsed())
+                    self.show()
         finally:
             stopped.cancel()
             for task in exits:
@@ -534,7 +514,8 @@ async def run_cell(config: CellConfig, display: Display, state: CellState | None
             code = await cell.run(stop)
         finally:
             # Children must not outlive us, whatever happened above.
-            await cell.stop_all()
+            await cell.stop_all(before_controllers=cell.last_look)
+            await cell.stop_following()
             state.phase = "stopped"
     finally:
         refresh.cancel()
@@ -544,5 +525,5 @@ async def run_cell(config: CellConfig, display: Display, state: CellState | None
             loop.remove_signal_handler(signum)
         for child in cell.children:
             child.close_log()
-        display.close(state, elapsed=cell.elapsed())
+        display.close(state, elapsed=cell.elapsed(), now_us=now_us())
     return code
