@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from controller.records import ReadingRow
 
@@ -43,9 +44,8 @@ class _Tally:
     """Readings stored per window index (timestamp // period), the newest few."""
 
 
-@dataclass(frozen=True, slots=True)
-class RunStatus:
-    """One run as a snapshot tells it."""
+class RunStatus(NamedTuple):
+    """One run as a snapshot tells it (a tuple: a snapshot makes one per run)."""
 
     sensor_id: str
     boot_id: str
@@ -155,17 +155,17 @@ class SensorRuns:
         live_since = now_us - LIVE_PERIODS * self.period_us
         return [
             RunStatus(
-                sensor_id=sensor_id,
-                boot_id=boot_id,
-                first_received_at=t.first_received_at,
-                last_received_at=t.last_received_at,
-                last_reading_at=t.last_timestamp,
-                current_window=t.windows.get(current, 0),
-                last_window=t.windows.get(current - 1, 0),
-                stored=t.stored,
-                stale=t.stale,
-                duplicates=t.duplicates,
-                live=t.last_received_at >= live_since,
+                sensor_id,
+                boot_id,
+                t.first_received_at,
+                t.last_received_at,
+                t.last_timestamp,
+                t.windows.get(current, 0),
+                t.windows.get(current - 1, 0),
+                t.stored,
+                t.stale,
+                t.duplicates,
+                t.last_received_at >= live_since,
             )
             for (sensor_id, boot_id), t in sorted(self._runs.items())
         ]

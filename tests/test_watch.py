@@ -13,12 +13,14 @@ import itertools
 import signal
 import time
 from collections.abc import AsyncIterable, Sequence
+from dataclasses import replace
 from pathlib import Path
 
 import grpc
 import pytest
 from sqlalchemy import insert
 
+from controller.api.command_feed import CommandFeed
 from controller.api.watch_events import (
     EventKind,
     WatchCursor,
@@ -375,3 +377,44 @@ async def test_a_watcher_that_never_reads_is_cut_off_while_decisions_keep_their_
         assert command.issued_at - command.window_end < period_us, command
     told = {e.command.command_id for e in live if e.kind == ISSUED}
     assert {c.id for c in new[:-1] if c.id <= max(told)} <= told
+
+
+# ---------------------------------------------------------------- the node's command feed
+
+
+async def test_the_feed_keeps_the_tail_polls_by_id_and_is_woken_by_the_writer(
+    tmp_path: Path,
+) -> None:
+    url = f"sqlite+aiosqlite:///{tmp_path / 'feed.db'}"
+    await _old_history(url, 40)
+    database = await Database.open(url)
+    try:
+        # A long poll interval: only notify() makes it look again within the test.
+        feed = CommandFeed(database, poll_interval=60.0, keep_recent=10, keep=20)
+        async with feed.watching():
+            assert [r.id for r in await feed.read_after(30, 3)] == [31, 32, 33]
+            # Older than the tail it holds (the last 10): read from the database.
+            assert [r.id for r in await feed.read_after(5, 2)] == [6, 7]
+            # A pending command, then its acknowledgement: each one change, seen at notify().
+            pending = replace(record_at(41, now_us()), acknowledged_at=None)
+            async with database.engine.begin() as conn:
+                await conn.execute(insert(commands), [command_values(pending)])
+            changed = feed.changed
+            feed.notify()
+            await asyncio.wait_for(changed.wait(), 10)
+            [seen] = await feed.read_after(40, 5)
+            assert (seen.id, seen.acknowledged_at) == (41, None)
+            async with database.engine.begin() as conn:
+                await conn.execute(
+                    commands.update().where(commands.c.id == 41).values(acknowledged_at=now_us())
+                )
+            changed = feed.changed
+            feed.notify()
+            await asyncio.wait_for(changed.wait(), 10)
+            [seen] = await feed.read_after(40, 5)
+            assert seen.acknowledged_at is not None
+            assert feed.polls == 2
+        await feed.close()
+        assert feed.closed
+    finally:
+        await database.close()

@@ -11,8 +11,9 @@ With ``--controllers N`` (PostgreSQL only: one SQLite file takes one
 controller), N controller nodes share the database, on consecutive ports
 from the configured one (or free ones for port 0); every sensor is given
 all their addresses (gRPC spreads its streams over them, see
-:mod:`workcell.targets`), and so is the History poller. A node that dies is
-reported; the cell stops only when no controller is left.
+:mod:`workcell.targets`), and so is the live view (:mod:`workcell.cell_watch`,
+which reads the controllers' API, never the children's logs). A node that dies
+is reported; the cell stops only when no controller is left.
 
 Children run in their own session so a Ctrl-C on the terminal reaches only
 this process, which then stops them in that order.
