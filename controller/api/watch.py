@@ -126,6 +126,15 @@ class CommandWatch:
                 "the controller is stopping: resume on another node or once it is back, from "
                 f"the last event received (the last event sent: {sent.describe()})",
             )
+        except Exception as exc:
+            # The database could not be read (the feed retries on its own; this
+            # watcher's own reads do not): the client resumes, here or elsewhere.
+            log.warning("History/Watch: ended a watch: %s", exc)
+            await context.abort(
+                grpc.StatusCode.UNAVAILABLE,
+                f"the commands could not be read ({exc}): resume from the last event received "
+                f"(the last event sent: {sent.describe()})",
+            )
 
     async def _produce(
         self,
