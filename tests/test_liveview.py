@@ -9,8 +9,8 @@ import re
 from google.protobuf.duration_pb2 import Duration
 
 from tests.builders import history_entry
+from workcell.cell_state import CellState
 from workcell.liveview import (
-    CellState,
     LiveScreen,
     SummaryLines,
     event_line,

@@ -21,8 +21,9 @@ from pathlib import Path
 from tests.databases import PostgresServer
 from tests.test_cli import Output, run_args, workcell
 from tests.test_liveview import runs
+from workcell.cell_state import CellState
 from workcell.flags import Address
-from workcell.liveview import CellState, render_screen, render_summary
+from workcell.liveview import render_screen, render_summary
 from workcell.runner import CellConfig
 
 

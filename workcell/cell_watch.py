@@ -1,4 +1,4 @@
-"""Feeds a :class:`~workcell.liveview.CellState` from the controllers' live API.
+"""Feeds a :class:`~workcell.cell_state.CellState` from the controllers' live API.
 
 - the commands: History/Watch on one channel over every node (gRPC's
   round_robin: a node that goes is skipped), resumed after any break from the
@@ -22,8 +22,8 @@ from collections.abc import Callable, Sequence
 
 import grpc
 
+from workcell.cell_state import HISTORY_ROWS, CellState
 from workcell.flags import Address
-from workcell.liveview import HISTORY_ROWS, CellState
 from workcell.targets import grpc_target, resolve_host
 from workcell.timeconv import now_us, to_timestamp
 from workcell.tls import PLAINTEXT, TlsConfig, grpc_aio_channel

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import grpc
 
+from workcell.cell_state import CellState
 from workcell.cell_watch import CellWatcher
 from workcell.flags import (
     Address,
@@ -39,7 +40,7 @@ from workcell.history_table import (
     TableWriter,
     format_time,
 )
-from workcell.liveview import CellState, Display, LiveScreen, SummaryLines
+from workcell.liveview import Display, LiveScreen, SummaryLines
 from workcell.logs import configure_logging, log_format, log_level
 from workcell.runner import MAX_CONTROLLERS, CellConfig, run_cell
 from workcell.targets import parse_addresses

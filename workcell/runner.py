@@ -35,9 +35,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
+from workcell.cell_state import CellState, describe_exit
 from workcell.cell_watch import CellWatcher
 from workcell.flags import Address
-from workcell.liveview import CellState, Display, describe_exit
+from workcell.liveview import Display
 from workcell.logs import log_message
 from workcell.timeconv import now_us
 
