@@ -26,9 +26,12 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from controller.api.admission import StreamRegistry
+from controller.api.command_feed import CommandFeed
 from controller.api.history import HistoryServicer
 from controller.api.nodes import NodesServicer
+from controller.api.sensors import SensorsServicer
 from controller.api.telemetry import TelemetryServicer
+from controller.api.watch import CommandWatch
 from controller.config import ControllerConfig
 from controller.decision.loop import RECORD_RETRY, DecisionLoop, report_skipped
 from controller.decision.restore import DecisionState, restore
@@ -48,6 +51,8 @@ from workcell.v1 import (
     history_pb2_grpc,
     nodes_pb2,
     nodes_pb2_grpc,
+    sensors_pb2,
+    sensors_pb2_grpc,
     telemetry_pb2,
     telemetry_pb2_grpc,
 )
@@ -60,6 +65,7 @@ SERVICE_NAMES = (
     telemetry_pb2.DESCRIPTOR.services_by_name["Telemetry"].full_name,
     history_pb2.DESCRIPTOR.services_by_name["History"].full_name,
     nodes_pb2.DESCRIPTOR.services_by_name["Nodes"].full_name,
+    sensors_pb2.DESCRIPTOR.services_by_name["Sensors"].full_name,
 )
 STATS_INTERVAL = 5.0
 # Messages beyond this are refused with RESOURCE_EXHAUSTED instead of growing
@@ -96,6 +102,8 @@ class Controller:
         self._term: asyncio.Task[None] | None = None
         self._resumed = asyncio.Event()
         """The current term's work (the decision loop and the link), while this node leads."""
+        self.feed: CommandFeed | None = None
+        """The tail of the commands table every History/Watch of this node reads."""
 
     async def __aenter__(self) -> Controller:
         try:
@@ -120,12 +128,14 @@ class Controller:
         self.database = database = await Database.open(
             config.database, busy_timeout=config.busy_timeout
         )
+        self.feed = feed = CommandFeed(database)
         self.writer = writer = Writer(
             database.engine,
             backend=database.write_backend,
             period_us=self._period_us,
             node=self.node,
             on_health=self._storage_health,
+            on_commands=feed.notify,
             max_pending=config.ingest_buffer,
             metrics=self.metrics,
         )
@@ -301,7 +311,13 @@ class Controller:
             streams=streams,
         )
         telemetry_pb2_grpc.add_TelemetryServicer_to_server(telemetry, server)
-        history_pb2_grpc.add_HistoryServicer_to_server(HistoryServicer(database), server)
+        watch = CommandWatch(self.feed) if self.feed is not None else None
+        history_pb2_grpc.add_HistoryServicer_to_server(
+            HistoryServicer(database, watch=watch), server
+        )
+        sensors_pb2_grpc.add_SensorsServicer_to_server(
+            SensorsServicer(writer.runs, node=self.node, clock=self._clock), server
+        )
         nodes_pb2_grpc.add_NodesServicer_to_server(
             NodesServicer(database, node=self.node, leading=self._leading), server
         )
@@ -365,6 +381,10 @@ class Controller:
     async def stop(self) -> None:
         """Stop gracefully; idempotent. Open streams get ``shutdown_grace`` seconds."""
         await self._set_health(False)
+        if self.feed is not None:
+            # Watch streams never end by themselves: end them first, so that
+            # they do not hold the server's stop for its whole grace.
+            await self.feed.close()
         if self._server is not None:
             log.info("stopping: answering open streams (up to %gs)", self.config.shutdown_grace)
             await self._server.stop(self.config.shutdown_grace)

@@ -107,8 +107,7 @@ async def running_cell(
             database=database_url,
             period=period,
             grace=grace,
-            shutdown_grace=1.0,
-            **overrides,  # type: ignore[arg-type]
+            **{"shutdown_grace": 1.0, **overrides},  # type: ignore[arg-type]
         )
         controller = await stack.enter_async_context(Controller(config))
         channel = await stack.enter_async_context(

@@ -85,6 +85,13 @@ class ScriptedHistory(history_pb2_grpc.HistoryServicer):
             response.next_page_token = str(last)
         return response
 
+    def Watch(
+        self, request: history_pb2.WatchRequest, context: grpc.ServicerContext
+    ) -> Iterator[history_pb2.WatchResponse]:
+        # A scripted history does not change: a client must not rely on Watch here.
+        context.abort(grpc.StatusCode.UNIMPLEMENTED, "the scripted history has no Watch")
+        yield from ()
+
 
 @contextlib.contextmanager
 def serving(servicer: ScriptedHistory) -> Iterator[str]:

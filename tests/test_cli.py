@@ -1,4 +1,4 @@
-"""The ``workcell`` command: table formatting, the live view's parsing, and real runs."""
+"""The ``workcell`` command: table formatting, and real runs of run, watch and history."""
 
 from __future__ import annotations
 
@@ -23,6 +23,7 @@ from tests.processes import (
     sqlite_url,
     start_controller,
     start_manipulator,
+    start_sensor,
 )
 from workcell.cli import main as cli_main
 from workcell.history_table import (
@@ -34,7 +35,6 @@ from workcell.history_table import (
     format_table,
     format_time,
 )
-from workcell.liveview import CellState, SummaryLines, render_screen, render_summary
 from workcell.timeconv import from_iso
 from workcell.v1 import command_pb2
 from workcell.v1.history_pb2 import HistoryEntry, WindowSummary
@@ -160,58 +160,8 @@ def test_streamed_table_keeps_the_first_pages_columns() -> None:
     assert TableWriter().finish() == "no commands in that time range\n"
 
 
-# ---------------------------------------------------------------- live view state
-
-
-def test_state_parses_the_services_log_lines() -> None:
-    state = CellState(sensor_ids=["sensor-1", "sensor-2"])
-    prefix = "2025-03-01T12:00:00.000Z INFO x: "
-    state.observe(
-        prefix + "sensor sensor-1: rate=299.8/s sent=1500 acked=1400 buffered=100 dropped=0"
-    )
-    state.observe(prefix + "ingest: stored=3000 rate=599.6/s duplicates=2 stale=1")
-    state.observe(
-        prefix + "decision: command 4 window [2025-03-01T11:59:55.000000Z, "
-        "2025-03-01T12:00:00.000000Z) status=down changed=True p=0.0012 n=1498"
-    )
-    state.observe(prefix + "command 4 acknowledged")
-    state.observe(prefix + "command 4 acknowledged")
-    state.observe(prefix + "something else entirely")
-    assert state.sensors["sensor-1"].rate == pytest.approx(299.8)
-    assert state.ingest is not None
-    assert state.ingest.stored == 3000
-    assert state.last_decision is not None
-    assert state.last_decision.p_value == pytest.approx(0.0012)
-    assert state.last_decision.changed
-    assert state.decisions == 1
-    assert len(state.acknowledged) == 1
-
-    summary = render_summary(state, elapsed=5.0)
-    assert "stored=3000 (599.6/s)" in summary
-    assert "sensor-1 299.8/s" in summary
-    assert "sensor-2 -/s" in summary
-    assert "#4 down p=0.0012" in summary
-
-    state.set_history([entry(i) for i in range(1, 9)])
-    state.record_exit("sensor-2", -9, ["line a", "line b"])
-    screen = "\n".join(render_screen(state, elapsed=65))
-    assert "00:01:05" in screen
-    assert "sensor-2 exited unexpectedly (killed by SIGKILL)" in screen
-    assert "sensor-2| line b" in screen
-    assert "exited: sensor-2 (killed by SIGKILL)" in render_summary(state, elapsed=6)
-    # only the last few decisions are kept
-    assert [e.command_id for e in state.history] == [4, 5, 6, 7, 8]
-
-
-def test_summary_lines_every_five_seconds(tmp_path: Path) -> None:
-    path = tmp_path / "out.txt"
-    with path.open("w") as stream:
-        lines = SummaryLines(stream, every=5.0)
-        state = CellState(sensor_ids=["sensor-1"])
-        for second in range(1, 12):
-            lines.refresh(state, elapsed=float(second))
-        lines.close(state, elapsed=11.5)
-    assert len(path.read_text().splitlines()) == 3  # at 5 s, 10 s and the final one
+# ---------------------------------------------------------------- live view
+# The view's state and layout: tests/test_liveview.py (no log line is read for it).
 
 
 # ---------------------------------------------------------------- the real command
@@ -356,7 +306,7 @@ def test_run_for_a_while_then_stop_by_itself(tmp_path: Path, database: TestDatab
     code = process.wait(timeout=90)
     text = out.text()
     assert code == 0, text
-    # the sensors' rates, as reported by their own log lines, reached the summary
+    # the sensors' rates, as the controller's Sensors/ListRuns tells them, reached the summary
     assert re.search(r"sensor-1 \d+\.\d/s", text), text
     assert re.search(r"sensor-2 \d+\.\d/s", text), text
     assert "exited unexpectedly" not in text
@@ -540,3 +490,54 @@ def test_history_stops_asking_once_its_reader_is_gone() -> None:
     assert stderr == ""
     # page 2 was written into a closed pipe; nothing after it was asked for
     assert len(servicer.requests) == 2
+
+
+# ---------------------------------------------------------------- workcell watch
+
+
+def test_watch_a_real_cell_in_plain_lines(tmp_path: Path) -> None:
+    manipulator = start_manipulator(tmp_path / "j.jsonl")
+    assert manipulator.port is not None
+    with running(manipulator):
+        controller = start_controller(
+            sqlite_url(tmp_path / "w.db"),
+            "--period", "0.5",
+            "--grace", "0.05",
+            manipulator_port=manipulator.port,
+        )  # fmt: skip
+        assert controller.port is not None
+        sensor = start_sensor(controller.port, "--rate", "50", sensor_id="probe")
+        with running(controller, sensor):
+            controller.wait_for_line(r"command 2 acknowledged", 60)
+            # stdout is a pipe, not a terminal: plain lines.
+            process = workcell("watch", f"127.0.0.1:{controller.port}")
+            out = Output(process)
+            try:
+                # The last commands first (History/Query), then each event as it comes.
+                issued = int(out.wait_for(r"^command (\d+) issued: (up|down)").group(1))
+                out.wait_for(rf"^command {issued} acknowledged \(acked \+\d")
+                out.wait_for(rf"^command {issued + 1} issued")
+                summary = out.wait_for(r"^\[\s*\d+\.\ds\] stored=(\d+) .*\| sensors: probe ")
+                assert int(summary.group(1)) > 0
+                process.send_signal(signal.SIGINT)
+                code = process.wait(timeout=30)
+            finally:
+                if process.poll() is None:
+                    process.kill()
+            sensor.stop()
+            controller.stop()
+        manipulator.stop()
+    text = out.text()
+    assert code == 0, text
+    assert "Traceback" not in text
+    last = text.splitlines()[-1]
+    assert re.search(r"leader=127\.0\.0\.1:\d+ \| sensors: probe \d+\.\d/s", last), last
+
+
+def test_watch_of_a_controller_that_is_not_there_waits_and_says_so() -> None:
+    process = workcell("watch", "127.0.0.1:1", "--duration", "3")
+    out, _ = process.communicate(timeout=30)
+    assert process.returncode == 0, out
+    last = out.splitlines()[-1]
+    assert "stored=- (no node answered yet)" in last
+    assert "unreachable: 127.0.0.1:1 (UNAVAILABLE" in last

@@ -1,6 +1,6 @@
 """``workcell run --controllers N``: several controller nodes on one PostgreSQL database.
 
-The live view's state with several nodes (pure), the refusal of several
+The live view's state with several nodes (pure, from the nodes' answers), the refusal of several
 nodes on SQLite, and real runs on the throwaway PostgreSQL: every node
 takes readings (each sensor is given every address), the summary lists
 every node, and a node that dies is reported while the others go on.
@@ -20,38 +20,37 @@ from pathlib import Path
 
 from tests.databases import PostgresServer
 from tests.test_cli import Output, run_args, workcell
+from tests.test_liveview import runs
+from workcell.cell_state import CellState
 from workcell.flags import Address
-from workcell.liveview import CellState, render_screen, render_summary
+from workcell.liveview import render_screen, render_summary
 from workcell.runner import CellConfig
-
-PREFIX = "2025-03-01T12:00:00.000Z INFO controller.app: "
 
 
 def test_the_view_lists_every_controller() -> None:
     state = CellState(sensor_ids=["sensor-1"], controller_ids=["controller-1", "controller-2"])
-    state.observe(PREFIX + "ingest: stored=1000 rate=200.0/s duplicates=0 stale=0", "controller-1")
-    state.observe(PREFIX + "ingest: stored=500 rate=100.5/s duplicates=3 stale=1", "controller-2")
-    state.observe(PREFIX + "ingest: stored=1100 rate=190.0/s duplicates=0 stale=0", "controller-1")
+    state.watch_nodes(["127.0.0.1:50051", "127.0.0.1:50052"])
+    state.set_runs("127.0.0.1:50051", runs("a", ("sensor-1", 950, True)))
     screen = "\n".join(render_screen(state, elapsed=10))
-    assert "controller-1  stored 1100 readings  190.0/s  duplicates 0  stale 0" in screen
-    assert "controller-2  stored 500 readings  100.5/s  duplicates 3  stale 1" in screen
-    assert "all           stored 1600 readings  290.5/s  duplicates 3  stale 1" in screen
+    assert re.search(r"controller-1 127\.0\.0\.1:50051\s+…\s+3800\s+190\.0", screen), screen
+    # a node not heard from yet is shown as such, and so is one that cannot be reached
+    assert "controller-2 -/s" in render_summary(state, elapsed=10)
+    state.set_error("127.0.0.1:50052", "UNAVAILABLE: failed to connect")
+    screen = "\n".join(render_screen(state, elapsed=10))
+    assert re.search(r"controller-2 127\.0\.0\.1:50052\s+unreachable: UNAVAILABLE", screen)
+    state.set_runs("127.0.0.1:50052", runs("b", ("sensor-1", 500, True)))
     summary = render_summary(state, elapsed=10)
-    assert "stored=1600 (290.5/s) (controller-1 190.0/s, controller-2 100.5/s)" in summary
-    # a node not heard from yet is shown as such
-    waiting = CellState(controller_ids=["controller-1", "controller-2"])
-    waiting.observe(PREFIX + "ingest: stored=1 rate=1.0/s duplicates=0 stale=0", "controller-1")
-    assert "controller-2  waiting for the first ingest report" in render_screen(waiting, elapsed=1)
-    assert "controller-2 -/s" in render_summary(waiting, elapsed=1)
+    assert "stored=5800 (290.0/s) (controller-1 190.0/s, controller-2 100.0/s)" in summary
 
 
 def test_one_controller_is_shown_as_before() -> None:
     state = CellState(controller_ids=["controller"])
-    state.observe(PREFIX + "ingest: stored=10 rate=2.0/s duplicates=0 stale=0")
-    assert "controller  stored 10 readings  2.0/s  duplicates 0  stale 0" in render_screen(
-        state, elapsed=1
+    state.watch_nodes(["127.0.0.1:50051"])
+    state.set_runs("127.0.0.1:50051", runs("a", ("sensor-1", 10, True)))
+    assert re.search(
+        r"controller 127\.0\.0\.1:50051\s+…\s+40\s+2\.0", "\n".join(render_screen(state, elapsed=1))
     )
-    assert "stored=10 (2.0/s) commands=0" in render_summary(state, elapsed=1)
+    assert "stored=40 (2.0/s) commands=0" in render_summary(state, elapsed=1)
 
 
 def test_nodes_take_consecutive_ports_and_need_postgresql(tmp_path: Path) -> None:

@@ -16,6 +16,7 @@ import dataclasses
 import datetime
 import ipaddress
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -562,6 +563,12 @@ def test_cell_of_processes_over_tls(tmp_path: Path, pki: Pki) -> None:
             plaintext = _run_cli("history", "--controller", target)
             assert plaintext.returncode == 1
             assert "UNAVAILABLE" in plaintext.stderr
+
+            # workcell watch takes the same client flags (plain lines: stdout is a pipe).
+            watch = _run_cli("watch", target, "--duration", "3", *_flags("", pki.client()))
+            assert watch.returncode == 0, watch.stderr
+            assert re.search(r"^command \d+ issued", watch.stdout, re.MULTILINE), watch.stdout
+            assert "stored=50 " in watch.stdout.splitlines()[-1], watch.stdout
 
             assert healthcheck.main([target, *_flags("", pki.client())]) == 0
             assert healthcheck.main([target, "--timeout", "2"]) == 1

@@ -1,4 +1,5 @@
-"""The ``workcell`` command: ``workcell run`` (the whole cell), ``history`` and ``report``.
+"""The ``workcell`` command: ``workcell run`` (the whole cell), ``watch`` (any running
+cell, live), ``history`` and ``report``.
 
 This is the edge: flags and ``WORKCELL_*`` variables are read here into frozen
 configs, logging is set up here, and the exit status is decided here.
@@ -8,15 +9,20 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
-import shutil
+import os
+import signal
 import sys
+import time
 from collections.abc import Generator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 import grpc
 
+from workcell.cell_state import CellState
+from workcell.cell_watch import CellWatcher
 from workcell.flags import (
     Address,
     FlagParser,
@@ -34,10 +40,11 @@ from workcell.history_table import (
     TableWriter,
     format_time,
 )
-from workcell.liveview import CellState, Display, LiveScreen, SummaryLines
+from workcell.liveview import Display, LiveScreen, SummaryLines
 from workcell.logs import configure_logging, log_format, log_level
 from workcell.pipes import discard_stdout, output_gone, quiet_when_output_gone
 from workcell.runner import DEFAULT_METRICS, MAX_CONTROLLERS, CellConfig, run_cell
+from workcell.targets import parse_addresses
 from workcell.timeconv import from_iso, now_us, to_timestamp
 from workcell.tls import (
     PLAINTEXT,
@@ -61,6 +68,8 @@ REPORT_PAGE_SIZE = 1000
 # (the report is drawn from bounded buckets), but the time to page through it does.
 DEFAULT_REPORT_LAST = "24h"
 MAX_LAST_SECONDS = 36_500 * 86_400
+# How often workcell watch redraws (and prints a summary when one is due).
+WATCH_REFRESH = 0.5
 
 
 @dataclass(frozen=True, slots=True)
@@ -257,6 +266,42 @@ def _parser() -> FlagParser:
         metavar="text|json",
         help="log lines of this command and of every child, as text or JSON objects",
     )
+
+    watch = commands.add_parser(
+        "watch",
+        help="show a running cell live: commands as they are issued and acknowledged, "
+        "sensors, which node leads",
+        description="Follow a running cell through its controllers' live API "
+        "(History/Watch, Sensors/ListRuns, Nodes/GetLeadership): redrawn in place on a "
+        "terminal, plain lines (one per command event, a summary every 5 s) otherwise. "
+        "Give every node's address to see every sensor: each node knows the readings it "
+        "stored. Ctrl-C stops it.",
+    )
+    assert isinstance(watch, FlagParser)
+    watch.set_defaults(command_parser=watch)
+    watch.add_argument(
+        "address",
+        nargs="?",
+        type=parse_addresses,
+        default=None,
+        metavar="ADDRESS",
+        help="the controller's gRPC address, or every node's, comma-separated "
+        f"(default: $WORKCELL_CONTROLLER_ADDRESS or {DEFAULT_CONTROLLER})",
+    )
+    watch.flag(
+        "--no-live",
+        env=None,
+        action="store_true",
+        help="plain lines even on a terminal",
+    )
+    watch.flag(
+        "--duration",
+        env=None,
+        default=None,
+        type=duration_seconds,
+        help="stop by itself after this long (default: until Ctrl-C)",
+    )
+    add_tls_flags(watch, side="client", what="controller: ")
 
     history = commands.add_parser(
         "history",
@@ -506,11 +551,10 @@ def run_command(args: argparse.Namespace) -> int:
     _setup_run_logging(
         args.log_level, args.log_format, config.log_dir / "workcell.log", to_stderr=not live
     )
-    display: Display
-    if live:
-        display = LiveScreen(sys.stdout, width=shutil.get_terminal_size().columns)
-    else:
-        display = SummaryLines(sys.stdout)
+    display: Display = LiveScreen(sys.stdout) if live else SummaryLines(sys.stdout)
+    problem = config.problem()
+    if problem is not None:
+        args.command_parser.error(f"argument --controllers: {problem}")
     state = CellState(sensor_ids=config.sensor_ids, controller_ids=config.controller_names)
     code = asyncio.run(run_cell(config, display, state))
     if live:
@@ -524,6 +568,60 @@ def run_command(args: argparse.Namespace) -> int:
     return code
 
 
+async def _watch(
+    addresses: Sequence[Address],
+    tls: TlsConfig,
+    display: Display,
+    duration: float | None,
+) -> None:
+    state = CellState(phase="watching")
+    watcher = CellWatcher(addresses, state, tls=tls, on_event=display.event)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        loop.add_signal_handler(signum, stop.set)
+    started = time.monotonic()
+    following = asyncio.create_task(watcher.run())
+    try:
+        while not stop.is_set() and not following.done():
+            elapsed = time.monotonic() - started
+            if duration is not None and elapsed >= duration:
+                break
+            display.refresh(state, elapsed=elapsed, now_us=now_us())
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(WATCH_REFRESH):
+                    await stop.wait()
+    finally:
+        following.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await following
+        state.phase = "stopped"
+        display.close(state, elapsed=time.monotonic() - started, now_us=now_us())
+
+
+def watch_command(args: argparse.Namespace) -> int:
+    """``workcell watch``: the live view of a running cell until Ctrl-C (or --duration)."""
+    configure_logging("WARNING", "text", native_stderr=True)
+    tls = parse_tls(args.command_parser, args, side="client")
+    addresses = args.address
+    if addresses is None:
+        text = os.environ.get("WORKCELL_CONTROLLER_ADDRESS", DEFAULT_CONTROLLER)
+        try:
+            addresses = parse_addresses(text)
+        except argparse.ArgumentTypeError as exc:
+            args.command_parser.error(f"WORKCELL_CONTROLLER_ADDRESS: {exc}")
+    display: Display
+    if not args.no_live and sys.stdout.isatty():
+        display = LiveScreen(sys.stdout, title="workcell watch")
+    else:
+        display = SummaryLines(sys.stdout, events=True)
+    try:
+        asyncio.run(_watch(addresses, tls, display, args.duration))
+    except BrokenPipeError:
+        discard_stdout()
+    return 0
+
+
 @quiet_when_output_gone
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``workcell`` command; returns the exit status.
@@ -535,6 +633,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "run":
         return run_command(args)
+    if args.command == "watch":
+        return watch_command(args)
     if args.command == "history":
         configure_logging("WARNING", args.log_format, native_stderr=True)
         tls = parse_tls(args.command_parser, args, side="client")

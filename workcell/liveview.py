@@ -1,193 +1,49 @@
-"""What ``workcell run`` shows: the cell's state and two ways to draw it.
+"""How the live view of a cell (``workcell watch`` and ``workcell run``) is drawn.
 
-:class:`CellState` is fed the children's log lines (it keeps the latest report
-of each kind), the last History entries and the children that exited. It is
-pure: no clocks, no sockets. :class:`LiveScreen` redraws it in place with ANSI
-escapes on a terminal; :class:`SummaryLines` prints one line every few seconds
-for logs and pipes. Both only write to the stream they are given.
+The state (:class:`~workcell.cell_state.CellState`) is fed by
+:mod:`workcell.cell_watch`. Two ways to show it: :class:`LiveScreen` redraws
+it in place on a terminal with ``rich``, at the terminal's size of the moment
+(narrow terminals lose the less needed columns, short ones the last sensor
+rows), and :class:`SummaryLines` prints plain lines for logs and pipes. Both
+end with the same summary line, drawn from the same final state as the last
+frame.
 """
 
 from __future__ import annotations
 
-import re
-import signal
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+import io
 from typing import Protocol, TextIO
 
-from workcell.history_table import format_p_value, format_table
-from workcell.logs import log_message
+from rich.console import Console, Group, RenderableType
+from rich.live import Live
+from rich.table import Table
+from rich.text import Text
+
+from workcell.cell_state import CellState, describe_exit
+from workcell.history_table import format_p_value
 from workcell.status import status_name
+from workcell.timeconv import from_timestamp, to_datetime
+from workcell.v1 import history_pb2
 from workcell.v1.history_pb2 import HistoryEntry
 
 __all__ = [
-    "CellState",
-    "ChildExit",
-    "DecisionReport",
     "Display",
-    "IngestReport",
     "LiveScreen",
-    "SensorReport",
     "SummaryLines",
-    "describe_exit",
+    "event_line",
     "render_screen",
     "render_summary",
+    "screen",
 ]
 
-# The exact log lines the services promise (see their __main__ modules).
-_SENSOR = re.compile(
-    r"sensor (?P<id>\S+): rate=(?P<rate>\S+)/s sent=(?P<sent>\d+) acked=(?P<acked>\d+) "
-    r"buffered=(?P<buffered>\d+) dropped=(?P<dropped>\d+)"
-)
-_INGEST = re.compile(
-    r"ingest: stored=(?P<stored>\d+) rate=(?P<rate>\S+)/s duplicates=(?P<duplicates>\d+) "
-    r"stale=(?P<stale>\d+)"
-)
-_DECISION = re.compile(
-    r"decision: command (?P<id>\d+) window \[(?P<start>[^,]+), (?P<end>[^)]+)\) "
-    r"status=(?P<status>\w+) changed=(?P<changed>\w+) p=(?P<p>\S+) n=(?P<n>\d+)"
-)
-_ACK = re.compile(r"command (?P<id>\d+) acknowledged")
-
-HISTORY_ROWS = 5
 TAIL_ROWS = 3
+SUMMARY_SENSORS = 16
+"""Sensors named in a summary line; the rest are counted."""
+NARROW = 90
+"""Below this many columns, the tables keep only their essential columns."""
 
 
-def _float(text: str) -> float | None:
-    try:
-        return float(text)
-    except ValueError:
-        return None
-
-
-@dataclass(frozen=True, slots=True)
-class SensorReport:
-    """A sensor's latest ``sensor <id>: rate=...`` line."""
-
-    sensor_id: str
-    rate: float
-    sent: int
-    acked: int
-    buffered: int
-    dropped: int
-
-
-@dataclass(frozen=True, slots=True)
-class IngestReport:
-    """The controller's latest ``ingest: stored=...`` line."""
-
-    stored: int
-    rate: float
-    duplicates: int
-    stale: int
-
-
-@dataclass(frozen=True, slots=True)
-class DecisionReport:
-    """The controller's latest ``decision: command ...`` line."""
-
-    command_id: int
-    status: str
-    changed: bool
-    p_value: float | None
-    count: int
-
-
-@dataclass(frozen=True, slots=True)
-class ChildExit:
-    """A child that exited without being asked to, with its last output lines."""
-
-    name: str
-    code: int
-    tail: tuple[str, ...]
-
-
-def describe_exit(code: int) -> str:
-    """``exit code 2`` or ``killed by SIGKILL`` (asyncio reports signals as -N)."""
-    if code < 0:
-        try:
-            return f"killed by {signal.Signals(-code).name}"
-        except ValueError:
-            return f"killed by signal {-code}"
-    return f"exit code {code}"
-
-
-@dataclass
-class CellState:
-    """Everything the view shows, updated from log lines and History answers."""
-
-    sensor_ids: Sequence[str] = ()
-    controller_ids: Sequence[str] = ()
-    """The controller nodes, in order: one line each on screen when there are several."""
-    phase: str = "starting"
-    sensors: dict[str, SensorReport] = field(default_factory=dict)
-    ingests: dict[str, IngestReport] = field(default_factory=dict)
-    """Each controller's latest ingest report, by the child's name."""
-    last_decision: DecisionReport | None = None
-    decisions: int = 0
-    acknowledged: set[int] = field(default_factory=set)
-    history: list[HistoryEntry] = field(default_factory=list)
-    history_error: str | None = None
-    exits: list[ChildExit] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)
-
-    @property
-    def ingest(self) -> IngestReport | None:
-        """Every controller's latest ingest report added up; None before the first."""
-        reports = list(self.ingests.values())
-        if not reports:
-            return None
-        return IngestReport(
-            stored=sum(r.stored for r in reports),
-            rate=sum(r.rate for r in reports),
-            duplicates=sum(r.duplicates for r in reports),
-            stale=sum(r.stale for r in reports),
-        )
-
-    def observe(self, line: str, child: str = "controller") -> None:
-        """Take one log line of any child (text or JSON); lines of no interest are ignored.
-
-        ``child`` names the child that wrote it (which controller, for ingest reports).
-        """
-        line = log_message(line)
-        if match := _SENSOR.search(line):
-            report = SensorReport(
-                sensor_id=match["id"],
-                rate=_float(match["rate"]) or 0.0,
-                sent=int(match["sent"]),
-                acked=int(match["acked"]),
-                buffered=int(match["buffered"]),
-                dropped=int(match["dropped"]),
-            )
-            self.sensors[report.sensor_id] = report
-        elif match := _INGEST.search(line):
-            self.ingests[child] = IngestReport(
-                stored=int(match["stored"]),
-                rate=_float(match["rate"]) or 0.0,
-                duplicates=int(match["duplicates"]),
-                stale=int(match["stale"]),
-            )
-        elif match := _DECISION.search(line):
-            self.decisions += 1
-            self.last_decision = DecisionReport(
-                command_id=int(match["id"]),
-                status=match["status"],
-                changed=match["changed"].lower() == "true",
-                p_value=_float(match["p"]),
-                count=int(match["n"]),
-            )
-        elif match := _ACK.search(line):
-            # A resent command is acknowledged again; count it once.
-            self.acknowledged.add(int(match["id"]))
-
-    def set_history(self, entries: Sequence[HistoryEntry]) -> None:
-        """Keep the last few History entries (oldest first)."""
-        self.history = list(entries[-HISTORY_ROWS:])
-        self.history_error = None
-
-    def record_exit(self, name: str, code: int, tail: Sequence[str]) -> None:
-        """Remember a child that exited unexpectedly."""
-        self.exits.append(ChildExit(name, code, tuple(tail)))
+# -- text ------------------------------------------------------------------------------
 
 
 def _clock(seconds: float) -> str:
@@ -195,104 +51,77 @@ def _clock(seconds: float) -> str:
     return f"{whole // 3600:02d}:{whole % 3600 // 60:02d}:{whole % 60:02d}"
 
 
-def _last_decision_text(state: CellState) -> str:
-    if state.history:
-        entry = state.history[-1]
-        acked = "acked" if entry.HasField("acknowledged_at") else "pending"
-        return (
-            f"#{entry.command_id} {status_name(entry.status)} "
-            f"p={format_p_value(entry)} n={entry.window.count} {acked}"
-        )
-    if state.last_decision is not None:
-        d = state.last_decision
-        p = "-" if d.p_value is None else f"{d.p_value:.4f}"
-        return f"#{d.command_id} {d.status} p={p} n={d.count}"
-    return "none yet"
+def _time(us: int) -> str:
+    moment = to_datetime(us)
+    return moment.strftime("%H:%M:%S") + f".{moment.microsecond // 1000:03d}"
 
 
-def _ingest_text(report: IngestReport) -> str:
+def _ack_text(entry: HistoryEntry) -> str:
+    if not entry.HasField("acknowledged_at"):
+        return "pending"
+    lag = (from_timestamp(entry.acknowledged_at) - from_timestamp(entry.issued_at)) / 1e6
+    return f"acked +{lag:.3f}s"
+
+
+def _command_text(entry: HistoryEntry) -> str:
     return (
-        f"stored {report.stored} readings  {report.rate:.1f}/s  "
-        f"duplicates {report.duplicates}  stale {report.stale}"
+        f"#{entry.command_id} {status_name(entry.status)} p={format_p_value(entry)} "
+        f"n={entry.window.count} {_ack_text(entry).split(' ')[0]}"
     )
 
 
-def _controller_lines(state: CellState) -> list[str]:
-    """One line for the controller, or one per node and their total when there are several."""
-    names = list(state.controller_ids) or sorted(state.ingests)
-    if len(names) <= 1:
-        total = state.ingest
-        if total is None:
-            return ["controller  waiting for the first ingest report"]
-        return [f"controller  {_ingest_text(total)}"]
-    width = max(len(name) for name in names) + 2
-    lines = []
-    for name in names:
-        report = state.ingests.get(name)
-        text = "waiting for the first ingest report" if report is None else _ingest_text(report)
-        lines.append(f"{name:<{width}}{text}")
-    total = state.ingest
-    if total is not None:
-        lines.append(f"{'all':<{width}}{_ingest_text(total)}")
-    return lines
-
-
-def render_screen(state: CellState, *, elapsed: float, title: str = "workcell") -> list[str]:
-    """The full live view as lines (no escapes, no trailing newlines)."""
-    lines = [f"{title}  {state.phase} {_clock(elapsed)}  (Ctrl-C stops the cell)", ""]
-    lines += _controller_lines(state)
-    lines.append(
-        f"commands    issued {state.decisions}  acknowledged {len(state.acknowledged)}  "
-        f"last {_last_decision_text(state)}"
+def event_line(event: history_pb2.WatchResponse) -> str:
+    """One plain line per History/Watch event."""
+    entry = event.command
+    if event.kind == history_pb2.COMMAND_EVENT_KIND_ACKNOWLEDGED:
+        return f"command {entry.command_id} acknowledged ({_ack_text(entry)})"
+    start, end = from_timestamp(entry.from_datetime), from_timestamp(entry.to_datetime)
+    window = f"[{_time(start)}, {_time(end)})"
+    changed = " changed" if entry.changed else ""
+    return (
+        f"command {entry.command_id} issued: {status_name(entry.status)}{changed} "
+        f"window {window} p={format_p_value(entry)} n={entry.window.count}"
     )
-    lines += [
-        "",
-        f"{'sensor':<16}{'rate/s':>10}{'sent':>12}{'acked':>12}{'buffered':>10}{'dropped':>9}",
-    ]
-    for sensor_id in state.sensor_ids or sorted(state.sensors):
-        report = state.sensors.get(sensor_id)
-        if report is None:
-            lines.append(f"{sensor_id:<16}{'…':>10}  (no report yet)")
-        else:
-            lines.append(
-                f"{sensor_id:<16}{report.rate:>10.1f}{report.sent:>12}{report.acked:>12}"
-                f"{report.buffered:>10}{report.dropped:>9}"
-            )
-    lines += ["", "last decisions (History/Query)"]
-    if state.history:
-        lines += format_table(state.history).splitlines()
-    elif state.history_error is not None:
-        lines.append(f"  unavailable: {state.history_error}")
-    else:
-        lines.append("  none yet")
-    for gone in state.exits:
-        lines += ["", f"! {gone.name} exited unexpectedly ({describe_exit(gone.code)})"]
-        lines += [f"  {gone.name}| {text}" for text in gone.tail[-TAIL_ROWS:]]
-    lines += state.notes
-    return lines
 
 
 def render_summary(state: CellState, *, elapsed: float) -> str:
-    """One line for logs and pipes: stored rate (each node's too), commands, sensor rates, exits."""
+    """One line for logs and pipes: stored and rate (each node's too), commands, leader, sensors."""
     parts = [f"[{elapsed:6.1f}s]"]
-    if state.ingest is None:
-        parts.append("stored=- (no report yet)")
+    stored = state.stored
+    if stored is None:
+        parts.append("stored=- (no node answered yet)")
     else:
-        parts.append(f"stored={state.ingest.stored} ({state.ingest.rate:.1f}/s)")
-    controllers = list(state.controller_ids) or sorted(state.ingests)
-    if len(controllers) > 1:
-        each = []
-        for name in controllers:
-            node = state.ingests.get(name)
-            each.append(f"{name} {'-' if node is None else f'{node.rate:.1f}'}/s")
-        parts.append("(" + ", ".join(each) + ")")
-    parts.append(f"commands={state.decisions} acked={len(state.acknowledged)}")
-    parts.append(f"last={_last_decision_text(state)}")
-    rates = []
-    for sensor_id in state.sensor_ids or sorted(state.sensors):
-        report = state.sensors.get(sensor_id)
-        rates.append(f"{sensor_id} {'-' if report is None else f'{report.rate:.1f}'}/s")
-    line = " ".join(parts) + " | sensors: " + ", ".join(rates)
+        parts.append(f"stored={stored} ({state.rate:.1f}/s)")
+    if len(state.nodes) > 1:
+        parts.append(
+            "("
+            + ", ".join(
+                f"{n.name} {'-' if n.error or not n.period_us else f'{n.rate:.1f}'}/s"
+                for n in state.nodes.values()
+            )
+            + ")"
+        )
+    parts.append(f"commands={state.issued} acked={state.acknowledged}")
+    last = state.last_command()
+    parts.append(f"last={'none yet' if last is None else _command_text(last)}")
+    cadence = state.cadence()
+    if cadence is not None:
+        parts.append(f"every={cadence:.2f}s")
+    parts.append(f"leader={state.leader() or '-'}")
+    rates = state.sensor_rates()
+    named = [
+        f"{sensor_id} {'-' if rate is None else f'{rate:.1f}'}/s"
+        for sensor_id, rate in list(rates.items())[:SUMMARY_SENSORS]
+    ]
+    if len(rates) > SUMMARY_SENSORS:
+        named.append(f"… {len(rates) - SUMMARY_SENSORS} more")
+    silent = sum(1 for s in state.sensors() if not s.live)
+    line = " ".join(parts) + " | sensors: " + (", ".join(named) or "none yet")
+    if silent:
+        line += f" ({silent} silent)"
+    unreachable = [n for n in state.nodes.values() if n.error is not None]
+    if unreachable:
+        line += " | unreachable: " + ", ".join(f"{n.address} ({n.error})" for n in unreachable)
     if state.exits:
         line += " | exited: " + ", ".join(
             f"{gone.name} ({describe_exit(gone.code)})" for gone in state.exits
@@ -300,63 +129,267 @@ def render_summary(state: CellState, *, elapsed: float) -> str:
     return line
 
 
+# -- the screen ------------------------------------------------------------------------
+
+
+def _nodes_table(state: CellState, narrow: bool) -> Table:
+    table = Table(title=None, box=None, pad_edge=False, expand=False, header_style="bold")
+    table.add_column("controller", no_wrap=True, overflow="ellipsis")
+    table.add_column("role", no_wrap=True)
+    if not narrow:
+        table.add_column("term", justify="right")
+    table.add_column("stored", justify="right")
+    table.add_column("rate/s", justify="right")
+    for node in state.nodes.values():
+        if node.error is not None:
+            role = Text(f"unreachable: {node.error}", style="red", overflow="ellipsis")
+        elif node.leading is None:
+            role = Text("…")
+        else:
+            role = Text("leader", style="bold green") if node.leading else Text("standby")
+        label = node.name if node.name == node.address else f"{node.name} {node.address}"
+        cells: list[RenderableType] = [label, role]
+        if not narrow:
+            cells.append(str(node.epoch) if node.leading is not None else "")
+        cells += [str(node.stored), f"{node.rate:.1f}"]
+        table.add_row(*cells)
+    return table
+
+
+def _commands_table(state: CellState, narrow: bool) -> Table:
+    table = Table(box=None, pad_edge=False, header_style="bold")
+    table.add_column("id", justify="right", no_wrap=True)
+    table.add_column("status", no_wrap=True)
+    if not narrow:
+        table.add_column("window (UTC)", no_wrap=True)
+    table.add_column("p", justify="right", no_wrap=True)
+    table.add_column("n", justify="right", no_wrap=True)
+    table.add_column("ack", no_wrap=True)
+    for command_id in sorted(state.commands):
+        entry = state.commands[command_id]
+        status = status_name(entry.status) + (" *" if entry.changed else "")
+        cells: list[RenderableType] = [
+            str(command_id),
+            Text(status, style="bold" if entry.changed else ""),
+        ]
+        if not narrow:
+            cells.append(
+                f"{_time(from_timestamp(entry.from_datetime))}-"
+                f"{_time(from_timestamp(entry.to_datetime))}"
+            )
+        ack = _ack_text(entry)
+        cells += [
+            format_p_value(entry),
+            str(entry.window.count),
+            Text(ack, style="yellow" if ack == "pending" else "green"),
+        ]
+        table.add_row(*cells)
+    return table
+
+
+def _sensors_table(state: CellState, narrow: bool, rows: int, now_us: int) -> Table:
+    table = Table(box=None, pad_edge=False, header_style="bold")
+    table.add_column("sensor", no_wrap=True, overflow="ellipsis", max_width=24)
+    if not narrow:
+        table.add_column("boot", no_wrap=True, max_width=8, overflow="crop")
+    table.add_column("state", no_wrap=True)
+    table.add_column("rate/s", justify="right", no_wrap=True)
+    table.add_column("stale", justify="right", no_wrap=True)
+    if not narrow:
+        table.add_column("stored", justify="right", no_wrap=True)
+        table.add_column("dup", justify="right", no_wrap=True)
+    table.add_column("last", justify="right", no_wrap=True)
+    period = state.period_us
+    sensors = state.sensors()
+    seen = {s.sensor_id for s in sensors}
+    missing = [sensor_id for sensor_id in state.sensor_ids if sensor_id not in seen]
+    shown = 0
+    for sensor_id in missing:
+        if shown >= rows:
+            break
+        cells: list[RenderableType] = [sensor_id]
+        if not narrow:
+            cells.append("")
+        cells += [Text("not seen", style="yellow"), "-", "-"]
+        if not narrow:
+            cells += ["-", "-"]
+        cells.append("-")
+        table.add_row(*cells)
+        shown += 1
+    for sensor in sensors:
+        if shown >= rows:
+            break
+        rate = sensor.last_window * 1e6 / period if period else 0.0
+        cells = [sensor.sensor_id]
+        if not narrow:
+            cells.append(sensor.boot_id)
+        cells += [
+            Text("live", style="green") if sensor.live else Text("silent", style="red"),
+            f"{rate:.1f}",
+            str(sensor.stale),
+        ]
+        if not narrow:
+            cells += [str(sensor.stored), str(sensor.duplicates)]
+        cells.append(f"{max(0.0, (now_us - sensor.last_received_us) / 1e6):.1f}s ago")
+        table.add_row(*cells)
+        shown += 1
+    hidden = len(missing) + len(sensors) - shown
+    if hidden > 0:
+        table.caption = f"… {hidden} more sensors (the terminal is too short)"
+    return table
+
+
+def screen(
+    state: CellState,
+    *,
+    elapsed: float,
+    now_us: int,
+    width: int,
+    height: int,
+    title: str = "workcell",
+) -> RenderableType:
+    """The whole view for a terminal of ``width`` columns and ``height`` rows."""
+    narrow = width < NARROW
+    header = Text(f"{title}  {state.phase} {_clock(elapsed)}  ", style="bold")
+    header.append("(Ctrl-C stops)", style="dim")
+    cadence = state.cadence()
+    last = state.last_command()
+    decisions = Text(
+        f"commands: {state.issued} issued, {state.acknowledged} acknowledged since the view began"
+    )
+    if cadence is not None:
+        decisions.append(f"; one every {cadence:.2f}s")
+    if state.issue_times:
+        decisions.append(f", the last {(now_us - state.issue_times[-1]) / 1e6:.1f}s ago")
+    parts: list[RenderableType] = [header, Text(""), _nodes_table(state, narrow), Text("")]
+    parts.append(decisions)
+    if state.watch_error is not None:
+        parts.append(Text(f"History/Watch: {state.watch_error}", style="red"))
+    if last is not None:
+        parts.append(_commands_table(state, narrow))
+    else:
+        parts.append(Text("  no command yet", style="dim"))
+    parts.append(Text(""))
+    sensors = state.sensors()
+    live = sum(1 for s in sensors if s.live)
+    parts.append(Text(f"sensors: {live} live, {len(sensors) - live} silent"))
+    exits: list[RenderableType] = []
+    for gone in state.exits:
+        exits.append(
+            Text(f"! {gone.name} exited unexpectedly ({describe_exit(gone.code)})", style="red")
+        )
+        exits += [
+            Text(f"  {gone.name}| {line}", overflow="ellipsis") for line in gone.tail[-TAIL_ROWS:]
+        ]
+    notes = [Text(note) for note in state.notes]
+    # Every line but the sensor rows (the decisions line may wrap once): the rows
+    # that fit below them are shown, the others counted.
+    used = 11 + len(state.nodes) + len(state.commands) + len(exits) + len(notes)
+    parts.append(_sensors_table(state, narrow, max(1, height - used), now_us))
+    return Group(*parts, *exits, *notes)
+
+
+def render_screen(
+    state: CellState,
+    *,
+    elapsed: float,
+    now_us: int = 0,
+    width: int = 120,
+    height: int = 60,
+    title: str = "workcell",
+) -> list[str]:
+    """The view as plain lines at that size (for tests and for reading)."""
+    out = io.StringIO()
+    console = Console(file=out, width=width, height=height, color_system=None, legacy_windows=False)
+    console.print(
+        screen(state, elapsed=elapsed, now_us=now_us, width=width, height=height, title=title)
+    )
+    return [line.rstrip() for line in out.getvalue().splitlines()]
+
+
+# -- displays ---------------------------------------------------------------------------
+
+
 class Display(Protocol):
     """Something that shows the state now and then, and once more at the end."""
 
-    def refresh(self, state: CellState, *, elapsed: float) -> None: ...
+    def refresh(self, state: CellState, *, elapsed: float, now_us: int) -> None: ...
 
-    def close(self, state: CellState, *, elapsed: float) -> None: ...
+    def event(self, event: history_pb2.WatchResponse) -> None: ...
+
+    def close(self, state: CellState, *, elapsed: float, now_us: int) -> None: ...
 
 
 class LiveScreen:
-    """Redraws the view in place on a terminal (ANSI cursor movement)."""
+    """Redraws the view in place on a terminal (``rich.live``), at its size of the moment."""
 
-    def __init__(self, stream: TextIO, *, width: int = 120) -> None:
-        self._stream = stream
-        self._width = width
-        self._drawn = 0
+    def __init__(self, stream: TextIO, *, title: str = "workcell") -> None:
+        self._console = Console(file=stream)
+        self._title = title
+        self._live: Live | None = None
 
-    def refresh(self, state: CellState, *, elapsed: float) -> None:
+    def _renderable(self, state: CellState, elapsed: float, now_us: int) -> RenderableType:
+        width, height = self._console.size  # asked again at every frame
+        return screen(
+            state, elapsed=elapsed, now_us=now_us, width=width, height=height, title=self._title
+        )
+
+    def refresh(self, state: CellState, *, elapsed: float, now_us: int) -> None:
         """Draw the current view over the previous one."""
-        # Lines wider than the terminal would wrap and break the cursor arithmetic.
-        lines = [line[: self._width] for line in render_screen(state, elapsed=elapsed)]
-        out = []
-        if self._drawn:
-            out.append(f"\x1b[{self._drawn}F")
+        view = self._renderable(state, elapsed, now_us)
+        if self._live is None:
+            self._live = Live(
+                view,
+                console=self._console,
+                auto_refresh=False,
+                vertical_overflow="crop",
+                redirect_stdout=False,
+                redirect_stderr=False,
+            )
+            self._live.start(refresh=True)
         else:
-            out.append("\x1b[?25l")  # hide the cursor while redrawing
-        out += [f"{line}\x1b[K\n" for line in lines]
-        out.append("\x1b[J")
-        self._stream.write("".join(out))
-        self._stream.flush()
-        self._drawn = len(lines)
+            self._live.update(view, refresh=True)
 
-    def close(self, state: CellState, *, elapsed: float) -> None:
-        """Leave the final view on screen and give the cursor back."""
-        self.refresh(state, elapsed=elapsed)
-        self._stream.write("\x1b[?25h")
-        self._stream.flush()
+    def event(self, event: history_pb2.WatchResponse) -> None:
+        """Events show in the next frame."""
+
+    def close(self, state: CellState, *, elapsed: float, now_us: int) -> None:
+        """Leave the final view on screen, then the summary line drawn from the same state."""
+        self.refresh(state, elapsed=elapsed, now_us=now_us)
+        assert self._live is not None
+        self._live.stop()
+        self._live = None
+        if not self._console.is_terminal:
+            # Off a terminal rich leaves the last frame without its line end.
+            self._console.line()
+        self._console.print(render_summary(state, elapsed=elapsed), highlight=False, soft_wrap=True)
 
 
 class SummaryLines:
-    """One summary line every ``every`` seconds, and a last one at close."""
+    """Plain lines: one per command event (with ``events``), a summary every ``every``
+    seconds, and a last summary at close."""
 
-    def __init__(self, stream: TextIO, *, every: float = 5.0) -> None:
+    def __init__(self, stream: TextIO, *, every: float = 5.0, events: bool = False) -> None:
         self._stream = stream
         self._every = every
         self._next = every
+        self._events = events
 
-    def refresh(self, state: CellState, *, elapsed: float) -> None:
-        """Print a line when the next multiple of ``every`` has passed."""
+    def refresh(self, state: CellState, *, elapsed: float, now_us: int) -> None:
+        """Print a summary when the next multiple of ``every`` has passed."""
         if elapsed >= self._next:
-            self._print(state, elapsed)
+            self._print(render_summary(state, elapsed=elapsed))
             while self._next <= elapsed:
                 self._next += self._every
 
-    def close(self, state: CellState, *, elapsed: float) -> None:
-        """Print the final line."""
-        self._print(state, elapsed)
+    def event(self, event: history_pb2.WatchResponse) -> None:
+        if self._events:
+            self._print(event_line(event))
 
-    def _print(self, state: CellState, elapsed: float) -> None:
-        self._stream.write(render_summary(state, elapsed=elapsed) + "\n")
+    def close(self, state: CellState, *, elapsed: float, now_us: int) -> None:
+        """Print the final summary."""
+        self._print(render_summary(state, elapsed=elapsed))
+
+    def _print(self, line: str) -> None:
+        self._stream.write(line + "\n")
         self._stream.flush()

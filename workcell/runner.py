@@ -11,8 +11,9 @@ With ``--controllers N`` (PostgreSQL only: one SQLite file takes one
 controller), N controller nodes share the database, on consecutive ports
 from the configured one (or free ones for port 0); every sensor is given
 all their addresses (gRPC spreads its streams over them, see
-:mod:`workcell.targets`), and so is the History poller. A node that dies is
-reported; the cell stops only when no controller is left.
+:mod:`workcell.targets`), and so is the live view (:mod:`workcell.cell_watch`,
+which reads the controllers' API, never the children's logs). A node that dies
+is reported; the cell stops only when no controller is left.
 
 Children run in their own session so a Ctrl-C on the terminal reaches only
 this process, which then stops them in that order; so does SIGTERM, and
@@ -34,24 +35,22 @@ import signal
 import sys
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
-import grpc
-
 from workcell.cell_environment import child_environment
+from workcell.cell_state import CellState, describe_exit
+from workcell.cell_watch import CellWatcher
 from workcell.flags import Address
-from workcell.liveview import CellState, Display, describe_exit
+from workcell.liveview import Display
 from workcell.logs import log_message
 from workcell.parent_death import guarded
 from workcell.pipes import output_gone
-from workcell.targets import GrpcTarget, grpc_target, resolve_host
-from workcell.timeconv import from_timestamp, now_us, to_timestamp
-from workcell.v1 import history_pb2, history_pb2_grpc
+from workcell.timeconv import now_us
 
-__all__ = ["CellConfig", "Child", "ChildSpec", "poll_history", "run_cell"]
+__all__ = ["CellConfig", "Child", "ChildSpec", "run_cell"]
 
 logger = logging.getLogger(__name__)
 
@@ -64,7 +63,7 @@ START_TIMEOUT = 60.0
 SENSOR_STOP_TIMEOUT = 15.0
 CONTROLLER_STOP_TIMEOUT = 20.0
 MANIPULATOR_STOP_TIMEOUT = 10.0
-REFRESH_SECONDS = 1.0
+REFRESH_SECONDS = 0.5
 MAX_CONTROLLERS = 16
 SEVERAL_NEED_POSTGRESQL = (
     "several controllers need PostgreSQL (--database postgresql://...): "
@@ -323,48 +322,6 @@ class Child:
             self._log = None
 
 
-async def fetch_history(
-    stub: history_pb2_grpc.HistoryAsyncStub, *, since_us: int, rpc_timeout: float = 5.0
-) -> list[history_pb2.HistoryEntry]:
-    """Every History entry issued at or after ``since_us``, following page tokens."""
-    entries: list[history_pb2.HistoryEntry] = []
-    token = ""
-    while True:
-        request = history_pb2.QueryRequest(
-            from_datetime=to_timestamp(since_us), page_size=1000, page_token=token
-        )
-        response = await stub.Query(request, timeout=rpc_timeout)
-        entries.extend(response.entries)
-        token = response.next_page_token
-        if not token:
-            return entries
-
-
-def controllers_target(addresses: Sequence[Address]) -> GrpcTarget:
-    """One gRPC target over every controller node (round robin; a dead node is skipped)."""
-    return grpc_target(addresses, resolve_host)
-
-
-async def poll_history(
-    target: GrpcTarget, state: CellState, *, since_us: int, interval: float = REFRESH_SECONDS
-) -> None:
-    """Keep ``state.history`` up to date with the last decisions (runs until cancelled)."""
-    async with grpc.aio.insecure_channel(target.uri, options=target.options) as channel:
-        stub = history_pb2_grpc.HistoryStub(channel)
-        while True:
-            # Re-read from the oldest entry on show: its acknowledgement may have come.
-            start = from_timestamp(state.history[0].issued_at) if state.history else since_us
-            try:
-                entries = await fetch_history(stub, since_us=start)
-            except grpc.aio.AioRpcError as exc:
-                state.history_error = f"{exc.code().name}: {exc.details()}"
-                logger.debug("History/Query failed: %s", state.history_error)
-            else:
-                if entries:
-                    state.set_history(entries)
-            await asyncio.sleep(interval)
-
-
 class _Cell:
     """The children of one run, in start order, and how they end."""
 
@@ -375,6 +332,8 @@ class _Cell:
         self.state = state
         self.display = display
         self.children: list[Child] = []
+        self.watcher: CellWatcher | None = None
+        self.following: asyncio.Task[None] | None = None
         self.failed = False
         self.output_closed = False
         """Whoever read the view is gone (``| head``, the terminal closed)."""
@@ -391,7 +350,7 @@ class _Cell:
         if self.output_closed:
             return
         try:
-            self.display.refresh(self.state, elapsed=self.elapsed())
+            self.display.refresh(self.state, elapsed=self.elapsed(), now_us=now_us())
         except OSError as exc:
             if not output_gone(exc):
                 raise
@@ -404,7 +363,7 @@ class _Cell:
         if self.output_closed:
             return
         try:
-            self.display.close(self.state, elapsed=self.elapsed())
+            self.display.close(self.state, elapsed=self.elapsed(), now_us=now_us())
         except OSError as exc:
             if not output_gone(exc):
                 raise
@@ -416,11 +375,10 @@ class _Cell:
             self.metrics[name] = where
             logger.info("%s metrics on http://%s/metrics", name, where)
             self.state.notes.append(f"metrics  {name:<14} http://{where}/metrics")
-        self.state.observe(line, name)
 
     def child(self, name: str, module: str, args: Sequence[str]) -> Child:
-        # Every child logs in the cell's format (the live view reads both), at a
-        # level that keeps the INFO lines run reads (see CellConfig.child_log_level).
+        # Every child logs in the cell's format (this command's log shows both), at
+        # a level that keeps the INFO lines run reads (see CellConfig.child_log_level).
         args = [
             *args,
             "--log-format",
@@ -480,13 +438,20 @@ class _Cell:
         logger.info("%s listening on %s", child.name, child.address)
         return reachable(child.address)
 
-    async def stop_all(self) -> None:
-        """Stop sensors together, then the controllers together, then the manipulator."""
+    async def stop_all(
+        self, before_controllers: Callable[[], Awaitable[None]] | None = None
+    ) -> None:
+        """Stop sensors together, then the controllers together, then the manipulator.
+
+        ``before_controllers`` runs once the sensors are gone and before the
+        controllers go (the view's last look at them)."""
         sensors = [c for c in self.children if c.name.startswith("sensor-")]
         controllers = [c for c in self.children if c.name.startswith("controller")]
         others = [c for c in self.children if c not in sensors and c not in controllers]
         self.state.phase = "stopping sensors"
         await asyncio.gather(*(self._stop(c, SENSOR_STOP_TIMEOUT) for c in sensors))
+        if before_controllers is not None:
+            await before_controllers()
         if controllers:
             self.state.phase = "stopping " + ", ".join(c.name for c in controllers)
             await asyncio.gather(*(self._stop(c, CONTROLLER_STOP_TIMEOUT) for c in controllers))
@@ -504,8 +469,24 @@ class _Cell:
 
     async def refresh(self) -> None:
         while True:
-            await asyncio.sleep(REFRESH_SECONDS)
             self.show()
+            await asyncio.sleep(REFRESH_SECONDS)
+
+    async def last_look(self) -> None:
+        """Ask the controllers once more (every reading is in now: the sensors are gone),
+        then stop following them: the final frame and summary show this state."""
+        if self.watcher is not None:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(CONTROLLER_STOP_TIMEOUT / 4):
+                    await self.watcher.poll_once()
+        await self.stop_following()
+
+    async def stop_following(self) -> None:
+        if self.following is not None:
+            self.following.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self.following
+            self.following = None
 
     async def run(self, stop: asyncio.Event) -> int:
         config = self.config
@@ -539,10 +520,12 @@ class _Cell:
                 return 1 if self.failed else 0
             controller_addresses.append(controller_address)
         controllers = ",".join(str(a) for a in controller_addresses)
-        since = now_us()
-        history = asyncio.create_task(
-            poll_history(controllers_target(controller_addresses), self.state, since_us=since)
+        # The commands of this run, the nodes' roles and their sensors: from the API.
+        self.watcher = CellWatcher(
+            controller_addresses, self.state, from_now=True, on_event=self.display.event
         )
+        # Followed until the controllers are about to stop (stop_following).
+        self.following = asyncio.create_task(self.watcher.run(), name="follow the cell")
         self.state.phase = "starting sensors"
         for sensor_id in config.sensor_ids:
             sensor = self.child(
@@ -560,12 +543,7 @@ class _Cell:
             )
             await sensor.start()
         self.state.phase = "running"
-        try:
-            await self.watch(stop)
-        finally:
-            history.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await history
+        await self.watch(stop)
         return 1 if self.failed else 0
 
     def _essential(self, gone: Child) -> bool:
@@ -636,7 +614,8 @@ async def run_cell(config: CellConfig, display: Display, state: CellState | None
             code = await cell.run(stop)
         finally:
             # Children must not outlive us, whatever happened above.
-            await cell.stop_all()
+            await cell.stop_all(before_controllers=cell.last_look)
+            await cell.stop_following()
             state.phase = "stopped"
     finally:
         refresh.cancel()

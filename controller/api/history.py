@@ -1,4 +1,5 @@
-"""``workcell.v1.History``: the commands issued in a time range, paged."""
+"""``workcell.v1.History``: the commands issued in a time range, paged; and
+their events as they happen (Watch, :mod:`controller.api.watch`)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from controller.api.paging import (
     encode_page_token,
 )
 from controller.api.status_runs import Run, RunGrouper, entry_for_run
+from controller.api.watch import CommandWatch
 from controller.records import CommandRecord
 from workcell.timeconv import from_timestamp, timestamp_range_problem
 from workcell.v1 import history_pb2, history_pb2_grpc
@@ -40,10 +42,21 @@ class CommandSource(Protocol):
 
 
 class HistoryServicer(history_pb2_grpc.HistoryServicer):
-    """Answers History/Query from the ``commands`` table."""
+    """Answers History/Query from the ``commands`` table, and History/Watch
+    from the node's command feed (when given one)."""
 
-    def __init__(self, source: CommandSource) -> None:
+    def __init__(self, source: CommandSource, *, watch: CommandWatch | None = None) -> None:
         self._source = source
+        self._watch = watch
+
+    async def Watch(  # type: ignore[override]
+        self,
+        request: history_pb2.WatchRequest,
+        context: grpc.aio.ServicerContext[history_pb2.WatchRequest, history_pb2.WatchResponse],
+    ) -> None:
+        if self._watch is None:
+            await context.abort(grpc.StatusCode.UNIMPLEMENTED, "History/Watch is not served here")
+        await self._watch.serve(request, context)
 
     async def Query(
         self,

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import event, literal_column, select, tuple_
+from sqlalchemy import event, func, literal_column, select, tuple_
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
@@ -142,6 +142,32 @@ class Database:
                 await conn.execute(select(commands).order_by(commands.c.id.desc()).limit(1))
             ).first()
         return None if row is None else command_from_row(row._mapping)
+
+    async def last_command_id(self) -> int:
+        """The highest command id stored (0: none)."""
+        async with self.engine.connect() as conn:
+            highest = (await conn.execute(select(func.max(commands.c.id)))).scalar_one()
+        return 0 if highest is None else int(highest)
+
+    async def commands_after(self, after_id: int, *, limit: int) -> list[CommandRecord]:
+        """Up to ``limit`` commands with ids above ``after_id``, in id order (one
+        primary-key range: History/Watch's catch-up and the command feed)."""
+        query = select(commands).where(commands.c.id > after_id).order_by(commands.c.id)
+        async with self.engine.connect() as conn:
+            rows = (await conn.execute(query.limit(limit))).all()
+        return [command_from_row(row._mapping) for row in rows]
+
+    async def acknowledged_between(self, low_id: int, high_id: int) -> list[CommandRecord]:
+        """The acknowledged commands with ids from ``low_id`` to ``high_id``, in id order."""
+        c = commands.c
+        query = (
+            select(commands)
+            .where(c.id >= low_id, c.id <= high_id, c.acknowledged_at.is_not(None))
+            .order_by(c.id)
+        )
+        async with self.engine.connect() as conn:
+            rows = (await conn.execute(query)).all()
+        return [command_from_row(row._mapping) for row in rows]
 
     async def unacknowledged_commands(self) -> list[CommandRecord]:
         """Commands the manipulator has not acknowledged, oldest first."""

@@ -53,6 +53,7 @@ from controller.records import (
     ReadingRow,
     StreamTally,
 )
+from controller.sensor_runs import SensorRuns
 from controller.storage.inserts import (
     CONFLICT,
     NEW,
@@ -138,6 +139,7 @@ class Writer:
         period_us: int = DEFAULT_PERIOD_US,
         node: str | None = None,
         on_health: Callable[[bool], None] = lambda healthy: None,
+        on_commands: Callable[[], None] = lambda: None,
         max_pending: int = DEFAULT_MAX_PENDING,
         metrics: ControllerMetrics | None = None,
     ) -> None:
@@ -155,6 +157,11 @@ class Writer:
         # Told False when a write fails and True when writes succeed again, so
         # the controller can report NOT_SERVING while the database is in trouble.
         self._on_health = on_health
+        # Told after a group that recorded a command or an acknowledgement
+        # committed (History/Watch's feed polls at once instead of later).
+        self._on_commands = on_commands
+        self.runs = SensorRuns(period_us)
+        """What this node stored of each sensor run (Sensors/ListRuns), kept as groups settle."""
         self._max_pending = max_pending
         self._segments: list[Segment] = []
         self._operations: list[_Pending] = []
@@ -342,6 +349,11 @@ class Writer:
         metrics = self._metrics
         metrics.commit_latency.observe(time.perf_counter() - started)
         metrics.commit_batch_size.observe(readings)
+        if any(
+            _touches_commands(pending.request, count)
+            for pending, count in zip(operations, written.counts, strict=True)
+        ):
+            self._on_commands()
         for pending, count in zip(operations, written.counts, strict=True):
             if pending.future.done():
                 continue
@@ -379,15 +391,23 @@ class Writer:
                 mine = states[position : position + len(rows)]
                 position += len(rows)
                 news.append([row for row, state in zip(rows, mine, strict=True) if state == NEW])
+                self.runs.add_duplicates(
+                    row
+                    for row, state in zip(rows, mine, strict=True)
+                    if state not in (NEW, REFUSED)
+                )
                 refused.append(mine.count(REFUSED))
                 conflicts.append(mine.count(CONFLICT))
         new_rows = [row for new in news for row in new]
+        # Per-run tallies (Sensors/ListRuns): one pass over the group's new readings.
+        self.runs.add_stored(new_rows)
         # Per-stream stale counts are only worked out in the rare group that
         # has stale readings at all.
         stale = written.stale
         received = 0
         # sensor_id -> (stale readings, the newest of them)
         late: dict[str, tuple[int, ReadingRow]] = {}
+        runs = self.runs
         for (tally, rows), new, not_taken, clashes in zip(
             segments, news, refused, conflicts, strict=True
         ):
@@ -399,6 +419,7 @@ class Writer:
             if stale:
                 stale_rows = [row for row in new if row[TIMESTAMP] < decided_until]
                 tally.stale += len(stale_rows)
+                runs.add_stale(stale_rows)
                 for row in stale_rows:
                     count, newest = late.get(row[SENSOR_ID], (0, row))
                     later = row[TIMESTAMP] > newest[TIMESTAMP]
@@ -625,6 +646,15 @@ class Writer:
             written.rejections.append((tally, _refused_reading(row, error)))
             todo = [i for i in todo[len(done.states) + 1 :] if flat[i][0] is not tally]
         return await self._count_windows(backend, written, _new_rows([r for _, r in flat], states))
+
+
+def _touches_commands(request: Request, outcome: Outcome) -> bool:
+    """Whether a committed request recorded a command or an acknowledgement."""
+    if isinstance(request, InsertCommand):
+        return True
+    if isinstance(request, Acknowledge):
+        return outcome == 1
+    return isinstance(outcome, ClosedWindows) and outcome.record is not None
 
 
 def _new_rows(rows: Sequence[ReadingRow], states: Sequence[int]) -> list[ReadingRow]:

@@ -3,12 +3,22 @@ import datetime
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from workcell.v1 import command_pb2 as _command_pb2
 from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from collections.abc import Iterable as _Iterable, Mapping as _Mapping
 from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
+
+class CommandEventKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    COMMAND_EVENT_KIND_UNSPECIFIED: _ClassVar[CommandEventKind]
+    COMMAND_EVENT_KIND_ISSUED: _ClassVar[CommandEventKind]
+    COMMAND_EVENT_KIND_ACKNOWLEDGED: _ClassVar[CommandEventKind]
+COMMAND_EVENT_KIND_UNSPECIFIED: CommandEventKind
+COMMAND_EVENT_KIND_ISSUED: CommandEventKind
+COMMAND_EVENT_KIND_ACKNOWLEDGED: CommandEventKind
 
 class QueryRequest(_message.Message):
     __slots__ = ("from_datetime", "to_datetime", "page_size", "page_token", "merge_runs")
@@ -69,3 +79,23 @@ class HistoryEntry(_message.Message):
     command_count: int
     last_command_id: int
     def __init__(self, from_datetime: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., to_datetime: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., status: _Optional[_Union[_command_pb2.Status, str]] = ..., command_id: _Optional[int] = ..., issued_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., acknowledged_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., window: _Optional[_Union[WindowSummary, _Mapping]] = ..., previous_window: _Optional[_Union[WindowSummary, _Mapping]] = ..., p_value: _Optional[float] = ..., changed: _Optional[bool] = ..., command_count: _Optional[int] = ..., last_command_id: _Optional[int] = ...) -> None: ...
+
+class WatchRequest(_message.Message):
+    __slots__ = ("after_command_id", "acknowledged_through")
+    AFTER_COMMAND_ID_FIELD_NUMBER: _ClassVar[int]
+    ACKNOWLEDGED_THROUGH_FIELD_NUMBER: _ClassVar[int]
+    after_command_id: int
+    acknowledged_through: int
+    def __init__(self, after_command_id: _Optional[int] = ..., acknowledged_through: _Optional[int] = ...) -> None: ...
+
+class WatchResponse(_message.Message):
+    __slots__ = ("kind", "command", "resume_after_command_id", "resume_acknowledged_through")
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    COMMAND_FIELD_NUMBER: _ClassVar[int]
+    RESUME_AFTER_COMMAND_ID_FIELD_NUMBER: _ClassVar[int]
+    RESUME_ACKNOWLEDGED_THROUGH_FIELD_NUMBER: _ClassVar[int]
+    kind: CommandEventKind
+    command: HistoryEntry
+    resume_after_command_id: int
+    resume_acknowledged_through: int
+    def __init__(self, kind: _Optional[_Union[CommandEventKind, str]] = ..., command: _Optional[_Union[HistoryEntry, _Mapping]] = ..., resume_after_command_id: _Optional[int] = ..., resume_acknowledged_through: _Optional[int] = ...) -> None: ...

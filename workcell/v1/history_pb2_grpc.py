@@ -40,6 +40,11 @@ class HistoryStub:
                 request_serializer=workcell_dot_v1_dot_history__pb2.QueryRequest.SerializeToString,
                 response_deserializer=workcell_dot_v1_dot_history__pb2.QueryResponse.FromString,
                 _registered_method=True)
+        self.Watch = channel.unary_stream(
+                '/workcell.v1.History/Watch',
+                request_serializer=workcell_dot_v1_dot_history__pb2.WatchRequest.SerializeToString,
+                response_deserializer=workcell_dot_v1_dot_history__pb2.WatchResponse.FromString,
+                _registered_method=True)
 
 
 class HistoryServicer:
@@ -54,6 +59,20 @@ class HistoryServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Watch(self, request, context):
+        """Watch streams events of commands as they are issued and then as they are
+        acknowledged, read from the database every node shares: any node answers,
+        leader or standby. Events come in a fixed order: the issue of each command
+        in id order, and the acknowledgements in id order too (the acknowledgement
+        of a command is sent only once every command before it was acknowledged
+        and told). A watcher that does not read falls behind; past a bound of
+        events held for it the stream ends with RESOURCE_EXHAUSTED, and the
+        watcher resumes from the cursor of the last event it received.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_HistoryServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -61,6 +80,11 @@ def add_HistoryServicer_to_server(servicer, server):
                     servicer.Query,
                     request_deserializer=workcell_dot_v1_dot_history__pb2.QueryRequest.FromString,
                     response_serializer=workcell_dot_v1_dot_history__pb2.QueryResponse.SerializeToString,
+            ),
+            'Watch': grpc.unary_stream_rpc_method_handler(
+                    servicer.Watch,
+                    request_deserializer=workcell_dot_v1_dot_history__pb2.WatchRequest.FromString,
+                    response_serializer=workcell_dot_v1_dot_history__pb2.WatchResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -91,6 +115,33 @@ class History:
             '/workcell.v1.History/Query',
             workcell_dot_v1_dot_history__pb2.QueryRequest.SerializeToString,
             workcell_dot_v1_dot_history__pb2.QueryResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Watch(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/workcell.v1.History/Watch',
+            workcell_dot_v1_dot_history__pb2.WatchRequest.SerializeToString,
+            workcell_dot_v1_dot_history__pb2.WatchResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -37,6 +37,16 @@ class HistoryStub:
     """Query lists the commands issued in [from_datetime, to_datetime), oldest
     first, in pages (AIP-158).
     """
+    Watch: _grpc.UnaryStreamMultiCallable[_history_pb2.WatchRequest, _history_pb2.WatchResponse]
+    """Watch streams events of commands as they are issued and then as they are
+    acknowledged, read from the database every node shares: any node answers,
+    leader or standby. Events come in a fixed order: the issue of each command
+    in id order, and the acknowledgements in id order too (the acknowledgement
+    of a command is sent only once every command before it was acknowledged
+    and told). A watcher that does not read falls behind; past a bound of
+    events held for it the stream ends with RESOURCE_EXHAUSTED, and the
+    watcher resumes from the cursor of the last event it received.
+    """
 
 @_typing.type_check_only
 class HistoryAsyncStub(HistoryStub):
@@ -46,6 +56,16 @@ class HistoryAsyncStub(HistoryStub):
     Query: _aio.UnaryUnaryMultiCallable[_history_pb2.QueryRequest, _history_pb2.QueryResponse]  # type: ignore[assignment]
     """Query lists the commands issued in [from_datetime, to_datetime), oldest
     first, in pages (AIP-158).
+    """
+    Watch: _aio.UnaryStreamMultiCallable[_history_pb2.WatchRequest, _history_pb2.WatchResponse]  # type: ignore[assignment]
+    """Watch streams events of commands as they are issued and then as they are
+    acknowledged, read from the database every node shares: any node answers,
+    leader or standby. Events come in a fixed order: the issue of each command
+    in id order, and the acknowledgements in id order too (the acknowledgement
+    of a command is sent only once every command before it was acknowledged
+    and told). A watcher that does not read falls behind; past a bound of
+    events held for it the stream ends with RESOURCE_EXHAUSTED, and the
+    watcher resumes from the cursor of the last event it received.
     """
 
 class HistoryServicer(metaclass=_abc_1.ABCMeta):
@@ -59,6 +79,22 @@ class HistoryServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_history_pb2.QueryResponse, _abc.Awaitable[_history_pb2.QueryResponse]]:
         """Query lists the commands issued in [from_datetime, to_datetime), oldest
         first, in pages (AIP-158).
+        """
+
+    @_abc_1.abstractmethod
+    def Watch(
+        self,
+        request: _history_pb2.WatchRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_history_pb2.WatchResponse], _abc.AsyncIterator[_history_pb2.WatchResponse]]:
+        """Watch streams events of commands as they are issued and then as they are
+        acknowledged, read from the database every node shares: any node answers,
+        leader or standby. Events come in a fixed order: the issue of each command
+        in id order, and the acknowledgements in id order too (the acknowledgement
+        of a command is sent only once every command before it was acknowledged
+        and told). A watcher that does not read falls behind; past a bound of
+        events held for it the stream ends with RESOURCE_EXHAUSTED, and the
+        watcher resumes from the cursor of the last event it received.
         """
 
 def add_HistoryServicer_to_server(servicer: HistoryServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
