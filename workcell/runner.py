@@ -74,13 +74,6 @@ DEFAULT_MANIPULATOR_LISTEN = Address("127.0.0.1", 7700)
 DEFAULT_METRICS = Address("127.0.0.1", 0)
 # The signals that stop the cell in order (SIGHUP: the terminal closed).
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
-# ------------------------------------------------------------------------
-# The manipulator's --metrics-listen comes with issue 13, item 4 (metrics:
-# another branch). Until it is merged the manipulator is given none; its port
-# (the first one of a --metrics base) stays reserved so the other processes'
-# ports do not move when it comes. Set to True once the manipulator has the flag.
-MANIPULATOR_HAS_METRICS = False
-# ------------------------------------------------------------------------
 
 
 @dataclass(frozen=True, slots=True)
@@ -387,7 +380,7 @@ class _Cell:
             self.config.child_log_level,
         ]
         metrics = self.config.metrics_listens().get(name)
-        if metrics is not None and (module != "manipulator" or MANIPULATOR_HAS_METRICS):
+        if metrics is not None:
             args += ["--metrics-listen", str(metrics)]
         child = Child(
             ChildSpec(name, module, tuple(args)),
