@@ -79,10 +79,10 @@ class CommandRecord:
     effect: Effect = NO_EFFECT
     """The difference of the means, its interval at 1 - alpha, Hedges' g (None: undefined,
     or recorded before revision 0006)."""
-    min_effect: float = 0.0
-    """The policy that decided it, with ``alpha``: 0 and 1 are the rule (and what every
-    command before revision 0006 was decided by)."""
-    confirm: int = 1
+    min_effect: float | None = None
+    """The guards of the policy that decided it, with ``alpha`` (0 and 1: off, the plain
+    rule); None: recorded before revision 0006."""
+    confirm: int | None = None
     streak: Streak | None = None
     """The streak after this decision; None: recorded before revision 0006 (unknown)."""
     window_sums: tuple[int, int] | None = None
