@@ -31,7 +31,7 @@ from fractions import Fraction
 
 from scipy import stats as scipy_stats
 
-from controller.decision.moments import Moments, welch
+from controller.decision.moments import Moments, Welch
 
 __all__ = ["NO_EFFECT", "Effect", "measure", "small_sample_correction"]
 
@@ -54,10 +54,14 @@ class Effect:
 NO_EFFECT = Effect()
 
 
-def measure(current: Moments | None, previous: Moments | None, alpha: float) -> Effect:
+def measure(
+    current: Moments | None, previous: Moments | None, alpha: float, *, comparison: Welch | None
+) -> Effect:
     """The effect of ``current`` against ``previous`` with its interval at 1 - ``alpha``.
 
-    A window is None when it has no reading (or its summary is not finite).
+    A window is None when it has no reading (or its summary is not finite). ``comparison`` is
+    :func:`~controller.decision.moments.welch` of the two (None when it gave none, or a window
+    has fewer than two readings): the test computed it already.
     """
     if current is None or previous is None:
         return NO_EFFECT
@@ -66,7 +70,6 @@ def measure(current: Moments | None, previous: Moments | None, alpha: float) -> 
     if current.count < 2 or previous.count < 2 or shown is None:
         return Effect(difference=shown)
     ci_low = ci_high = None
-    comparison = welch(current, previous)
     if comparison is not None:
         quantile = float(scipy_stats.t.isf(alpha / 2, comparison.df))
         half = quantile * math.sqrt(_to_float(comparison.squared_error))

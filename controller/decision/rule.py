@@ -36,7 +36,7 @@ from fractions import Fraction
 from scipy import stats as scipy_stats
 
 from controller.decision.effect import NO_EFFECT, Effect, measure
-from controller.decision.moments import Moments, welch
+from controller.decision.moments import Moments, Welch, welch
 
 __all__ = [
     "STATUSES",
@@ -191,7 +191,10 @@ def decide(
     previous_summary = _summary(previous)
     current_moments = _moments(current)
     previous_moments = _moments(previous)
-    effect = measure(current_moments, previous_moments, alpha)
+    comparison = None
+    if current.count >= 2 and previous.count >= 2 and current_moments and previous_moments:
+        comparison = welch(current_moments, previous_moments)
+    effect = measure(current_moments, previous_moments, alpha, comparison=comparison)
 
     def kept(outcome: Outcome, p_value: float | None = None) -> Decision:
         return Decision(status, False, outcome, p_value, current_summary, previous_summary, effect)
@@ -200,10 +203,9 @@ def decide(
         return kept(Outcome.TOO_FEW_READINGS)
     if current_moments is None or previous_moments is None:
         return kept(Outcome.NO_VARIANCE)  # a NaN or infinite summary: nothing to test
-    tested = _welch(current_moments, previous_moments)
-    if tested is None:
+    if comparison is None:
         return kept(Outcome.NO_VARIANCE)
-    difference, p_value = tested
+    difference, p_value = _welch(comparison)
     if p_value >= alpha:
         return kept(Outcome.NOT_SIGNIFICANT, p_value)
     if difference > 0:
@@ -239,11 +241,8 @@ def _moments(window: WindowStats | WindowSummary) -> Moments | None:
     return Moments.of_sums(window.count, Fraction(window.total), Fraction(window.total_sq))
 
 
-def _welch(a: Moments, b: Moments) -> tuple[Fraction, float] | None:
-    """(mean of a - mean of b, two-sided p) of Welch's t-test; None when both variances are 0."""
-    comparison = welch(a, b)
-    if comparison is None:
-        return None
+def _welch(comparison: Welch) -> tuple[Fraction, float]:
+    """(mean of a - mean of b, two-sided p) of Welch's t-test."""
     difference, squared_error = comparison.difference, comparison.squared_error
     t = math.copysign(math.sqrt(_to_float(difference * difference / squared_error)), difference)
     p_value = 2.0 * float(scipy_stats.t.sf(abs(t), comparison.df))  # two-sided
