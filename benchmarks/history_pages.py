@@ -71,10 +71,20 @@ def fill_commands(path: Path, count: int) -> None:
             for i in range(1, count + 1)
         )
         connection.execute("BEGIN")
-        connection.executemany(f"INSERT INTO commands VALUES ({', '.join('?' * 17)})", rows)
+        # The columns named: later revisions add more (nullable) ones.
+        connection.executemany(
+            f"INSERT INTO commands ({', '.join(_COLUMNS)}) VALUES ({', '.join('?' * 17)})", rows
+        )
         connection.execute("COMMIT")
     finally:
         connection.close()
+
+
+_COLUMNS = (
+    "id", "status", "window_start", "window_end", "issued_at", "acknowledged_at", "outcome",
+    "changed", "p_value", "alpha", "window_count", "window_mean", "window_std",
+    "previous_count", "previous_mean", "previous_std", "epoch",
+)  # fmt: skip
 
 
 def _requests(count: int, samples: int, seed: int) -> list[history_pb2.QueryRequest]:

@@ -232,6 +232,9 @@ class Controller:
             self.loop = loop = DecisionLoop(
                 schedule=state.schedule,
                 alpha=config.alpha,
+                min_effect=config.min_effect,
+                confirm=config.confirm,
+                streak=state.streak,
                 status=state.status,
                 previous=state.previous,
                 next_id=state.next_id,

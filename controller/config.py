@@ -36,6 +36,9 @@ DEFAULT_RETAIN_READINGS = "24h"
 MIN_PERIOD = 0.1
 MAX_READINGS_BUFFER = 10_000_000
 MAX_STREAMS = 100_000
+# Payloads are int64: no difference of two means exceeds 2**64.
+MAX_MIN_EFFECT = 2.0**64
+MAX_CONFIRM = 1000
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,6 +50,10 @@ class ControllerConfig:
     database: str = DEFAULT_DATABASE
     period: float = 5.0
     alpha: float = 0.05
+    min_effect: float = 0.0
+    """Guard: the least |difference of the means| that moves the status (0: off)."""
+    confirm: int = 1
+    """Guard: consecutive significant decisions one way before the status moves (1: off)."""
     grace: float = 0.5
     initial_status: str = "down"
     lease: float = 2.0
@@ -134,6 +141,24 @@ def parse_config(
         default=str(d.alpha),
         type=probability,
         help="significance level of the t-test",
+    )
+    parser.flag(
+        "--min-effect",
+        env="WORKCELL_MIN_EFFECT",
+        default=str(d.min_effect),
+        type=float_between(0, MAX_MIN_EFFECT),
+        metavar="X",
+        help="guard: a significant change moves the status only if the means differ by at "
+        "least X payload units (0: off, the plain rule)",
+    )
+    parser.flag(
+        "--confirm",
+        env="WORKCELL_CONFIRM",
+        default=str(d.confirm),
+        type=int_between(1, MAX_CONFIRM),
+        metavar="K",
+        help="guard: the status moves only after K consecutive significant decisions in the "
+        "same direction (1: off, the plain rule)",
     )
     parser.flag(
         "--grace",
@@ -238,6 +263,8 @@ def parse_config(
         database=ns.database,
         period=ns.period,
         alpha=ns.alpha,
+        min_effect=ns.min_effect,
+        confirm=ns.confirm,
         grace=ns.grace,
         initial_status=ns.initial_status,
         lease=ns.lease,

@@ -6,6 +6,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Final
 
+from controller.decision.effect import NO_EFFECT, Effect
+from controller.decision.policy import Streak
 from controller.decision.rule import WindowStats, WindowSummary
 from controller.errors import InvalidReading, StorageError
 
@@ -74,6 +76,18 @@ class CommandRecord:
     acknowledged_at: int | None = None
     epoch: int = 0
     """The leadership term of the node that issued it (0: before terms existed)."""
+    effect: Effect = NO_EFFECT
+    """The difference of the means, its interval at 1 - alpha, Hedges' g (None: undefined,
+    or recorded before revision 0006)."""
+    min_effect: float | None = None
+    """The guards of the policy that decided it, with ``alpha`` (0 and 1: off, the plain
+    rule); None: recorded before revision 0006."""
+    confirm: int | None = None
+    streak: Streak | None = None
+    """The streak after this decision; None: recorded before revision 0006 (unknown)."""
+    window_sums: tuple[int, int] | None = None
+    """The window's exact sum and sum of squares of payloads, so that a decision can be
+    recomputed exactly; None: recorded before revision 0006."""
 
 
 class StreamTally:

@@ -71,7 +71,8 @@ def test_table_has_a_header_and_one_row_per_entry() -> None:
     lines = text.splitlines()
     assert len(lines) == 4
     assert lines[0].split() == [
-        "id", "window", "status", "changed", "p-value", "n", "mean", "std", "issued", "acked",
+        "id", "window", "status", "changed", "p-value", "difference", "n", "mean", "std",
+        "issued", "acked",
     ]  # fmt: skip
     assert set(lines[1]) <= {"-", " "}
     row = lines[2]

@@ -242,6 +242,13 @@ def test_the_migration_time_script_runs() -> None:
 # -- revision 0004: the database's origin ---------------------------------------
 
 
+COLUMNS_OF_0004 = (
+    "id", "status", "window_start", "window_end", "issued_at", "acknowledged_at", "outcome",
+    "changed", "p_value", "alpha", "window_count", "window_mean", "window_std",
+    "previous_count", "previous_mean", "previous_std",
+)  # fmt: skip
+
+
 def insert_command(database: TestDatabase, command_id: int) -> None:
     record = CommandRecord(
         id=command_id,
@@ -256,8 +263,9 @@ def insert_command(database: TestDatabase, command_id: int) -> None:
         window=WindowSummary(0, 0.0, 0.0),
         previous=WindowSummary(0, 0.0, 0.0),
     )
-    values = command_values(record)
-    del values["epoch"]  # a column of revision 0005: these databases are older
+    # Only the columns of revision 0004: epoch (0005) and the decision's effect, policy,
+    # streak and sums (0006) came later, and these databases are older.
+    values = {k: v for k, v in command_values(record).items() if k in COLUMNS_OF_0004}
     database.execute(
         f"INSERT INTO commands ({', '.join(values)}) VALUES ({', '.join(':' + k for k in values)})",
         **values,

@@ -15,6 +15,7 @@ from typing import Any
 
 from workcell.status import status_name
 from workcell.timeconv import from_timestamp, to_datetime, to_iso
+from workcell.v1 import history_pb2
 from workcell.v1.history_pb2 import HistoryEntry, WindowSummary
 
 __all__ = [
@@ -22,6 +23,7 @@ __all__ = [
     "JsonArrayWriter",
     "TableWriter",
     "entry_record",
+    "format_difference",
     "format_p_value",
     "format_table",
     "format_time",
@@ -55,11 +57,51 @@ def format_p_value(entry: HistoryEntry) -> str:
     return f"{p:.1e}" if 0 < p < 1e-4 else f"{p:.4f}"
 
 
-def _status(entry: HistoryEntry) -> str:
+def format_difference(entry: HistoryEntry) -> str:
+    """The difference of the means with its interval as ``+2.25 ±0.75``; ``-`` when unset.
+
+    Welch's interval is symmetric about the difference, so its half-width is all of it.
+    """
+    if not entry.HasField("difference"):
+        return NO_VALUE
+    text = f"{entry.difference:+.2f}"
+    if entry.HasField("difference_ci_low") and entry.HasField("difference_ci_high"):
+        text += f" ±{(entry.difference_ci_high - entry.difference_ci_low) / 2:.2f}"
+    return text
+
+
+def _changed(entry: HistoryEntry) -> str:
+    """``yes``/``no``, and why not when a guard held a significant change back."""
+    if entry.changed:
+        return "yes"
+    if entry.outcome == history_pb2.DECISION_OUTCOME_UNCONFIRMED:
+        confirm = entry.policy.confirm if entry.policy.HasField("confirm") else "?"
+        return f"no (unconfirmed {entry.streak_length}/{confirm})"
+    if entry.outcome == history_pb2.DECISION_OUTCOME_BELOW_MIN_EFFECT:
+        return "no (< min effect)"
+    return "no"
+
+
+def _outcome(entry: HistoryEntry) -> str | None:
+    """``significant``, ``unconfirmed``, …; None for a value this client does not know."""
+    if entry.outcome == history_pb2.DECISION_OUTCOME_UNSPECIFIED:
+        return None
     try:
-        return status_name(entry.status)
+        name = history_pb2.DecisionOutcome.Name(entry.outcome)
     except ValueError:
-        return f"unknown({entry.status})"
+        return None
+    return name.removeprefix("DECISION_OUTCOME_").lower()
+
+
+def _status(entry: HistoryEntry) -> str:
+    return _status_text(entry.status)
+
+
+def _status_text(status: int) -> str:
+    try:
+        return status_name(status)
+    except ValueError:
+        return f"unknown({status})"
 
 
 def _ids(entry: HistoryEntry) -> str:
@@ -82,8 +124,9 @@ def _row(entry: HistoryEntry, *, merged: bool) -> list[str]:
         _ids(entry) if merged else str(entry.command_id),
         window,
         _status(entry),
-        "yes" if entry.changed else "no",
+        _changed(entry),
         format_p_value(entry),
+        format_difference(entry),
         str(entry.window.count),
         f"{entry.window.mean:.2f}" if entry.window.count else NO_VALUE,
         f"{entry.window.std_dev:.2f}" if entry.window.count > 1 else NO_VALUE,
@@ -95,9 +138,12 @@ def _row(entry: HistoryEntry, *, merged: bool) -> list[str]:
     return row
 
 
-_HEADER = ["id", "window", "status", "changed", "p-value", "n", "mean", "std", "issued", "acked"]
+_HEADER = [
+    "id", "window", "status", "changed", "p-value", "difference", "n", "mean", "std", "issued",
+    "acked",
+]  # fmt: skip
 # Numbers read best right-aligned.
-_RIGHT = {"p-value", "n", "mean", "std", "commands"}
+_RIGHT = {"p-value", "difference", "n", "mean", "std", "commands"}
 # Room for ids that grow while a long history streams by (up to 9,999,999:
 # 1.5 years at 5 s), so later pages line up with the first.
 STREAM_MIN_WIDTHS = {"id": 7, "ids": 15}
@@ -197,8 +243,13 @@ def _summary(window: WindowSummary) -> dict[str, Any]:
     return {"count": window.count, "mean": window.mean, "std_dev": window.std_dev}
 
 
+def _optional(entry: HistoryEntry | history_pb2.DecisionPolicy, field: str) -> Any:
+    return getattr(entry, field) if entry.HasField(field) else None
+
+
 def entry_record(entry: HistoryEntry) -> dict[str, Any]:
     """A JSON-ready dict: ISO times, ``"up"``/``"down"``, ``None`` for unset values."""
+    policy = entry.policy
     return {
         "command_id": entry.command_id,
         "last_command_id": entry.last_command_id or entry.command_id,
@@ -216,4 +267,22 @@ def entry_record(entry: HistoryEntry) -> dict[str, Any]:
             if entry.HasField("acknowledged_at")
             else None
         ),
+        "outcome": _outcome(entry),
+        "difference": _optional(entry, "difference"),
+        "difference_ci_low": _optional(entry, "difference_ci_low"),
+        "difference_ci_high": _optional(entry, "difference_ci_high"),
+        "effect_size": _optional(entry, "effect_size"),
+        "policy": {
+            "alpha": policy.alpha,
+            "min_effect": _optional(policy, "min_effect"),
+            "confirm": _optional(policy, "confirm"),
+        },
+        "streak": (
+            {"status": _status_text(entry.streak_status), "length": entry.streak_length}
+            if entry.streak_length
+            else None
+        ),
+        # Exact decimal integers, as strings: JSON numbers are doubles to most readers.
+        "window_total": entry.window.total or None,
+        "window_total_sq": entry.window.total_sq or None,
     }

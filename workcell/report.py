@@ -1,9 +1,12 @@
-"""Draw a ``workcell report``: three panels over one UTC time axis, saved as PNG.
+"""Draw a ``workcell report``: four panels over one UTC time axis, saved as PNG.
 
 1. each window's mean with its 95 % t-interval;
-2. the status in force (up/down spans), with a marker per acknowledged command
+2. each decision's difference of the means (the window minus the one it was
+   compared with) with its Welch interval at 1 - alpha, against zero and the
+   ``--min-effect`` guard when there was one; red where the status moved;
+3. the status in force (up/down spans), with a marker per acknowledged command
    and a distinct one per command still pending;
-3. the decisions' p-values on a log axis against alpha; untested decisions
+4. the decisions' p-values on a log axis against alpha; untested decisions
    marked along the top.
 
 Over a long range a point sums up a time bucket (``workcell.report_data``); the
@@ -35,7 +38,7 @@ from workcell.report_data import CONFIDENCE, P_FLOOR, FloatArray, ReportData
 
 __all__ = ["DPI", "FIGSIZE", "draw_report", "save_report"]
 
-FIGSIZE = (11.0, 7.5)
+FIGSIZE = (11.0, 9.5)
 DPI = 100
 _STATUS_COLOR = {"up": "#2e7d32", "down": "#c62828"}
 _OTHER_COLOR = "#9e9e9e"
@@ -138,6 +141,51 @@ def _draw_means(ax: Axes, data: ReportData) -> None:
         label="mean of window means" if data.summarized else "window mean",
     )
     ax.set_ylabel("payload")
+    ax.legend(**_LEGEND)
+
+
+def _draw_differences(ax: Axes, data: ReportData) -> None:
+    diffs = data.differences
+    ax.set_ylabel("difference of means")
+    ax.axhline(0.0, color="black", linewidth=0.8)
+    if not diffs.times:
+        ax.text(
+            0.5,
+            0.5,
+            "no differences recorded (commands from controllers before revision 0006)",
+            transform=ax.transAxes,
+            ha="center",
+            va="center",
+            color=_OTHER_COLOR,
+        )
+        return
+    x = _dates(diffs.times)
+    y = diffs.difference
+    # Interval bars as one collection; NaN bounds (no interval) draw nothing.
+    interval = "envelope of the " if data.summarized else ""
+    ax.vlines(
+        x, diffs.low, diffs.high, color=_MEAN_COLOR, alpha=0.45, linewidth=1.5,
+        label=f"{interval}{diffs.confidence:.0%} Welch interval{'s' if interval else ''}",
+    )  # fmt: skip
+    size = 3 if len(x) < 200 else 1.5
+    kept = ~diffs.moved
+    ax.plot(x[kept], y[kept], linestyle="none", marker="o", markersize=size, color=_MEAN_COLOR,
+            label=f"status kept ({int(diffs.decisions.sum()) - diffs.changes:,})")  # fmt: skip
+    ax.plot(x[diffs.moved], y[diffs.moved], linestyle="none", marker="o", markersize=size + 2,
+            color=_SIGNIFICANT_COLOR,
+            label=f"status moved ({diffs.changes:,})")  # fmt: skip
+    if diffs.min_effect > 0:
+        for level in (diffs.min_effect, -diffs.min_effect):
+            ax.axhline(level, color="black", linestyle="--", linewidth=0.8)
+        ax.lines[-1].set_label(f"±min effect {diffs.min_effect:g}")
+    # A step of hundreds would squash the noise around zero into a line: a symmetric-log
+    # axis keeps both readable once the range is wide.
+    finite = np.concatenate([np.abs(y), np.abs(diffs.low), np.abs(diffs.high)])
+    finite = finite[np.isfinite(finite)]
+    if finite.size:
+        typical = float(np.median(finite))
+        if typical > 0 and float(finite.max()) > 50 * typical:
+            ax.set_yscale("symlog", linthresh=max(typical * 4, diffs.min_effect * 2))
     ax.legend(**_LEGEND)
 
 
@@ -286,18 +334,19 @@ def _draw_p_values(ax: Axes, data: ReportData, alpha: float) -> None:
 
 
 def draw_report(data: ReportData) -> Figure:
-    """A figure with the three panels over a shared UTC time axis.
+    """A figure with the four panels over a shared UTC time axis.
 
     The alpha line on the p-value panel is the level the data's counts were
     made at (``prepare_report(alpha=…)``), so the picture and its legend agree.
     """
     alpha = data.p_values.alpha
     figure = Figure(figsize=FIGSIZE, layout="constrained")
-    means, status, p_axis = figure.subplots(
-        3, 1, sharex=True, gridspec_kw={"height_ratios": [3, 1.4, 2.2]}
+    means, difference, status, p_axis = figure.subplots(
+        4, 1, sharex=True, gridspec_kw={"height_ratios": [3, 2, 1.4, 2.2]}
     )
     figure.suptitle(_title(data))
     _draw_means(means, data)
+    _draw_differences(difference, data)
     _draw_status(status, data)
     _draw_p_values(p_axis, data, alpha)
     locator = mdates.AutoDateLocator(tz=UTC)  # type: ignore[no-untyped-call]
@@ -305,7 +354,7 @@ def draw_report(data: ReportData) -> Figure:
     formatter = mdates.ConciseDateFormatter(locator, tz=UTC)  # type: ignore[no-untyped-call]
     p_axis.xaxis.set_major_formatter(formatter)
     p_axis.set_xlabel("time (UTC)")
-    for ax in (means, status, p_axis):
+    for ax in (means, difference, status, p_axis):
         ax.grid(True, axis="x", alpha=0.3)
     return figure
 

@@ -16,8 +16,9 @@ acknowledgements. The legends' counts stay exact.
 Where things sit on the time axis:
 
 - a window's mean (and its confidence band) at the window's midpoint;
-- a p-value at the window's end, the moment it was decided, so it lines up
-  with the status change it caused;
+- a p-value, and the difference of the means with its interval, at the
+  window's end, the moment it was decided, so they line up with the status
+  change they caused;
 - a status from its window's end until the next decision one window length
   later: that is when it was in force;
 - an acknowledgement at ``acknowledged_at``; a pending command at ``issued_at``.
@@ -27,6 +28,7 @@ A point that summarizes a bucket sits at the mean of those times.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -48,12 +50,14 @@ __all__ = [
     "MAX_BUCKETS",
     "P_FLOOR",
     "Acknowledgements",
+    "Differences",
     "MeanBand",
     "PValues",
     "ReportBuilder",
     "ReportData",
     "StatusSpan",
     "acknowledgements",
+    "differences",
     "mean_bands",
     "p_values",
     "prepare_report",
@@ -159,6 +163,30 @@ class Acknowledgements:
 
 
 @dataclass(frozen=True, slots=True)
+class Differences:
+    """Each decision's difference of the means (window minus the one before) with its
+    confidence interval at 1 - alpha, at the decision time.
+
+    A point summarizing several decisions has the mean of their differences and the
+    envelope of their intervals; ``low``/``high`` are NaN where none had an interval.
+    ``moved`` says whether the status changed at one of them. ``min_effect`` is the guard of
+    the latest decision that had one (0: none), ``confidence`` the latest 1 - alpha.
+    Decisions recorded without a difference (before the controller kept them) are left out.
+    """
+
+    times: tuple[datetime, ...] = ()
+    difference: FloatArray = dataclasses.field(default_factory=lambda: np.zeros(0))
+    low: FloatArray = dataclasses.field(default_factory=lambda: np.zeros(0))
+    high: FloatArray = dataclasses.field(default_factory=lambda: np.zeros(0))
+    moved: BoolArray = dataclasses.field(default_factory=lambda: np.zeros(0, dtype=np.bool_))
+    decisions: IntArray = dataclasses.field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    min_effect: float = 0.0
+    confidence: float = CONFIDENCE
+    changes: int = 0
+    """How many of the decisions moved the status (exact, however summarized)."""
+
+
+@dataclass(frozen=True, slots=True)
 class ReportData:
     """Everything one report shows."""
 
@@ -171,6 +199,7 @@ class ReportData:
     acknowledgements: Acknowledgements
     window_us: int = 0  # the first window's length
     bucket_us: int = 0  # the time one point stands for; window_us while not summarized
+    differences: Differences = dataclasses.field(default_factory=Differences)
 
     @property
     def summarized(self) -> bool:
@@ -193,6 +222,12 @@ class _Page:
     acked_at: IntArray
     issued: IntArray
     commands: int
+    difference: FloatArray  # NaN when not recorded
+    ci_low: FloatArray  # NaN when undefined
+    ci_high: FloatArray
+    changed: BoolArray
+    min_effect: FloatArray  # NaN when not recorded
+    alpha: FloatArray
 
     @classmethod
     def of(cls, entries: Sequence[HistoryEntry]) -> _Page:
@@ -201,8 +236,19 @@ class _Page:
         mean: list[float] = []
         std: list[float] = []
         p: list[float] = []
+        floats: tuple[list[float], ...] = ([], [], [], [], [])
+        difference, ci_low, ci_high, min_effect, alpha = floats
+        changed: list[bool] = []
         commands = 0
         for e in entries:
+            difference.append(e.difference if e.HasField("difference") else math.nan)
+            has_ci = e.HasField("difference_ci_low") and e.HasField("difference_ci_high")
+            ci_low.append(e.difference_ci_low if has_ci else math.nan)
+            ci_high.append(e.difference_ci_high if has_ci else math.nan)
+            changed.append(e.changed)
+            policy = e.policy
+            min_effect.append(policy.min_effect if policy.HasField("min_effect") else math.nan)
+            alpha.append(policy.alpha if e.HasField("policy") else math.nan)
             start.append(from_timestamp(e.from_datetime))
             end.append(from_timestamp(e.to_datetime))
             n.append(e.window.count)
@@ -227,6 +273,12 @@ class _Page:
             acked_at=np.array(acked_at, dtype=np.int64),
             issued=np.array(issued, dtype=np.int64),
             commands=commands,
+            difference=np.array(difference, dtype=np.float64),
+            ci_low=np.array(ci_low, dtype=np.float64),
+            ci_high=np.array(ci_high, dtype=np.float64),
+            changed=np.array(changed, dtype=np.bool_),
+            min_effect=np.array(min_effect, dtype=np.float64),
+            alpha=np.array(alpha, dtype=np.float64),
         )
 
 
@@ -264,6 +316,9 @@ class ReportBuilder:
         self._untested = 0
         self._acknowledged = 0
         self._pending = 0
+        # The latest decision's policy that said: the guard line and the interval's level.
+        self._min_effect = 0.0
+        self._difference_confidence = confidence
 
     def _new_grid(self, page: _Page) -> BucketGrid:
         self._first_start = int(page.start[0])
@@ -296,6 +351,13 @@ class ReportBuilder:
         grid.add_field("a_time", "sum", rows=3)
         grid.add_field("q_n", "sum", rows=3, dtype=np.int64)
         grid.add_field("q_time", "sum", rows=3)
+        # differences of the means, by decision time
+        grid.add_field("d_n", "sum", dtype=np.int64)
+        grid.add_field("d_time", "sum")
+        grid.add_field("d_sum", "sum")
+        grid.add_field("d_low", "min")
+        grid.add_field("d_high", "max")
+        grid.add_field("d_moved", "sum", dtype=np.int64)
         return grid
 
     def add(self, entries: Sequence[HistoryEntry]) -> None:
@@ -319,6 +381,7 @@ class ReportBuilder:
         self._add_status(grid, page.end, span_end, page.row)
         self._add_p_values(grid, page)
         self._add_deliveries(grid, page)
+        self._add_differences(grid, page)
 
     def _offsets(self, times: IntArray) -> FloatArray:
         return (times - self._first_start).astype(np.float64)
@@ -394,6 +457,25 @@ class ReportBuilder:
         self._acknowledged += int(page.acked.sum())
         self._pending += int((~page.acked).sum())
 
+    def _add_differences(self, grid: BucketGrid, page: _Page) -> None:
+        known = ~np.isnan(page.difference)
+        at = page.end[known]
+        index = grid.index(at)
+        np.add.at(grid["d_n"], index, 1)
+        np.add.at(grid["d_time"], index, self._offsets(at))
+        np.add.at(grid["d_sum"], index, page.difference[known])
+        np.add.at(grid["d_moved"], index, page.changed[known].astype(np.int64))
+        bounded = known & ~np.isnan(page.ci_low)
+        index = grid.index(page.end[bounded])
+        np.minimum.at(grid["d_low"], index, page.ci_low[bounded])
+        np.maximum.at(grid["d_high"], index, page.ci_high[bounded])
+        guarded = np.flatnonzero(~np.isnan(page.min_effect))
+        if guarded.size:
+            self._min_effect = float(page.min_effect[guarded[-1]])
+        levels = np.flatnonzero(~np.isnan(page.alpha) & known)
+        if levels.size:
+            self._difference_confidence = 1.0 - float(page.alpha[levels[-1]])
+
     # ------------------------------------------------------------ the result
 
     def _time(self, offset: float) -> datetime:
@@ -416,6 +498,27 @@ class ReportBuilder:
             acknowledgements=self._acknowledgements(grid),
             window_us=self._window_us,
             bucket_us=grid.width_us,
+            differences=self._differences(grid),
+        )
+
+    def _differences(self, grid: BucketGrid) -> Differences:
+        count = grid["d_n"]
+        held = np.flatnonzero(count > 0)
+        n = count[held]
+        low = np.array(grid["d_low"][held], dtype=np.float64)
+        high = np.array(grid["d_high"][held], dtype=np.float64)
+        unbounded = ~np.isfinite(low)  # no decision of the point had an interval
+        low[unbounded] = high[unbounded] = math.nan
+        return Differences(
+            times=tuple(self._time(t) for t in grid["d_time"][held] / n),
+            difference=grid["d_sum"][held] / n,
+            low=low,
+            high=high,
+            moved=grid["d_moved"][held] > 0,
+            decisions=np.array(n, dtype=np.int64),
+            min_effect=self._min_effect,
+            confidence=self._difference_confidence,
+            changes=int(grid["d_moved"].sum()),
         )
 
     def _bands(self, grid: BucketGrid) -> tuple[MeanBand, ...]:
@@ -541,6 +644,11 @@ def status_spans(entries: Iterable[HistoryEntry]) -> tuple[StatusSpan, ...]:
 def p_values(entries: Iterable[HistoryEntry], *, alpha: float = DEFAULT_ALPHA) -> PValues:
     """The report's p-values at their decisions' times; untested ones apart."""
     return prepare_report(entries, alpha=alpha).p_values
+
+
+def differences(entries: Iterable[HistoryEntry]) -> Differences:
+    """The report's differences of the means, with their intervals, at their decisions' times."""
+    return prepare_report(entries).differences
 
 
 def acknowledgements(entries: Iterable[HistoryEntry]) -> Acknowledgements:

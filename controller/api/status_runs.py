@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from controller.decision.policy import PolicyOutcome
 from controller.decision.rule import WindowSummary
 from controller.records import CommandRecord
 from workcell.timeconv import to_timestamp
@@ -104,17 +105,34 @@ def entry_for_run(run: Run) -> history_pb2.HistoryEntry:
         command_id=first.id,
         issued_at=to_timestamp(first.issued_at),
         acknowledged_at=_acknowledged(run),
-        window=_summary(first.window),
+        window=_summary(first.window, first.window_sums),
         previous_window=_summary(first.previous),
         p_value=first.p_value,
         changed=first.changed,
         command_count=run.count,
         last_command_id=last.id,
+        difference=first.effect.difference,
+        difference_ci_low=first.effect.ci_low,
+        difference_ci_high=first.effect.ci_high,
+        effect_size=first.effect.effect_size,
+        outcome=_OUTCOME.get(first.outcome, history_pb2.DECISION_OUTCOME_UNSPECIFIED),
+        policy=history_pb2.DecisionPolicy(
+            alpha=first.alpha, min_effect=first.min_effect, confirm=first.confirm
+        ),
     )
+    streak = first.streak
+    if streak is not None and streak.direction is not None:
+        entry.streak_length = streak.length
+        entry.streak_status = _STATUS[streak.direction]
     return entry
 
 
 _STATUS = {"up": command_pb2.STATUS_UP, "down": command_pb2.STATUS_DOWN}
+# Stored outcome strings and their wire values: DECISION_OUTCOME_ + the member's name.
+_OUTCOME: dict[str, history_pb2.DecisionOutcome] = {
+    str(outcome): getattr(history_pb2, f"DECISION_OUTCOME_{outcome.name}")
+    for outcome in PolicyOutcome
+}
 
 
 def _acknowledged(run: Run) -> Timestamp | None:
@@ -125,5 +143,10 @@ def _acknowledged(run: Run) -> Timestamp | None:
     return to_timestamp(last)
 
 
-def _summary(summary: WindowSummary) -> history_pb2.WindowSummary:
-    return history_pb2.WindowSummary(count=summary.count, mean=summary.mean, std_dev=summary.std)
+def _summary(
+    summary: WindowSummary, sums: tuple[int, int] | None = None
+) -> history_pb2.WindowSummary:
+    message = history_pb2.WindowSummary(count=summary.count, mean=summary.mean, std_dev=summary.std)
+    if sums is not None:
+        message.total, message.total_sq = str(sums[0]), str(sums[1])
+    return message

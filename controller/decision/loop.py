@@ -21,9 +21,11 @@ import asyncio
 import logging
 import math
 from collections.abc import Awaitable, Callable
+from fractions import Fraction
 from typing import Protocol
 
-from controller.decision.rule import WindowStats, decide
+from controller.decision.policy import NO_STREAK, Policy, Streak, decide_under
+from controller.decision.rule import WindowStats
 from controller.decision.windows import DecisionSchedule, window_bounds
 from controller.errors import NotLeader, StorageError
 from controller.metrics import ControllerMetrics
@@ -31,7 +33,7 @@ from controller.records import ClosedWindows, CloseWindows, CommandRecord
 from workcell.backoff import Backoff
 from workcell.timeconv import US_PER_SECOND, Clock, now_us, to_iso
 
-__all__ = ["CommandSender", "DecisionLoop", "WindowCloser", "report_skipped"]
+__all__ = ["CommandSender", "DecisionLoop", "WindowCloser", "exact_sums", "report_skipped"]
 
 log = logging.getLogger(__name__)
 
@@ -69,10 +71,14 @@ class DecisionLoop:
         metrics: ControllerMetrics | None = None,
         last_issued_at: int = 0,
         epoch: int = 0,
+        min_effect: float = 0.0,
+        confirm: int = 1,
+        streak: Streak = NO_STREAK,
     ) -> None:
         self.schedule = schedule
         self.epoch = epoch
-        self.alpha = alpha
+        self.policy = Policy(alpha=alpha, min_effect=min_effect, confirm=confirm)
+        self.streak = streak
         self.status = status
         self.previous = previous
         self.next_id = next_id
@@ -113,21 +119,28 @@ class DecisionLoop:
         start, end = window_bounds(index, self.schedule.period_us)
 
         def command(stats: WindowStats) -> CommandRecord:
-            # Called in the closing transaction, with every node's statistics summed.
-            decision = decide(stats, self.previous, self.status, self.alpha)
+            # Called in the closing transaction, with every node's statistics summed. Pure:
+            # a close retried after an unknown outcome calls it again.
+            policy = self.policy
+            decision, verdict = decide_under(stats, self.previous, self.status, self.streak, policy)
             return CommandRecord(
                 id=self.next_id,
-                status=decision.status,
+                status=verdict.status,
                 window_start=start,
                 window_end=end,
                 issued_at=max(self._clock(), self._last_issued_at),
-                outcome=str(decision.outcome),
-                changed=decision.changed,
+                outcome=str(verdict.outcome),
+                changed=verdict.changed,
                 p_value=decision.p_value,
-                alpha=self.alpha,
+                alpha=policy.alpha,
                 window=decision.current,
                 previous=decision.previous,
                 epoch=self.epoch,
+                effect=decision.effect,
+                min_effect=policy.min_effect,
+                confirm=policy.confirm,
+                streak=verdict.streak,
+                window_sums=exact_sums(stats),
             )
 
         # Recorded first: a command is never sent that the database does not
@@ -144,6 +157,8 @@ class DecisionLoop:
         metrics.last_decision_time.set(record.issued_at / US_PER_SECOND)
         self.next_id += 1
         self.status = record.status
+        # The state a restart restores is the record's: the loop carries on from the same.
+        self.streak = record.streak if record.streak is not None else NO_STREAK
         self.previous = closed.stats  # exact sums: the next test cancels nothing in floats
         self.last = record
         self._last_issued_at = record.issued_at
@@ -165,6 +180,10 @@ class DecisionLoop:
                 "window_start": to_iso(start),
                 "window_end": to_iso(end),
                 "count": record.window.count,
+                "difference": record.effect.difference,
+                "ci_low": record.effect.ci_low,
+                "ci_high": record.effect.ci_high,
+                "effect_size": record.effect.effect_size,
             },
         )
         return record
@@ -188,6 +207,20 @@ class DecisionLoop:
                     log.warning("command %d not recorded yet (%s); retrying", close.next_id, exc)
                 await self._sleep(delay)
         raise AssertionError("unreachable: the delays never end")
+
+
+def exact_sums(stats: WindowStats) -> tuple[int, int] | None:
+    """A window's sum and sum of squares as ints; None unless they are whole numbers (the
+    controller's always are: payloads are int64)."""
+    sums = []
+    for value in (stats.total, stats.total_sq):
+        if isinstance(value, int):
+            sums.append(value)
+        elif isinstance(value, Fraction) and value.denominator == 1:
+            sums.append(value.numerator)
+        else:
+            return None
+    return sums[0], sums[1]
 
 
 def report_skipped(skipped: range, period_us: int, metrics: ControllerMetrics, cause: str) -> None:

@@ -16,7 +16,12 @@ The test runs on those exact sums: the difference of the means and the variances
 rationals, rounded to floats only once nothing can cancel any more (the t statistic and the
 Welch-Satterthwaite degrees of freedom), and the p-value comes from the t distribution. Payloads
 are int64, so two means near 2**63 can differ by far less than the spacing of floats there (2048):
-rounding the means first would make them equal. The audit record keeps the float n / mean / std.
+rounding the means first would make them equal. The audit record keeps the float n / mean / std,
+and the effect the test measured (:mod:`controller.decision.effect`: the difference of the
+means, its confidence interval at 1 - alpha, Hedges' g).
+
+The guards against flapping (``--min-effect``, ``--confirm``) are not part of this rule: they
+are applied to its decision by :mod:`controller.decision.policy`.
 """
 
 from __future__ import annotations
@@ -29,6 +34,9 @@ from dataclasses import dataclass
 from fractions import Fraction
 
 from scipy import stats as scipy_stats
+
+from controller.decision.effect import NO_EFFECT, Effect, measure
+from controller.decision.moments import Moments, Welch, welch
 
 __all__ = [
     "STATUSES",
@@ -144,6 +152,7 @@ class Outcome(enum.StrEnum):
     NOT_SIGNIFICANT = "not_significant"  # tested, status kept
     TOO_FEW_READINGS = "too_few_readings"  # fewer than two readings in a window, status kept
     NO_VARIANCE = "no_variance"  # both windows have zero variance (or p is NaN), status kept
+    # The guards' outcomes extend these in controller.decision.policy.PolicyOutcome.
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,6 +165,8 @@ class Decision:
     p_value: float | None  # None when no test was made
     current: WindowSummary
     previous: WindowSummary
+    effect: Effect = NO_EFFECT
+    """The difference of the means, its interval at 1 - alpha and Hedges' g (None: undefined)."""
 
 
 def decide(
@@ -178,20 +189,23 @@ def decide(
         raise ValueError(f"alpha must be in (0, 1), got {alpha!r}")
     current_summary = _summary(current)
     previous_summary = _summary(previous)
+    current_moments = _moments(current)
+    previous_moments = _moments(previous)
+    comparison = None
+    if current.count >= 2 and previous.count >= 2 and current_moments and previous_moments:
+        comparison = welch(current_moments, previous_moments)
+    effect = measure(current_moments, previous_moments, alpha, comparison=comparison)
 
     def kept(outcome: Outcome, p_value: float | None = None) -> Decision:
-        return Decision(status, False, outcome, p_value, current_summary, previous_summary)
+        return Decision(status, False, outcome, p_value, current_summary, previous_summary, effect)
 
     if current.count < 2 or previous.count < 2:
         return kept(Outcome.TOO_FEW_READINGS)
-    current_moments = _moments(current)
-    previous_moments = _moments(previous)
     if current_moments is None or previous_moments is None:
         return kept(Outcome.NO_VARIANCE)  # a NaN or infinite summary: nothing to test
-    welch = _welch(current_moments, previous_moments)
-    if welch is None:
+    if comparison is None:
         return kept(Outcome.NO_VARIANCE)
-    difference, p_value = welch
+    difference, p_value = _welch(comparison)
     if p_value >= alpha:
         return kept(Outcome.NOT_SIGNIFICANT, p_value)
     if difference > 0:
@@ -207,6 +221,7 @@ def decide(
         p_value,
         current_summary,
         previous_summary,
+        effect,
     )
 
 
@@ -214,47 +229,23 @@ def _summary(window: WindowStats | WindowSummary) -> WindowSummary:
     return window.summary() if isinstance(window, WindowStats) else window
 
 
-@dataclass(frozen=True, slots=True)
-class _Moments:
-    """A window's count, exact mean and exact variance of the mean (sample variance / n)."""
-
-    count: int
-    mean: Fraction
-    variance_of_mean: Fraction
-
-
-def _moments(window: WindowStats | WindowSummary) -> _Moments | None:
-    """Exact moments of a window with two readings or more; None for a non-finite summary."""
+def _moments(window: WindowStats | WindowSummary) -> Moments | None:
+    """Exact moments of a window with a reading or more; None when empty or not finite."""
+    if window.count < 1:
+        return None
     if isinstance(window, WindowSummary):
         if not (math.isfinite(window.mean) and math.isfinite(window.std)):
             return None
         window = WindowStats.from_summary(window.count, window.mean, window.std)
-    n = window.count
     # Fraction() of an int, a Fraction or a float is exact: nothing is rounded here.
-    total = Fraction(window.total)
-    spread = n * Fraction(window.total_sq) - total * total  # n·(n-1)·s², exact
-    # Only float sums (accepted, never kept by the controller) can round below zero.
-    variance = max(spread, Fraction(0)) / (n * n * (n - 1))
-    return _Moments(n, total / n, variance)
+    return Moments.of_sums(window.count, Fraction(window.total), Fraction(window.total_sq))
 
 
-def _welch(a: _Moments, b: _Moments) -> tuple[Fraction, float] | None:
-    """(mean of a - mean of b, two-sided p) of Welch's t-test; None when both variances are 0."""
-    difference = a.mean - b.mean
-    squared_error = a.variance_of_mean + b.variance_of_mean
-    if squared_error == 0:
-        return None
+def _welch(comparison: Welch) -> tuple[Fraction, float]:
+    """(mean of a - mean of b, two-sided p) of Welch's t-test."""
+    difference, squared_error = comparison.difference, comparison.squared_error
     t = math.copysign(math.sqrt(_to_float(difference * difference / squared_error)), difference)
-    # Welch-Satterthwaite; a ratio between min(n)-1 and n_a+n_b-2, so it always fits a float.
-    df = float(
-        squared_error
-        * squared_error
-        / (
-            a.variance_of_mean * a.variance_of_mean / (a.count - 1)
-            + b.variance_of_mean * b.variance_of_mean / (b.count - 1)
-        )
-    )
-    p_value = 2.0 * float(scipy_stats.t.sf(abs(t), df))  # two-sided
+    p_value = 2.0 * float(scipy_stats.t.sf(abs(t), comparison.df))  # two-sided
     return difference, min(p_value, 1.0)
 
 

@@ -103,6 +103,22 @@ commands = Table(
     Column("previous_std", Float, nullable=False),
     # The leadership term of the node that issued the command (0: before revision 0005).
     Column("epoch", BigInteger, nullable=False, server_default=text("0")),
+    # Revision 0006, NULL in older rows. The effect (NULL where undefined): current mean minus
+    # previous mean, its Welch interval at 1 - alpha, Hedges' g.
+    Column("difference", Float, nullable=True),
+    Column("ci_low", Float, nullable=True),
+    Column("ci_high", Float, nullable=True),
+    Column("effect_size", Float, nullable=True),
+    # The guards of the policy that decided it (alpha is above) and the streak after it
+    # (direction NULL with length 0: none), which a restart or a new leader resumes.
+    Column("min_effect", Float, nullable=True),
+    Column("confirm", Integer, nullable=True),
+    Column("streak_direction", String(4), nullable=True),
+    Column("streak_length", BigInteger, nullable=True),
+    # The window's exact sum and sum of squares of payloads, as decimal text (a sum of
+    # squares of int64 payloads outgrows every integer column), to recompute it exactly.
+    Column("window_total", Text, nullable=True),
+    Column("window_total_sq", Text, nullable=True),
     # History pages walk commands by (issued_at, id): a range of issue times
     # and a cursor are one index range, whatever the table's size.
     Index("ix_commands_issued_at_id", "issued_at", "id"),

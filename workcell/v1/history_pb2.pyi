@@ -11,11 +11,28 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class DecisionOutcome(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    DECISION_OUTCOME_UNSPECIFIED: _ClassVar[DecisionOutcome]
+    DECISION_OUTCOME_SIGNIFICANT: _ClassVar[DecisionOutcome]
+    DECISION_OUTCOME_NOT_SIGNIFICANT: _ClassVar[DecisionOutcome]
+    DECISION_OUTCOME_TOO_FEW_READINGS: _ClassVar[DecisionOutcome]
+    DECISION_OUTCOME_NO_VARIANCE: _ClassVar[DecisionOutcome]
+    DECISION_OUTCOME_BELOW_MIN_EFFECT: _ClassVar[DecisionOutcome]
+    DECISION_OUTCOME_UNCONFIRMED: _ClassVar[DecisionOutcome]
+
 class CommandEventKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
     COMMAND_EVENT_KIND_UNSPECIFIED: _ClassVar[CommandEventKind]
     COMMAND_EVENT_KIND_ISSUED: _ClassVar[CommandEventKind]
     COMMAND_EVENT_KIND_ACKNOWLEDGED: _ClassVar[CommandEventKind]
+DECISION_OUTCOME_UNSPECIFIED: DecisionOutcome
+DECISION_OUTCOME_SIGNIFICANT: DecisionOutcome
+DECISION_OUTCOME_NOT_SIGNIFICANT: DecisionOutcome
+DECISION_OUTCOME_TOO_FEW_READINGS: DecisionOutcome
+DECISION_OUTCOME_NO_VARIANCE: DecisionOutcome
+DECISION_OUTCOME_BELOW_MIN_EFFECT: DecisionOutcome
+DECISION_OUTCOME_UNCONFIRMED: DecisionOutcome
 COMMAND_EVENT_KIND_UNSPECIFIED: CommandEventKind
 COMMAND_EVENT_KIND_ISSUED: CommandEventKind
 COMMAND_EVENT_KIND_ACKNOWLEDGED: CommandEventKind
@@ -43,17 +60,31 @@ class QueryResponse(_message.Message):
     def __init__(self, entries: _Optional[_Iterable[_Union[HistoryEntry, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
 
 class WindowSummary(_message.Message):
-    __slots__ = ("count", "mean", "std_dev")
+    __slots__ = ("count", "mean", "std_dev", "total", "total_sq")
     COUNT_FIELD_NUMBER: _ClassVar[int]
     MEAN_FIELD_NUMBER: _ClassVar[int]
     STD_DEV_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_SQ_FIELD_NUMBER: _ClassVar[int]
     count: int
     mean: float
     std_dev: float
-    def __init__(self, count: _Optional[int] = ..., mean: _Optional[float] = ..., std_dev: _Optional[float] = ...) -> None: ...
+    total: str
+    total_sq: str
+    def __init__(self, count: _Optional[int] = ..., mean: _Optional[float] = ..., std_dev: _Optional[float] = ..., total: _Optional[str] = ..., total_sq: _Optional[str] = ...) -> None: ...
+
+class DecisionPolicy(_message.Message):
+    __slots__ = ("alpha", "min_effect", "confirm")
+    ALPHA_FIELD_NUMBER: _ClassVar[int]
+    MIN_EFFECT_FIELD_NUMBER: _ClassVar[int]
+    CONFIRM_FIELD_NUMBER: _ClassVar[int]
+    alpha: float
+    min_effect: float
+    confirm: int
+    def __init__(self, alpha: _Optional[float] = ..., min_effect: _Optional[float] = ..., confirm: _Optional[int] = ...) -> None: ...
 
 class HistoryEntry(_message.Message):
-    __slots__ = ("from_datetime", "to_datetime", "status", "command_id", "issued_at", "acknowledged_at", "window", "previous_window", "p_value", "changed", "command_count", "last_command_id")
+    __slots__ = ("from_datetime", "to_datetime", "status", "command_id", "issued_at", "acknowledged_at", "window", "previous_window", "p_value", "changed", "command_count", "last_command_id", "difference", "difference_ci_low", "difference_ci_high", "effect_size", "outcome", "policy", "streak_length", "streak_status")
     FROM_DATETIME_FIELD_NUMBER: _ClassVar[int]
     TO_DATETIME_FIELD_NUMBER: _ClassVar[int]
     STATUS_FIELD_NUMBER: _ClassVar[int]
@@ -66,6 +97,14 @@ class HistoryEntry(_message.Message):
     CHANGED_FIELD_NUMBER: _ClassVar[int]
     COMMAND_COUNT_FIELD_NUMBER: _ClassVar[int]
     LAST_COMMAND_ID_FIELD_NUMBER: _ClassVar[int]
+    DIFFERENCE_FIELD_NUMBER: _ClassVar[int]
+    DIFFERENCE_CI_LOW_FIELD_NUMBER: _ClassVar[int]
+    DIFFERENCE_CI_HIGH_FIELD_NUMBER: _ClassVar[int]
+    EFFECT_SIZE_FIELD_NUMBER: _ClassVar[int]
+    OUTCOME_FIELD_NUMBER: _ClassVar[int]
+    POLICY_FIELD_NUMBER: _ClassVar[int]
+    STREAK_LENGTH_FIELD_NUMBER: _ClassVar[int]
+    STREAK_STATUS_FIELD_NUMBER: _ClassVar[int]
     from_datetime: _timestamp_pb2.Timestamp
     to_datetime: _timestamp_pb2.Timestamp
     status: _command_pb2.Status
@@ -78,7 +117,15 @@ class HistoryEntry(_message.Message):
     changed: bool
     command_count: int
     last_command_id: int
-    def __init__(self, from_datetime: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., to_datetime: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., status: _Optional[_Union[_command_pb2.Status, str]] = ..., command_id: _Optional[int] = ..., issued_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., acknowledged_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., window: _Optional[_Union[WindowSummary, _Mapping]] = ..., previous_window: _Optional[_Union[WindowSummary, _Mapping]] = ..., p_value: _Optional[float] = ..., changed: _Optional[bool] = ..., command_count: _Optional[int] = ..., last_command_id: _Optional[int] = ...) -> None: ...
+    difference: float
+    difference_ci_low: float
+    difference_ci_high: float
+    effect_size: float
+    outcome: DecisionOutcome
+    policy: DecisionPolicy
+    streak_length: int
+    streak_status: _command_pb2.Status
+    def __init__(self, from_datetime: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., to_datetime: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., status: _Optional[_Union[_command_pb2.Status, str]] = ..., command_id: _Optional[int] = ..., issued_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., acknowledged_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., window: _Optional[_Union[WindowSummary, _Mapping]] = ..., previous_window: _Optional[_Union[WindowSummary, _Mapping]] = ..., p_value: _Optional[float] = ..., changed: _Optional[bool] = ..., command_count: _Optional[int] = ..., last_command_id: _Optional[int] = ..., difference: _Optional[float] = ..., difference_ci_low: _Optional[float] = ..., difference_ci_high: _Optional[float] = ..., effect_size: _Optional[float] = ..., outcome: _Optional[_Union[DecisionOutcome, str]] = ..., policy: _Optional[_Union[DecisionPolicy, _Mapping]] = ..., streak_length: _Optional[int] = ..., streak_status: _Optional[_Union[_command_pb2.Status, str]] = ...) -> None: ...
 
 class WatchRequest(_message.Message):
     __slots__ = ("after_command_id", "acknowledged_through")
