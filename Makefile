@@ -69,8 +69,13 @@ rules: promtool
 	cd deploy/prometheus && promtool check config prometheus.yml \
 		&& promtool check rules alerts.yml && promtool test rules tests/*.yml
 
+# Most tests wait on processes, sockets and periods more than they compute: they
+# run on PYTEST_WORKERS parallel workers; the files marked serial (timing bounds,
+# heavy load: tests/conftest.py) run afterwards, one test at a time.
+PYTEST_WORKERS ?= 3
 pytest: deps postgres promtool
-	$(BIN)/pytest $(PYTEST_ARGS)
+	$(BIN)/pytest -n $(PYTEST_WORKERS) -m "not serial" $(PYTEST_ARGS)
+	$(BIN)/pytest -m serial $(PYTEST_ARGS)
 
 # The performance harness (issue 4): `make bench ARGS="--quick"`; see benchmarks/README.md.
 bench: deps

@@ -1,4 +1,5 @@
-"""Fixtures shared by the test files: the database each storage test runs against."""
+"""Fixtures shared by the test files: the database each storage test runs against; and
+which test files run alone (``serial``), after the rest ran in parallel (``make pytest``)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,29 @@ from tests.databases import (
     running_postgres,
     sqlite_database,
 )
+
+# Files whose tests assert timing bounds (a decision's cadence, a takeover's or a restart's
+# delay, a sensor's rate), or load both cores on their own. ``make pytest`` runs every
+# other test on parallel workers first (pytest-xdist), then these one at a time, so no other
+# test's load moves their clocks.
+SERIAL_FILES = frozenset(
+    {
+        "test_nodes.py",
+        "test_postgres_crash.py",
+        "test_restart_grace.py",
+        "test_sensor_failover.py",
+        "test_stall.py",
+        "test_stream_limits.py",
+        "test_watch.py",
+    }
+)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark the tests of ``SERIAL_FILES`` ``serial``."""
+    for item in items:
+        if item.path.name in SERIAL_FILES:
+            item.add_marker(pytest.mark.serial)
 
 
 @pytest.fixture(scope="session")

@@ -1,6 +1,6 @@
 """The README's grpcurl examples of the live API, run with the real grpcurl binary
-against real processes: History/Watch (from an id, resumed from a cursor) and
-Sensors/ListRuns."""
+against real processes: History/Watch (from an id, resumed from a cursor),
+Sensors/ListRuns and Nodes/GetLeadership."""
 
 from __future__ import annotations
 
@@ -83,6 +83,15 @@ def test_grpcurl_runs_the_readme_examples_of_watch_and_list_runs(tmp_path: Path)
         assert run["live"] is True
         assert int(run["stored"]) > 0
         assert answer["period"] == "0.300s"
+
+        # README: "Which node leads" (the only node, on SQLite: term 1, no lease expiry).
+        role = grpcurl("-plaintext", address, "workcell.v1.Nodes/GetLeadership")
+        assert role.returncode == 0, role.stderr
+        leadership = json.loads(role.stdout)
+        assert (leadership["leading"], leadership["epoch"]) == (True, "1")
+        assert leadership["leaderAddress"] == address
+        assert leadership["leaderNode"] == leadership["node"]
+        assert "leaseExpiresAt" not in leadership
         sensor.stop()
         controller.stop()
         manipulator.stop()
