@@ -30,6 +30,7 @@ from controller.decision.restore import restore
 from controller.decision.rule import WindowStats, decide
 from controller.decision.windows import DecisionSchedule, window_index
 from controller.records import ClosedWindows, CloseWindows, CommandRecord
+from tests.test_decider import ManualClock
 
 INT64_MAX = 2**63 - 1
 
@@ -199,19 +200,6 @@ def test_a_streak_has_a_direction_exactly_when_it_has_a_length() -> None:
 P = 1_000_000
 GRACE = 200_000
 FIRST = 10  # the first window decided
-
-
-class ManualClock:
-    """A clock that moves only when the loop sleeps."""
-
-    def __init__(self, now_us: int) -> None:
-        self.now_us = now_us
-
-    def __call__(self) -> int:
-        return self.now_us
-
-    async def sleep(self, seconds: float) -> None:
-        self.now_us += round(seconds * 1_000_000)
 
 
 class Cell:
