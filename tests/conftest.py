@@ -16,11 +16,12 @@ from tests.databases import (
     sqlite_database,
 )
 
-# Files whose tests assert timing bounds (a decision's cadence, a takeover's or a restart's
-# delay, a sensor's rate), or load both cores on their own. ``make pytest`` runs every
-# other test on parallel workers first (pytest-xdist), then these one at a time, so no other
-# test's load moves their clocks.
-SERIAL_FILES = frozenset(
+# Files (or single tests, ``file::name``) that assert timing bounds (a decision's cadence,
+# a takeover's or a restart's delay, a sensor's rate, statuses from sub-second windows), or
+# load both cores on their own, or failed once when other tests loaded the machine.
+# ``make pytest`` runs every other test on parallel workers first (pytest-xdist), then
+# these one at a time, so no other test's load moves their clocks.
+SERIAL = frozenset(
     {
         "test_nodes.py",
         "test_postgres_crash.py",
@@ -29,14 +30,20 @@ SERIAL_FILES = frozenset(
         "test_stall.py",
         "test_stream_limits.py",
         "test_watch.py",
+        "test_cli.py::test_run_for_a_while_then_stop_by_itself",
+        "test_logs.py::test_workcell_run_with_json_logs_still_shows_the_cell",
+        "test_report.py::test_report_from_a_real_controller",
+        "test_sensor_delivery.py::test_readings_evicted_while_in_flight_count_as_acknowledged",
+        "test_tls.py::test_with_json_logs_a_refused_client_shows_no_raw_core_line_and_hears_why",
     }
 )
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Mark the tests of ``SERIAL_FILES`` ``serial``."""
+    """Mark the tests of ``SERIAL`` ``serial``."""
     for item in items:
-        if item.path.name in SERIAL_FILES:
+        name = item.name.split("[", 1)[0]
+        if item.path.name in SERIAL or f"{item.path.name}::{name}" in SERIAL:
             item.add_marker(pytest.mark.serial)
 
 
