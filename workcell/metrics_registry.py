@@ -22,7 +22,6 @@ which suits us: no registry in a workcell process wants them.
 
 from __future__ import annotations
 
-import importlib.metadata
 import platform
 
 from prometheus_client import (
@@ -33,19 +32,11 @@ from prometheus_client import (
     disable_created_metrics,
 )
 
-__all__ = ["BUILD_INFO", "build_labels", "package_version", "service_registry"]
+from workcell.version import package_version
+
+__all__ = ["BUILD_INFO", "build_labels", "service_registry"]
 
 BUILD_INFO = "workcell_build_info"
-_PACKAGE = "workcell"
-
-
-def package_version() -> str:
-    """The installed ``workcell`` package's version; ``unknown`` when it is not installed
-    (run from a source tree without ``pip install -e``)."""
-    try:
-        return importlib.metadata.version(_PACKAGE)
-    except importlib.metadata.PackageNotFoundError:
-        return "unknown"
 
 
 def build_labels(service: str) -> dict[str, str]:
