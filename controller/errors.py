@@ -92,13 +92,13 @@ class NotLeader(RejectedWrite):
 class CommitOutcomeUnknown(StorageError):
     """The connection was lost while the COMMIT was on its way: it may or may not have committed.
 
-    ``transaction`` is the server's id of the transaction, to ask it about on
-    another connection; never retried blindly.
+    ``mark`` is the writer's commit mark the transaction set (``commit_marks``), to
+    read back on another connection; never retried blindly.
     """
 
-    def __init__(self, transaction: int, cause: BaseException) -> None:
+    def __init__(self, mark: int, cause: BaseException) -> None:
         super().__init__(f"the connection was lost during COMMIT ({cause})")
-        self.transaction = transaction
+        self.mark = mark
 
 
 class DatabaseFileMoved(StorageError):

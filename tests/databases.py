@@ -65,7 +65,17 @@ SPEED_SETTINGS = ("fsync=off", "synchronous_commit=off", "full_page_writes=off")
 # above an immediate stop loses commits the controller was told were durable
 # (a command the manipulator had journaled went missing), so they cannot catch
 # a durability defect of the controller's own.
-DURABLE_SETTINGS = ("fsync=on", "synchronous_commit=on", "full_page_writes=on")
+DURABLE_SETTINGS = (
+    "fsync=on",
+    "synchronous_commit=on",
+    "full_page_writes=on",
+    # WAL that no commit flushed stays in the server's memory (the WAL writer and the
+    # background writer would otherwise write it out within 200 ms), so a crash loses
+    # it, as a crash at the wrong moment would: the transaction ids it used are handed
+    # out again after recovery (what made a lost COMMIT look committed, tests/test_postgres_crash).
+    "wal_writer_delay=10000ms",
+    "bgwriter_lru_maxpages=0",
+)
 LOG_TAIL_LINES = 30
 WRITTEN_TABLES = ("readings", "commands")
 """Every table the controller writes (controller/storage/schema.py)."""

@@ -21,7 +21,7 @@ import pytest
 from controller.decision.windows import window_index
 from manipulator.journal import read_journal
 from tests.databases import READINGS_WITH_RUNS, PostgresServer, TestDatabase
-from tests.pg_commit_proxy import CommitReplyDropper
+from tests.pg_commit_proxy import CommitCutter
 from tests.processes import Service
 from tests.test_faults import cleanup, report, start_controller, start_manipulator, start_sensor
 from tests.test_stall import DECISION, wait_decisions
@@ -51,7 +51,7 @@ async def test_a_lost_commit_reply_neither_stops_decisions_nor_loses_counts(
 ) -> None:
     services: list[Service] = []
     port = int(re.search(r":(\d+)/", postgres.url).group(1))  # type: ignore[union-attr]
-    async with CommitReplyDropper(port) as proxy:
+    async with CommitCutter(port) as proxy:
         with cleanup(services):
             manipulator = await asyncio.to_thread(start_manipulator, tmp_path)
             assert manipulator.port is not None
@@ -74,7 +74,7 @@ async def test_a_lost_commit_reply_neither_stops_decisions_nor_loses_counts(
     log = controller.output()
     assert "duplicate key" not in log, log
     # The writer asked the server, which had committed the transaction.
-    assert re.search(r"the database says transaction \d+ committed", log), log
+    assert re.search(r"the database says commit group \d+ committed", log), log
 
     commands = postgres.fetch("SELECT id, window_start, window_count FROM commands ORDER BY id")
     ids = [int(c[0]) for c in commands]

@@ -47,10 +47,15 @@ _INSERT_COMMAND = "INSERT INTO commands ({}) VALUES ({}) ON CONFLICT (id) DO NOT
     ", ".join(_COMMAND_COLUMNS), ", ".join(f"${i}" for i in range(1, len(_COMMAND_COLUMNS) + 1))
 )
 _COMMAND = "SELECT * FROM commands WHERE id = $1"
-# The server's id of the open transaction, to ask about it if the COMMIT's
-# reply is lost, and the question: 'committed', 'aborted', 'in progress'.
-_TRANSACTION_ID = "SELECT txid_current()"
-_TRANSACTION_STATUS = "SELECT txid_status($1)"
+# The writer's commit mark (controller.storage.schema.commit_marks): raised in every
+# group's transaction, read back if the COMMIT's reply is lost. FOR SHARE waits for a
+# transaction still holding the row (its COMMIT still on its way) to end.
+_REGISTER_MARK = "INSERT INTO commit_marks (node, mark) VALUES ($1, 0) ON CONFLICT DO NOTHING"
+_RAISE_MARK = "UPDATE commit_marks SET mark = mark + 1 WHERE node = $1 RETURNING mark"
+_MARK = "SELECT mark FROM commit_marks WHERE node = $1 FOR SHARE"
+# How long reading a mark back may wait for the lost transaction to end (the server
+# ends an idle one within idle_in_transaction_session_timeout); then it is asked again.
+MARK_WAIT = 10.0
 # The database's clock in Unix microseconds: leases are judged by it alone, so
 # the nodes' clocks never need to agree (controller.leadership).
 DATABASE_NOW_US = "(extract(epoch FROM clock_timestamp()) * 1000000)::bigint"
@@ -108,9 +113,14 @@ class PostgresWrites:
     def __init__(self, conn: asyncpg.Connection) -> None:
         self._conn = conn
         self._transaction: asyncpg.transaction.Transaction | None = None
+        self._node = ""
 
-    async def opened(self) -> None:
-        pass
+    async def opened(self, node: str) -> None:
+        # Committed on its own before any group: a mark row inserted by the group whose
+        # reply is lost would be invisible to the FOR SHARE that reads it back, which
+        # would then not wait for that group's transaction to end.
+        self._node = node
+        await self._conn.execute(_REGISTER_MARK, node)
 
     async def register_runs(self, runs: Sequence[RunKey]) -> dict[RunKey, int]:
         await self._conn.executemany(_INSERT_RUN, runs)
@@ -175,21 +185,20 @@ class PostgresWrites:
     async def commit(self) -> None:
         transaction, self._transaction = self._transaction, None
         assert transaction is not None, "commit without begin"
-        # One round trip more per group: what makes a lost reply answerable.
-        xid = int(await self._conn.fetchval(_TRANSACTION_ID))
+        # One round trip more per group: what makes a lost reply answerable. Not the
+        # transaction's id (txid_status): after a crash the server gives the ids of
+        # transactions whose WAL it lost to new ones, which may commit.
+        mark = int(await self._conn.fetchval(_RAISE_MARK, self._node))
         try:
             await transaction.commit()
         except _CONNECTION_LOST as exc:
             # The COMMIT may have reached the server and committed: only the
             # server can say, on another connection (Writer._resolve).
-            raise CommitOutcomeUnknown(xid, exc) from exc
+            raise CommitOutcomeUnknown(mark, exc) from exc
 
-    async def committed(self, transaction: int) -> bool | None:
-        status = await self._conn.fetchval(_TRANSACTION_STATUS, transaction)
-        if status == "in progress":
-            return None  # the server is still finishing the lost connection's COMMIT
-        # NULL only for a transaction too old to be remembered, never a moment-old one.
-        return bool(status == "committed")
+    async def committed(self, node: str, mark: int) -> bool:
+        stored = await self._conn.fetchval(_MARK, node, timeout=MARK_WAIT)
+        return stored is not None and int(stored) >= mark
 
     async def rollback(self) -> None:
         transaction, self._transaction = self._transaction, None

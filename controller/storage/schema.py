@@ -30,6 +30,7 @@ from sqlalchemy import (
 
 __all__ = [
     "commands",
+    "commit_marks",
     "database_origin",
     "decision_state",
     "leadership",
@@ -185,4 +186,16 @@ leadership = Table(
     Column("address", String(255), nullable=True),
     Column("elected_at", BigInteger, nullable=True),
     Column("expires_at", BigInteger, nullable=True),
+)
+
+# One row per writer (node = one controller process run, as in window_partials): a counter
+# that every commit group on PostgreSQL raises in its own transaction (revision 0007). When
+# a COMMIT's outcome is lost with the connection, the row says whether it committed: the
+# transaction's id cannot, as a server that crashed hands out again the ids whose WAL it
+# lost. Unused on SQLite, whose commits are never of unknown outcome.
+commit_marks = Table(
+    "commit_marks",
+    metadata,
+    Column("node", String(36), primary_key=True),
+    Column("mark", BigInteger, nullable=False),
 )

@@ -105,7 +105,7 @@ class SqliteWrites:
         self._decided: int | None = None
         self._deciding: int | None = None
 
-    async def opened(self) -> None:
+    async def opened(self, node: str) -> None:
         async with self._conn.execute("PRAGMA database_list") as cursor:
             files = {str(name): str(path) for _, name, path in await cursor.fetchall()}
         path = files.get("main", "")
@@ -207,7 +207,7 @@ class SqliteWrites:
         if self._deciding is not None:
             self._decided, self._deciding = self._deciding, None
 
-    async def committed(self, transaction: int) -> bool | None:
+    async def committed(self, node: str, mark: int) -> bool:
         raise NotImplementedError("SQLite commits are never of unknown outcome")
 
     async def rollback(self) -> None:

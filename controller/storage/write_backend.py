@@ -77,8 +77,9 @@ class WriteBackend(Protocol):
     """One write connection; every method between ``begin`` and ``commit`` or
     ``rollback`` runs in that transaction."""
 
-    async def opened(self) -> None:
-        """Called once, right after the connection is opened (before any other method)."""
+    async def opened(self, node: str) -> None:
+        """Called once, right after the connection is opened (before any other method),
+        with the name of the writer (see ``commit_marks``)."""
         ...
 
     async def register_runs(self, runs: Sequence[RunKey]) -> dict[RunKey, int]:
@@ -144,8 +145,9 @@ class WriteBackend(Protocol):
         """Commit; CommitOutcomeUnknown when the connection was lost during the COMMIT."""
         ...
 
-    async def committed(self, transaction: int) -> bool | None:
-        """Whether ``transaction`` (of another, lost connection) committed; None: not yet known."""
+    async def committed(self, node: str, mark: int) -> bool:
+        """Whether the transaction of writer ``node`` that set commit mark ``mark`` (on
+        another, lost connection) committed; waits until that transaction has ended."""
         ...
 
     async def rollback(self) -> None:

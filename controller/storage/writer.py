@@ -294,7 +294,7 @@ class Writer:
             try:
                 raw = await connection.get_raw_connection()
                 writes = self._backend(raw.driver_connection)
-                await writes.opened()
+                await writes.opened(self.node)
                 self._writes = writes
             except BaseException:
                 await connection.close()
@@ -505,38 +505,36 @@ class Writer:
             try:
                 async with self._engine.connect() as connection:
                     raw = await connection.get_raw_connection()
-                    committed = await self._backend(raw.driver_connection).committed(
-                        unknown.transaction
-                    )
+                    backend = self._backend(raw.driver_connection)
+                    committed = await backend.committed(self.node, unknown.mark)
             except Exception as exc:
                 if self._stopping:
                     log.error(
-                        "stopping with the outcome of transaction %d unknown (%s): its "
+                        "stopping with the outcome of commit group %d unknown (%s): its "
                         "writes are reported failed and resent",
-                        unknown.transaction,
+                        unknown.mark,
                         exc,
                     )
                     return False
-                committed = None
                 if not told:
                     log.error(
-                        "%s; asking the database what became of transaction %d (%s)",
+                        "%s; asking the database what became of commit group %d (%s)",
                         unknown,
-                        unknown.transaction,
+                        unknown.mark,
                         exc,
                     )
                     told = True
                     if not self._failing:
                         self._set_failing()
-            if committed is not None:
-                log.warning(
-                    "%s; the database says transaction %d %s",
-                    unknown,
-                    unknown.transaction,
-                    "committed" if committed else "did not commit",
-                )
-                return committed
-            await asyncio.sleep(delay)
+                await asyncio.sleep(delay)
+                continue
+            log.warning(
+                "%s; the database says commit group %d %s",
+                unknown,
+                unknown.mark,
+                "committed" if committed else "did not commit",
+            )
+            return committed
         raise AssertionError("unreachable: the delays never end")
 
     async def _begin(self, backend: WriteBackend, operations: list[_Pending]) -> int:
