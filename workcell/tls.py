@@ -351,11 +351,17 @@ def connection_hint(details: str, tls: TlsConfig, *, server: str = "the server")
     # pick_first says "failed to connect to all addresses", round_robin (a
     # sensor's channel, workcell.targets) "connections to all backends failing".
     connect_failed = "failed to connect" in details or "to all backends failing" in details
-    if not connect_failed or "Socket closed" not in details:
+    # A TLS server refuses a plaintext client by closing the socket; on a loaded
+    # machine that can come after the client's connect deadline, which then says it
+    # never got the server's HTTP/2 SETTINGS. A TLS client that got that far had
+    # completed its handshake: that wording says nothing about TLS to it.
+    unanswered = "before receiving SETTINGS frame" in details and not tls.enabled("client")
+    if not connect_failed or ("Socket closed" not in details and not unanswered):
         return None
     if not tls.enabled("client"):
+        what = "never answered in HTTP/2" if unanswered else "closed the connection at once"
         return (
-            f"{subject} closed the connection at once: does it require TLS? Then give "
+            f"{subject} {what}: does it require TLS? Then give "
             "--tls-ca (and --tls-cert/--tls-key if it requires client certificates)."
         )
     if tls.cert is None:
