@@ -244,6 +244,8 @@ class Controller:
                 metrics=self.metrics,
                 last_issued_at=state.last_issued_at,
                 epoch=term.epoch,
+                reaches=database,
+                idle_us=round(config.sensor_idle * US_PER_SECOND),
             )
             await self._decide(loop)
         except NotLeader as exc:

@@ -54,7 +54,11 @@ class ControllerConfig:
     """Guard: the least |difference of the means| that moves the status (0: off)."""
     confirm: int = 1
     """Guard: consecutive significant decisions one way before the status moves (1: off)."""
-    grace: float = 0.5
+    grace: float = 3.0
+    """The most a window waits past its end (or past the term's start) for the live
+    sensors' readings (controller.decision.watermarks)."""
+    sensor_idle: float = 2.0
+    """Seconds of silence after which a sensor run stops holding windows back."""
     initial_status: str = "down"
     lease: float = 2.0
     """Seconds a leader's lease lasts without renewal (PostgreSQL; see controller.leadership)."""
@@ -166,7 +170,17 @@ def parse_config(
         default=str(d.grace),
         type=float_between(0, 3600),
         metavar="SECONDS",
-        help="seconds after a window ends before it is decided (readings in flight)",
+        help="the most seconds a window waits past its end for the readings of live "
+        "sensors: it is decided as soon as every live sensor's committed readings have "
+        "passed its end, at the latest this long after",
+    )
+    parser.flag(
+        "--sensor-idle",
+        env="WORKCELL_SENSOR_IDLE",
+        default=str(d.sensor_idle),
+        type=float_between(0, 3600),
+        metavar="SECONDS",
+        help="a sensor silent this long stops holding decisions back",
     )
     parser.flag(
         "--initial-status",
@@ -266,6 +280,7 @@ def parse_config(
         min_effect=ns.min_effect,
         confirm=ns.confirm,
         grace=ns.grace,
+        sensor_idle=ns.sensor_idle,
         initial_status=ns.initial_status,
         lease=ns.lease,
         max_skew=ns.max_skew,

@@ -136,6 +136,20 @@ class ControllerMetrics:
             "The decision period (--period): one command is due every period",
             registry=r,
         )
+        self.decision_delay = Histogram(
+            PREFIX + "decision_delay_seconds",
+            "From a window's end to its command's issue: how long the window waited for "
+            "the live sensors' readings (at most --grace past the end, or past the term's "
+            "start)",
+            buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 3.0, 5.0, 10.0, 30.0),
+            registry=r,
+        )
+        self.sensors_behind = Gauge(
+            PREFIX + "sensors_behind",
+            "Sensor runs the decisions do not wait for: they held a window until --grace ran "
+            "out, and have not caught up since",
+            registry=r,
+        )
         self.windows_skipped = Counter(
             PREFIX + "windows_skipped",
             "Windows that got no command: their deadline passed while the controller was "

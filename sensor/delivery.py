@@ -67,6 +67,11 @@ Reading = telemetry_pb2.Reading
 
 # After a failure, the first attempt sends at most this many readings in one message.
 PROBE_READINGS = 1000
+# Tries again at least every 2 s: a restarted controller (or a new leader) waits up to its
+# --grace (3 s by default) for the sensors it heard before to come back with their backlog
+# before deciding without them (controller.decision.watermarks). Jittered, so many sensors
+# do not come back in step.
+RECONNECT = Backoff(initial=0.1, maximum=2.0)
 
 # Seconds between two warnings about conflicting readings.
 CONFLICT_WARNING_INTERVAL = 60.0
@@ -173,7 +178,7 @@ class Delivery:
         self._buffer: PendingBuffer[_Held] = PendingBuffer(capacity)
         self._stream_seconds = stream_seconds
         self._response_timeout = response_timeout
-        self._backoff = backoff or Backoff()
+        self._backoff = backoff or RECONNECT
         self._rng = rng or random.Random()
         self._ready = asyncio.Event()  # something changed that the sender should look at
         self._idle = asyncio.Event()  # nothing is held: every reading was acknowledged

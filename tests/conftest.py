@@ -30,6 +30,7 @@ SERIAL = frozenset(
         "test_stall.py",
         "test_stream_limits.py",
         "test_watch.py",
+        "test_watermarks_e2e.py",
         "test_cli.py::test_run_for_a_while_then_stop_by_itself",
         "test_controller.py::test_a_level_shift_turns_the_status_up_with_the_right_p_value",
         "test_logs.py::test_workcell_run_with_json_logs_still_shows_the_cell",

@@ -75,12 +75,15 @@ def test_deadline_and_next_due() -> None:
 
 
 def test_stale_rule_follows_the_schedule() -> None:
-    """Readings of a window count until it is decided at its deadline, and never after."""
+    """Readings of a window count until it is decided, and never after."""
     book = DecisionSchedule(P, GRACE, last_decided=9)
     assert book.decided_until == at(10)
-    # Still in the grace period after window 10 ends: nothing is due.
-    assert due(book, at(11, GRACE - 1)) == ([], [])
-    # At the deadline window 10 is due.
+    # Before window 10 ends nothing is to decide.
+    assert due(book, at(11) - 1) == ([], [])
+    # Once it has ended it is the window to decide (issue 14, item 4: it used to wait for
+    # its deadline; the loop now decides it as soon as its data is complete, at the latest
+    # at the deadline: controller.decision.watermarks).
+    assert due(book, at(11)) == ([], [10])
     assert due(book, at(11, GRACE)) == ([], [10])
     book.decided(10)
     # From now on every reading of window <= 10 is stale; window 11 keeps counting.
@@ -89,8 +92,8 @@ def test_stale_rule_follows_the_schedule() -> None:
     )
     assert stale == 2
     assert windows == {at(11): WindowStats(1, 200, 40_000)}
-    assert due(book, at(12, GRACE - 1)) == ([], [])
-    assert due(book, at(12, GRACE)) == ([], [11])
+    assert due(book, at(12) - 1) == ([], [])
+    assert due(book, at(12)) == ([], [11])
 
 
 def test_after_a_stall_only_the_latest_due_window_is_decided() -> None:
@@ -140,10 +143,13 @@ def test_due_windows_rule(last_decided: int, now: int, period: int, grace: int) 
     assert len(windows.decide) <= 1
     if windows.skipped:  # missed by a whole period (the latest skipped, so all): not decided
         assert deadline(windows.skipped[-1]) + period <= now
-    for index in windows.decide:  # due, and not yet a period late
-        assert deadline(index) <= now < deadline(index) + period
-    # Everything after is not due yet: never skipped, decided at its own deadline.
+    for index in windows.decide:  # ended, and not yet a period past its deadline
+        assert (index + 1) * period <= now < deadline(index) + period
+    # Everything after is not due yet: never skipped, decided in its turn.
     assert deadline(max(windows.decide.stop, last_decided + 1)) > now
+    # A window that has ended is never left waiting behind nothing.
+    if (windows.skipped.stop + 1) * period <= now:
+        assert windows.decide
 
 
 @given(

@@ -20,12 +20,15 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from fractions import Fraction
 from typing import Protocol
 
+from sqlalchemy.exc import SQLAlchemyError
+
 from controller.decision.policy import NO_STREAK, Policy, Streak, decide_under
 from controller.decision.rule import WindowStats
+from controller.decision.watermarks import RunReach, Settled, Watermarks
 from controller.decision.windows import DecisionSchedule, window_bounds
 from controller.errors import NotLeader, StorageError
 from controller.metrics import ControllerMetrics
@@ -33,18 +36,35 @@ from controller.records import ClosedWindows, CloseWindows, CommandRecord
 from workcell.backoff import Backoff
 from workcell.timeconv import US_PER_SECOND, Clock, now_us, to_iso
 
-__all__ = ["CommandSender", "DecisionLoop", "WindowCloser", "exact_sums", "report_skipped"]
+__all__ = [
+    "CommandSender",
+    "DecisionLoop",
+    "ReachSource",
+    "WindowCloser",
+    "exact_sums",
+    "report_skipped",
+]
 
 log = logging.getLogger(__name__)
 
 # Recording a command while the database refuses writes.
 RECORD_RETRY = Backoff(initial=0.1, maximum=5.0)
+# How often a window that has ended reads the sensor runs' reach again while it waits.
+POLL_US = 20_000
+# A run silent this long stops holding windows back (controller.decision.watermarks).
+DEFAULT_IDLE_US = 2_000_000
 
 
 class WindowCloser(Protocol):
     """Closes windows and records their commands in the database (the writer)."""
 
     async def close_windows(self, close: CloseWindows) -> ClosedWindows: ...
+
+
+class ReachSource(Protocol):
+    """How far each sensor run's committed readings reach (the database)."""
+
+    async def run_reaches(self) -> list[RunReach]: ...
 
 
 class CommandSender(Protocol):
@@ -74,6 +94,8 @@ class DecisionLoop:
         min_effect: float = 0.0,
         confirm: int = 1,
         streak: Streak = NO_STREAK,
+        reaches: ReachSource | None = None,
+        idle_us: int = DEFAULT_IDLE_US,
     ) -> None:
         self.schedule = schedule
         self.epoch = epoch
@@ -88,6 +110,11 @@ class DecisionLoop:
         self._sleep = sleep
         self._metrics = metrics if metrics is not None else ControllerMetrics()
         self.last: CommandRecord | None = None
+        # None: windows are decided as soon as they end (nothing to wait for).
+        self._reaches = reaches
+        self.watermarks = Watermarks(
+            bound_us=schedule.grace_us, idle_us=idle_us, started_us=clock()
+        )
         # Issue times follow the ids even when the wall clock steps back:
         # History orders by (issued_at, id) and counts a merged run by its ids.
         self._last_issued_at = last_issued_at
@@ -98,13 +125,13 @@ class DecisionLoop:
             await self.step()
 
     async def step(self) -> list[CommandRecord]:
-        """Wait for the next deadline, then decide the window that is due.
+        """Wait for the next window to end, then decide it once its data is complete.
 
         Woken late (the process was stopped, or recording the last command took periods),
         the windows that fell due meanwhile are skipped but the latest, as after a restart.
         """
         schedule = self.schedule
-        delay_us = schedule.deadline(schedule.next_due()) - self._clock()
+        delay_us = schedule.end(schedule.next_due()) - self._clock()
         if delay_us > 0:
             await self._sleep(delay_us / 1e6)
         due = schedule.due(self._clock())
@@ -114,9 +141,10 @@ class DecisionLoop:
         return [await self.decide_window(index) for index in due.decide]
 
     async def decide_window(self, index: int) -> CommandRecord:
-        """Close window ``index`` (and the skipped ones before it), decide, record and
-        send its command."""
+        """Wait until window ``index`` is complete (or its deadline), close it (and the
+        skipped ones before it), decide, record and send its command."""
         start, end = window_bounds(index, self.schedule.period_us)
+        runs = await self._complete(end)
 
         def command(stats: WindowStats) -> CommandRecord:
             # Called in the closing transaction, with every node's statistics summed. Pure:
@@ -162,6 +190,8 @@ class DecisionLoop:
         self.previous = closed.stats  # exact sums: the next test cancels nothing in floats
         self.last = record
         self._last_issued_at = record.issued_at
+        metrics.decision_delay.observe(max(0, record.issued_at - end) / US_PER_SECOND)
+        self._report(self.watermarks.settle(runs, end, self._clock()), end)
         log.info(
             "decision: command %d window [%s, %s) status=%s changed=%s p=%s n=%d",
             record.id,
@@ -187,6 +217,53 @@ class DecisionLoop:
             },
         )
         return record
+
+    async def _complete(self, end_us: int) -> Sequence[RunReach]:
+        """Wait until no live sensor run holds back the window ending at ``end_us``, or
+        until its deadline; the runs as read last."""
+        if self._reaches is None:
+            return ()
+        watermarks = self.watermarks
+        deadline = watermarks.deadline(end_us)
+        runs: Sequence[RunReach] = ()
+        while True:
+            try:
+                runs = await self._reaches.run_reaches()
+                unknown = False
+            except (SQLAlchemyError, OSError) as exc:
+                # Not known: waited for until the deadline (the close then retries).
+                log.debug("could not read the sensor runs' reach: %s", exc)
+                unknown = True
+            now = self._clock()
+            if now >= deadline or not (unknown or watermarks.holding(runs, end_us, now)):
+                return runs
+            await self._sleep(min(POLL_US, deadline - now) / US_PER_SECOND)
+
+    def _report(self, settled: Settled, end_us: int) -> None:
+        """Log the runs that fell behind or caught up with this decision."""
+        for run in settled.behind:
+            log.warning(
+                "sensor %r held the window ending %s until --grace ran out: its readings "
+                "reach %s (%.3f s before the window's end), last received %.3f s after it. "
+                "Decisions do not wait for it until it catches up: is its clock behind, or "
+                "its delivery late?",
+                run.sensor_id,
+                to_iso(end_us),
+                to_iso(run.reached_us),
+                (end_us - run.reached_us) / US_PER_SECOND,
+                (run.heard_us - end_us) / US_PER_SECOND,
+                extra={
+                    "sensor_id": run.sensor_id,
+                    "behind_seconds": (end_us - run.reached_us) / US_PER_SECOND,
+                },
+            )
+        for run in settled.caught_up:
+            log.info(
+                "sensor %r caught up: decisions wait for its readings again",
+                run.sensor_id,
+                extra={"sensor_id": run.sensor_id},
+            )
+        self._metrics.sensors_behind.set(len(self.watermarks.behind))
 
     async def _close(self, close: CloseWindows) -> ClosedWindows:
         """Close and record, retrying while the database refuses writes.

@@ -1,8 +1,10 @@
 """Decision windows: which window a reading belongs to, which are due, which readings are stale.
 
 Window k is [k·P, (k+1)·P) in Unix microseconds, by each reading's own timestamp. Window k is
-decided at (k+1)·P + grace; from then on a reading of window <= k is stale: the store keeps it, but
-no decision counts it. In the database that boundary is ``decided_until``, the end of the last
+decided once it has ended and its data is complete (every live sensor run's committed readings
+passed its end: :mod:`controller.decision.watermarks`), and at the latest at its deadline,
+(k+1)·P + grace; from then on a reading of window <= k is stale: the store keeps it, but no
+decision counts it. In the database that boundary is ``decided_until``, the end of the last
 window decided (:mod:`controller.storage.window_stats`). Nothing here has a clock: callers pass
 the time in.
 
@@ -11,7 +13,8 @@ last command for a while), several windows are due at once. :func:`due_windows` 
 for that, used by the decision loop and by the restart alike: only the latest due window is
 decided (late); the older due ones are skipped, get no command, and their readings are never
 counted. So after any outage the manipulator gets one command at once and then one per period,
-never a burst. Windows not yet due are never skipped, whatever the grace.
+never a burst. Windows not yet due are never skipped, whatever the grace: they are decided in
+turn, each once it has ended.
 """
 
 from __future__ import annotations
@@ -61,16 +64,16 @@ class DueWindows:
 def due_windows(last_decided: int, now_us: int, period_us: int, grace_us: int) -> DueWindows:
     """The windows after ``last_decided`` to skip and to decide at ``now_us``.
 
-    On time (the usual case) nothing is skipped and the one window whose deadline has just
-    passed is decided. After an outage every due window but the latest is skipped: a window
-    whose deadline passed a period or more ago is not decided any more. ``skipped.stop - 1``
-    is the window to resume after (``last_decided`` when nothing is skipped).
+    On time (the usual case) nothing is skipped and the window that has just ended is the
+    one to decide (once its data is complete). After an outage every due window but the
+    latest is skipped: a window whose deadline passed a period or more ago is not decided
+    any more; that latest one is decided. ``skipped.stop - 1`` is the window to resume
+    after (``last_decided`` when nothing is skipped).
     """
     latest = latest_due(now_us, period_us, grace_us)
     first = max(last_decided + 1, latest)
-    return DueWindows(
-        skipped=range(last_decided + 1, first), decide=range(first, max(first, latest + 1))
-    )
+    ended = now_us // period_us - 1  # the latest window whose end has passed
+    return DueWindows(skipped=range(last_decided + 1, first), decide=range(first, ended + 1)[:1])
 
 
 def split_by_window(
@@ -133,8 +136,12 @@ class DecisionSchedule:
         """The end of the last window decided: readings stamped before it are stale."""
         return (self.last_decided + 1) * self.period_us
 
+    def end(self, index: int) -> int:
+        """When window ``index`` ends, (index + 1)·P: from then on it may be decided."""
+        return (index + 1) * self.period_us
+
     def deadline(self, index: int) -> int:
-        """When window ``index`` is decided: (index + 1)·P + grace, in microseconds."""
+        """When window ``index`` is decided at the latest: (index + 1)·P + grace (µs)."""
         return (index + 1) * self.period_us + self.grace_us
 
     def next_due(self) -> int:

@@ -19,13 +19,20 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
+from controller.decision.watermarks import RunReach
 from controller.errors import DatabaseOpenError
 from controller.records import CommandRecord, LeadershipRecord
 from controller.storage.migrate import UnknownRevision, upgrade
 from controller.storage.origin import NoOrigin, Origin, read_origin, replace_origin
 from controller.storage.postgres import DATABASE_NOW_US, PostgresWrites
 from controller.storage.rows import command_from_row
-from controller.storage.schema import commands, decision_state, leadership
+from controller.storage.schema import (
+    commands,
+    decision_state,
+    leadership,
+    run_marks,
+    sensor_runs,
+)
 from controller.storage.sqlite import SqliteWrites
 from controller.storage.write_backend import BackendFactory
 from workcell.timeconv import now_us
@@ -189,6 +196,23 @@ class Database:
                 await conn.execute(select(commands).order_by(commands.c.id.desc()).limit(1))
             ).first()
         return int(decided_until), None if row is None else command_from_row(row._mapping)
+
+    async def run_reaches(self) -> list[RunReach]:
+        """How far each sensor run's committed readings reach, over every node (the
+        decisions' watermarks; rows of runs silent for a minute are gone)."""
+        query = (
+            select(
+                run_marks.c.run_id,
+                sensor_runs.c.sensor_id,
+                func.max(run_marks.c.reached_us),
+                func.max(run_marks.c.heard_us),
+            )
+            .join(sensor_runs, sensor_runs.c.id == run_marks.c.run_id)
+            .group_by(run_marks.c.run_id, sensor_runs.c.sensor_id)
+        )
+        async with self.engine.connect() as conn:
+            rows = (await conn.execute(query)).all()
+        return [RunReach(int(r[0]), str(r[1]), int(r[2]), int(r[3])) for r in rows]
 
     async def leadership(self) -> LeadershipRecord:
         """Who leads, judged by the database's clock (as the lease is)."""

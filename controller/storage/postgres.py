@@ -15,8 +15,10 @@ from controller.errors import CommitOutcomeUnknown, RejectedWrite
 from controller.storage.rows import command_values
 from controller.storage.schema import commands
 from controller.storage.write_backend import (
+    MARK_RETENTION_US,
     Acknowledge,
     InsertCommand,
+    MarkRow,
     Operation,
     PartialRow,
     PartialSums,
@@ -81,6 +83,12 @@ _STORE_PARTIALS = (
 )
 _CLOSE = "UPDATE decision_state SET decided_until = $1 WHERE id = 1"
 _DROP_PARTIALS = "DELETE FROM window_partials WHERE window_start < $1"
+_STORE_MARKS = (
+    "INSERT INTO run_marks (run_id, node, reached_us, heard_us) VALUES ($1, $2, $3, $4) "
+    "ON CONFLICT (run_id, node) DO UPDATE SET "
+    "reached_us = excluded.reached_us, heard_us = excluded.heard_us"
+)
+_DROP_MARKS = "DELETE FROM run_marks WHERE heard_us < $1"
 
 # SQLSTATE classes 22 (data exception: out of range, NUL in text, too long;
 # asyncpg raises DataError too when it cannot encode an argument) and 23
@@ -169,9 +177,13 @@ class PostgresWrites:
     async def store_partials(self, rows: Sequence[PartialRow]) -> None:
         await self._conn.executemany(_STORE_PARTIALS, rows)
 
+    async def store_marks(self, rows: Sequence[MarkRow]) -> None:
+        await self._conn.executemany(_STORE_MARKS, rows)
+
     async def close_until(self, until_us: int) -> None:
         await self._conn.execute(_CLOSE, until_us)
         await self._conn.execute(_DROP_PARTIALS, until_us)
+        await self._conn.execute(_DROP_MARKS, until_us - MARK_RETENTION_US)
 
     @contextlib.asynccontextmanager
     async def savepoint(self) -> AsyncIterator[None]:

@@ -36,6 +36,7 @@ __all__ = [
     "leadership",
     "metadata",
     "readings",
+    "run_marks",
     "sensor_runs",
     "window_partials",
 ]
@@ -198,4 +199,19 @@ commit_marks = Table(
     metadata,
     Column("node", String(36), primary_key=True),
     Column("mark", BigInteger, nullable=False),
+)
+
+# How far each sensor run's committed readings reach, per node that stored them (revision
+# 0008): the leader decides a window once every live run has passed its end (the
+# watermarks, controller.decision.watermarks). ``reached_us``: the newest reading's
+# timestamp (sensors send in order); ``heard_us``: when the node received it, by the node's
+# clock. Written by each node's writer with the readings, at most a few times a second per
+# run; rows of runs silent for a minute are deleted by the leader's closes.
+run_marks = Table(
+    "run_marks",
+    metadata,
+    Column("run_id", Integer, primary_key=True, autoincrement=False),
+    Column("node", String(36), primary_key=True),
+    Column("reached_us", BigInteger, nullable=False),
+    Column("heard_us", BigInteger, nullable=False),
 )

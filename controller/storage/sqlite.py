@@ -17,8 +17,10 @@ from controller.errors import DatabaseFileMoved, RejectedWrite
 from controller.storage.rows import command_values
 from controller.storage.schema import commands
 from controller.storage.write_backend import (
+    MARK_RETENTION_US,
     Acknowledge,
     InsertCommand,
+    MarkRow,
     Operation,
     PartialRow,
     PartialSums,
@@ -66,6 +68,12 @@ _STORE_PARTIALS = (
 )
 _CLOSE = "UPDATE decision_state SET decided_until = ? WHERE id = 1"
 _DROP_PARTIALS = "DELETE FROM window_partials WHERE window_start < ?"
+_STORE_MARKS = (
+    "INSERT INTO run_marks (run_id, node, reached_us, heard_us) VALUES (?, ?, ?, ?) "
+    "ON CONFLICT (run_id, node) DO UPDATE SET "
+    "reached_us = excluded.reached_us, heard_us = excluded.heard_us"
+)
+_DROP_MARKS = "DELETE FROM run_marks WHERE heard_us < ?"
 
 _DATA_ERRORS = (
     # Binding a Python int past 64 bits, or a str that cannot be UTF-8.
@@ -169,9 +177,13 @@ class SqliteWrites:
     async def store_partials(self, rows: Sequence[PartialRow]) -> None:
         await self._conn.executemany(_STORE_PARTIALS, rows)
 
+    async def store_marks(self, rows: Sequence[MarkRow]) -> None:
+        await self._conn.executemany(_STORE_MARKS, rows)
+
     async def close_until(self, until_us: int) -> None:
         await self._conn.execute(_CLOSE, (until_us,))
         await self._conn.execute(_DROP_PARTIALS, (until_us,))
+        await self._conn.execute(_DROP_MARKS, (until_us - MARK_RETENTION_US,))
         self._deciding = until_us
 
     async def _value(self, query: str, args: tuple[int, ...]) -> int:

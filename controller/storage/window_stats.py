@@ -15,14 +15,37 @@ statements. See docs/design.md, "Several nodes".
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 from controller.decision.rule import WindowStats
 from controller.errors import NotLeader
-from controller.records import ClosedWindows, CloseWindows
-from controller.storage.write_backend import InsertCommand, PartialRow, WriteBackend
+from controller.records import (
+    BOOT_ID,
+    RECEIVED_AT,
+    SENSOR_ID,
+    TIMESTAMP,
+    ClosedWindows,
+    CloseWindows,
+    ReadingRow,
+)
+from controller.storage.inserts import REFUSED
+from controller.storage.write_backend import (
+    InsertCommand,
+    MarkRow,
+    PartialRow,
+    RunKey,
+    WriteBackend,
+)
 
-__all__ = ["close_windows", "partial_rows"]
+__all__ = ["HEARTBEAT_US", "Reach", "close_windows", "group_reach", "mark_rows", "partial_rows"]
+
+# A run's reach is written as soon as it passes a window's end (what the leader waits
+# for: controller.decision.watermarks), and otherwise at most this often (what tells a
+# live run from a silent one): a few rows a second, however many readings.
+HEARTBEAT_US = 250_000
+# (reached_us, heard_us): how far a run's committed readings reach, and when the newest
+# of them was received.
+Reach = tuple[int, int]
 
 
 async def close_windows(backend: WriteBackend, close: CloseWindows) -> ClosedWindows:
@@ -73,3 +96,55 @@ def partial_rows(
         totals[start] = total
         rows.append((start, node, total.count, str(total.total), str(total.total_sq)))
     return rows, totals
+
+
+def group_reach(
+    segments: Sequence[tuple[object, Sequence[ReadingRow]]], states: Sequence[int] | None
+) -> dict[RunKey, Reach]:
+    """How far each run's readings in one commit group reach.
+
+    Per message, its last reading: sensors send in order, so it is the newest, and one
+    look per message keeps this off the per-reading path. A message whose last reading
+    the database refused (``states``, see :mod:`controller.storage.inserts`) says nothing.
+    A message that mixes runs or is out of order can only make a reach too low: a window
+    then waits longer (bounded), never decides without committed readings.
+    """
+    reach: dict[RunKey, Reach] = {}
+    position = 0
+    for _, rows in segments:
+        position += len(rows)
+        if not rows or (states is not None and states[position - 1] == REFUSED):
+            continue
+        last = rows[-1]
+        key = (last[SENSOR_ID], last[BOOT_ID])
+        seen = reach.get(key)
+        if seen is None:
+            reach[key] = (last[TIMESTAMP], last[RECEIVED_AT])
+        else:
+            reach[key] = (max(seen[0], last[TIMESTAMP]), max(seen[1], last[RECEIVED_AT]))
+    return reach
+
+
+def mark_rows(
+    node: str,
+    run_ids: Mapping[RunKey, int],
+    written: Mapping[RunKey, Reach],
+    group: Mapping[RunKey, Reach],
+    period_us: int,
+) -> tuple[list[MarkRow], dict[RunKey, Reach]]:
+    """The node's run_marks rows the group writes, and what they hold once committed.
+
+    A run's row is written when the group takes its reach into a later window than the
+    one written (``written``), or its last written receipt is HEARTBEAT_US old.
+    """
+    rows: list[MarkRow] = []
+    marks: dict[RunKey, Reach] = {}
+    for key, (reached, heard) in group.items():
+        before = written.get(key)
+        if before is not None:
+            reached, heard = max(reached, before[0]), max(heard, before[1])
+            if reached // period_us == before[0] // period_us and heard - before[1] < HEARTBEAT_US:
+                continue
+        marks[key] = (reached, heard)
+        rows.append((run_ids[key], node, reached, heard))
+    return rows, marks

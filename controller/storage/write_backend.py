@@ -18,9 +18,11 @@ from controller.records import CommandRecord
 from controller.storage.rows import command_values
 
 __all__ = [
+    "MARK_RETENTION_US",
     "Acknowledge",
     "BackendFactory",
     "InsertCommand",
+    "MarkRow",
     "Operation",
     "PartialRow",
     "PartialSums",
@@ -45,6 +47,11 @@ StoredValues = tuple[int, int, int]
 PartialRow = tuple[int, str, int, str, str]
 # A window's partial sums as read back: (count, total, total_sq).
 PartialSums = tuple[int, str, str]
+# A run_marks row: (run_id, node, reached_us, heard_us).
+MarkRow = tuple[int, str, int, int]
+# A run silent this long has its run_marks rows deleted by the next close: it holds
+# no window back any more (controller.decision.watermarks), and the table stays small.
+MARK_RETENTION_US = 60_000_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,8 +133,13 @@ class WriteBackend(Protocol):
         """Insert or replace this node's partial rows."""
         ...
 
+    async def store_marks(self, rows: Sequence[MarkRow]) -> None:
+        """Insert or replace this node's run_marks rows."""
+        ...
+
     async def close_until(self, until_us: int) -> None:
-        """Move ``decided_until`` to ``until_us`` and delete the partial rows before it."""
+        """Move ``decided_until`` to ``until_us``, delete the partial rows before it, and the
+        run_marks rows not heard from for MARK_RETENTION_US before it."""
         ...
 
     def savepoint(self) -> AbstractAsyncContextManager[None]:

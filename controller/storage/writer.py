@@ -30,6 +30,7 @@ import contextlib
 import logging
 import time
 import uuid
+from collections import ChainMap
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -64,8 +65,15 @@ from controller.storage.inserts import (
     insert_new,
 )
 from controller.storage.notices import Notice, SensorNotices
-from controller.storage.window_stats import close_windows, partial_rows
+from controller.storage.window_stats import (
+    Reach,
+    close_windows,
+    group_reach,
+    mark_rows,
+    partial_rows,
+)
 from controller.storage.write_backend import (
+    MARK_RETENTION_US,
     Acknowledge,
     BackendFactory,
     InsertCommand,
@@ -89,6 +97,8 @@ DEFAULT_MAX_PENDING = 50_000
 # than this anyway. A response waits for its commit, so this is also the
 # most latency the writer adds.
 MIN_COMMIT_INTERVAL = 0.01
+# Past this many runs remembered, the ones silent for MARK_RETENTION_US are forgotten.
+MAX_REMEMBERED_MARKS = 1_000
 # Asking the database whether a transaction whose COMMIT reply was lost committed.
 RESOLVE_RETRY = Backoff(initial=0.05, maximum=2.0)
 
@@ -122,6 +132,8 @@ class _Written:
     new_runs: dict[RunKey, int]
     partials: dict[int, WindowStats] = field(default_factory=dict)
     """This node's window statistics the group wrote (by window start), once committed."""
+    marks: dict[RunKey, Reach] = field(default_factory=dict)
+    """This node's run_marks rows the group wrote, once committed."""
     stale: int = 0
     """How many of the group's new readings are stale."""
     conflicts: list[Conflict] = field(default_factory=list)
@@ -154,6 +166,8 @@ class Writer:
         # This node's committed window statistics, by window start: only its
         # own writer writes its rows, so it writes their new totals.
         self._partials: dict[int, WindowStats] = {}
+        # This node's run_marks rows as committed (controller.decision.watermarks).
+        self._marks: dict[RunKey, Reach] = {}
         # Told False when a write fails and True when writes succeed again, so
         # the controller can report NOT_SERVING while the database is in trouble.
         self._on_health = on_health
@@ -374,8 +388,22 @@ class Writer:
         self._partials.update(written.partials)
         for start in [s for s in self._partials if s < written.decided_until]:
             del self._partials[start]  # closed: the leader summed and deleted its rows
+        if written.marks:
+            self._remember_marks(written.marks)
         self._settle(segments, written)
         self._tell(written.conflicts)
+
+    def _remember_marks(self, marks: dict[RunKey, Reach]) -> None:
+        self._marks.update(marks)
+        if len(self._marks) > MAX_REMEMBERED_MARKS:
+            # Runs long silent: the leader deletes their rows; a run that comes back
+            # has its row written again at once.
+            newest = max(heard for _, heard in self._marks.values())
+            self._marks = {
+                key: mark
+                for key, mark in self._marks.items()
+                if mark[1] >= newest - MARK_RETENTION_US
+            }
 
     def _settle(self, segments: list[Segment], written: _Written) -> None:
         """Count the committed readings into their streams' tallies (and the stale ones)."""
@@ -551,9 +579,14 @@ class Writer:
         return await backend.apply(request)
 
     async def _count_windows(
-        self, backend: WriteBackend, written: _Written, new_rows: Sequence[ReadingRow]
+        self,
+        backend: WriteBackend,
+        written: _Written,
+        new_rows: Sequence[ReadingRow],
+        segments: Sequence[tuple[object, Sequence[ReadingRow]]],
     ) -> _Written:
-        """Add the group's new readings to this node's window statistics, in its transaction."""
+        """Add the group's new readings to this node's window statistics, and how far its
+        runs reach to their marks, in its transaction."""
         closed = [c for c in written.counts if isinstance(c, ClosedWindows)]
         if closed:  # a close in this very group: its readings of that window are stale
             written.decided_until = await backend.lock_decisions(exclusive=True)
@@ -566,6 +599,14 @@ class Writer:
         if fresh:
             rows, written.partials = partial_rows(self.node, self._partials, fresh)
             await backend.store_partials(rows)
+        reach = group_reach(segments, written.states)
+        if reach:
+            run_ids = ChainMap(written.new_runs, self._run_ids)
+            marks, written.marks = mark_rows(
+                self.node, run_ids, self._marks, reach, self._period_us
+            )
+            if marks:
+                await backend.store_marks(marks)
         return written
 
     async def _write_together(
@@ -580,7 +621,7 @@ class Writer:
         if inserted == total:
             written = _Written(counts, decided_until, None, new_runs)
             return await self._count_windows(
-                backend, written, [r for _, rows in segments for r in rows]
+                backend, written, [r for _, rows in segments for r in rows], segments
             )
         # Some readings were resends. Which ones matters (a duplicate must
         # not count twice in a window, a conflicting one is told): redo the
@@ -593,7 +634,7 @@ class Writer:
         written = _Written(
             counts, decided_until, done.states, done.new_runs, conflicts=done.conflicts
         )
-        return await self._count_windows(backend, written, _new_rows(flat, done.states))
+        return await self._count_windows(backend, written, _new_rows(flat, done.states), segments)
 
     async def _write_apart(
         self, backend: WriteBackend, segments: list[Segment], operations: list[_Pending]
@@ -643,7 +684,9 @@ class Writer:
             tally, row = flat[culprit]
             written.rejections.append((tally, _refused_reading(row, error)))
             todo = [i for i in todo[len(done.states) + 1 :] if flat[i][0] is not tally]
-        return await self._count_windows(backend, written, _new_rows([r for _, r in flat], states))
+        return await self._count_windows(
+            backend, written, _new_rows([r for _, r in flat], states), segments
+        )
 
 
 def _touches_commands(request: Request, outcome: Outcome) -> bool:
