@@ -8,13 +8,16 @@ matters at hundreds of readings per second), so a seed reproduces a run.
 
 from __future__ import annotations
 
+import math
 import random
 from collections.abc import Callable, Sequence
 
 from workcell.timeconv import US_PER_SECOND
 
 __all__ = [
+    "DRIFT_STEP_SIZE",
     "PROFILE_NAMES",
+    "DriftStepProfile",
     "Profile",
     "RegimeProfile",
     "StepProfile",
@@ -24,7 +27,11 @@ __all__ = [
 
 Profile = Callable[[int], int]
 
-PROFILE_NAMES = ("regime", "uniform", "step")
+PROFILE_NAMES = ("regime", "uniform", "step", "drift-step")
+
+# The drift-step profile's step, in payload units: several times what its drift moves the
+# mean from one window to the next, so a --min-effect between the two tells them apart.
+DRIFT_STEP_SIZE = 25
 
 
 class RegimeProfile:
@@ -112,6 +119,57 @@ class StepProfile:
         return level + self._rng.randint(-self._noise, self._noise)
 
 
+class DriftStepProfile:
+    """A mean that drifts slowly and steps once, plus Gaussian noise.
+
+    The mean is ``base`` + a drift + ``step`` from ``step_at_us`` on. The drift is an
+    Ornstein-Uhlenbeck process: it wanders up and down with a standard deviation of ``drift``
+    and returns towards 0 over about ``drift_seconds`` (sampled exactly at each call's time, so
+    the readings' rate does not change its shape; time going back keeps it). With thousands of
+    readings a window the t-test finds the drift significant, so the specified rule follows it
+    up and down; a guarded policy (``--min-effect`` between the drift's window-to-window moves
+    and the step, ``--confirm 2`` for a step inside a window) reacts to the step alone.
+    """
+
+    def __init__(
+        self,
+        rng: random.Random,
+        *,
+        step_at_us: int,
+        base: float = 100.0,
+        step: float = DRIFT_STEP_SIZE,
+        drift: float = 4.0,
+        drift_seconds: float = 20.0,
+        noise: float = 5.0,
+    ) -> None:
+        if drift < 0 or noise < 0 or drift_seconds <= 0:
+            raise ValueError("need drift >= 0, noise >= 0 and drift_seconds > 0")
+        self._rng = rng
+        self.step_at_us = step_at_us
+        self._base = base
+        self._step = step
+        self._drift = drift
+        self._drift_us = drift_seconds * US_PER_SECOND
+        self._noise = noise
+        self._offset = rng.gauss(0.0, drift)  # the drift starts where it would be at rest
+        self._time_us: int | None = None
+
+    @property
+    def drift(self) -> float:
+        """The drift's offset from the base at the latest call."""
+        return self._offset
+
+    def __call__(self, time_us: int) -> int:
+        if self._time_us is not None and time_us > self._time_us:
+            keep = math.exp(-(time_us - self._time_us) / self._drift_us)
+            spread = self._drift * math.sqrt(1.0 - keep * keep)
+            self._offset = keep * self._offset + self._rng.gauss(0.0, spread)
+        if self._time_us is None or time_us > self._time_us:
+            self._time_us = time_us
+        level = self._base + self._offset + (self._step if time_us >= self.step_at_us else 0)
+        return round(self._rng.gauss(level, self._noise))
+
+
 def make_profile(name: str, *, seed: int, step_at_us: int) -> Profile:
     """The profile called ``name`` (one of :data:`PROFILE_NAMES`), seeded with ``seed``."""
     rng = random.Random(seed)
@@ -121,4 +179,6 @@ def make_profile(name: str, *, seed: int, step_at_us: int) -> Profile:
         return UniformProfile(rng)
     if name == "step":
         return StepProfile(rng, step_at_us=step_at_us)
+    if name == "drift-step":
+        return DriftStepProfile(rng, step_at_us=step_at_us)
     raise ValueError(f"unknown profile {name!r} (expected one of {', '.join(PROFILE_NAMES)})")
