@@ -16,6 +16,7 @@ from workcell.timeconv import US_PER_SECOND
 
 __all__ = [
     "DRIFT_STEP_SIZE",
+    "DRIFT_WAVES",
     "PROFILE_NAMES",
     "DriftStepProfile",
     "Profile",
@@ -31,7 +32,7 @@ PROFILE_NAMES = ("regime", "uniform", "step", "drift-step")
 
 # The drift-step profile's step, in payload units: several times what its drift moves the
 # mean from one window to the next, so a --min-effect between the two tells them apart.
-DRIFT_STEP_SIZE = 25
+DRIFT_STEP_SIZE = 30
 
 
 class RegimeProfile:
@@ -119,16 +120,24 @@ class StepProfile:
         return level + self._rng.randint(-self._noise, self._noise)
 
 
+# The drift-step profile's drift: (period in seconds, amplitude) of a few slow waves. Their sum
+# wanders up and down by a few units (standard deviation 2.9) and turns every few seconds; it
+# moves the mean of a 1-s window by about 1.3 units from the one before (at most about 4), of
+# a 5-s window by about 1.8 (at most about 5), well below the step.
+DRIFT_WAVES = ((4.0, 1.5), (9.0, 1.0), (17.0, 1.5), (37.0, 2.0), (79.0, 2.5))
+
+
 class DriftStepProfile:
     """A mean that drifts slowly and steps once, plus Gaussian noise.
 
-    The mean is ``base`` + a drift + ``step`` from ``step_at_us`` on. The drift is an
-    Ornstein-Uhlenbeck process: it wanders up and down with a standard deviation of ``drift``
-    and returns towards 0 over about ``drift_seconds`` (sampled exactly at each call's time, so
-    the readings' rate does not change its shape; time going back keeps it). With thousands of
-    readings a window the t-test finds the drift significant, so the specified rule follows it
-    up and down; a guarded policy (``--min-effect`` between the drift's window-to-window moves
-    and the step, ``--confirm 2`` for a step inside a window) reacts to the step alone.
+    The mean is ``base`` + a drift + ``step`` from ``step_at_us`` on. The drift and the step
+    belong to the process the sensors watch, not to a sensor: the drift is a fixed function of
+    the time (a sum of slow waves, :data:`DRIFT_WAVES`), the same for every sensor and seed,
+    so in the cell's mean it adds up instead of averaging out. The seed draws each reading's
+    noise. With hundreds of readings a window the t-test finds the drift significant, so the
+    specified rule follows it up and down; a guarded policy (``--min-effect`` between the
+    drift's window-to-window moves and the step, ``--confirm 2`` for a step inside a window)
+    reacts to the step alone.
     """
 
     def __init__(
@@ -138,35 +147,35 @@ class DriftStepProfile:
         step_at_us: int,
         base: float = 100.0,
         step: float = DRIFT_STEP_SIZE,
-        drift: float = 4.0,
-        drift_seconds: float = 20.0,
+        drift: Sequence[tuple[float, float]] = DRIFT_WAVES,
         noise: float = 5.0,
     ) -> None:
-        if drift < 0 or noise < 0 or drift_seconds <= 0:
-            raise ValueError("need drift >= 0, noise >= 0 and drift_seconds > 0")
+        if noise < 0 or any(period <= 0 for period, _ in drift):
+            raise ValueError("need noise >= 0 and drift periods > 0")
         self._rng = rng
         self.step_at_us = step_at_us
         self._base = base
         self._step = step
-        self._drift = drift
-        self._drift_us = drift_seconds * US_PER_SECOND
+        # Periods in microseconds, and fixed phases so the waves do not all start together.
+        self._waves = tuple(
+            (round(period * US_PER_SECOND), amplitude, 1.7 * k)
+            for k, (period, amplitude) in enumerate(drift)
+        )
         self._noise = noise
-        self._offset = rng.gauss(0.0, drift)  # the drift starts where it would be at rest
-        self._time_us: int | None = None
 
-    @property
-    def drift(self) -> float:
-        """The drift's offset from the base at the latest call."""
-        return self._offset
+    def drift(self, time_us: int) -> float:
+        """The drift's offset from the base at ``time_us``."""
+        # The time is reduced modulo each period in integers first, so the phase keeps its
+        # microseconds (a float of microseconds since 1970 would round them).
+        return sum(
+            amplitude * math.sin(2 * math.pi * (time_us % period) / period + phase)
+            for period, amplitude, phase in self._waves
+        )
 
     def __call__(self, time_us: int) -> int:
-        if self._time_us is not None and time_us > self._time_us:
-            keep = math.exp(-(time_us - self._time_us) / self._drift_us)
-            spread = self._drift * math.sqrt(1.0 - keep * keep)
-            self._offset = keep * self._offset + self._rng.gauss(0.0, spread)
-        if self._time_us is None or time_us > self._time_us:
-            self._time_us = time_us
-        level = self._base + self._offset + (self._step if time_us >= self.step_at_us else 0)
+        level = self._base + self.drift(time_us)
+        if time_us >= self.step_at_us:
+            level += self._step
         return round(self._rng.gauss(level, self._noise))
 
 
