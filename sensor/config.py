@@ -226,7 +226,8 @@ def build_parser(environ: Mapping[str, str] | None = None) -> FlagParser:
         default="+10",
         type=step_at,
         metavar="TIME",
-        help="step profile: Unix time in seconds, or +S seconds after start",
+        help="step and drift-step profiles: when the mean steps, Unix time in seconds or +S "
+        "seconds after start",
     )
     parser.flag(
         "--batch",

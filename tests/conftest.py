@@ -34,6 +34,7 @@ SERIAL = frozenset(
         "test_cli.py::test_run_for_a_while_then_stop_by_itself",
         "test_controller.py::test_a_level_shift_turns_the_status_up_with_the_right_p_value",
         "test_logs.py::test_workcell_run_with_json_logs_still_shows_the_cell",
+        "test_replay_e2e.py::test_a_guarded_replay_of_the_drift_step_profile_flaps_less_and_catches_the_step",
         "test_report.py::test_report_from_a_real_controller",
         "test_sensor_delivery.py::test_readings_evicted_while_in_flight_count_as_acknowledged",
         "test_tls.py::test_with_json_logs_a_refused_client_shows_no_raw_core_line_and_hears_why",

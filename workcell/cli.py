@@ -1,5 +1,5 @@
 """The ``workcell`` command: ``workcell run`` (the whole cell), ``watch`` (any running
-cell, live), ``history`` and ``report``.
+cell, live), ``history``, ``report`` and ``replay``.
 
 This is the edge: flags and ``WORKCELL_*`` variables are read here into frozen
 configs, logging is set up here, and the exit status is decided here.
@@ -18,6 +18,7 @@ import time
 from collections.abc import Generator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import grpc
 
@@ -30,6 +31,7 @@ from workcell.flags import (
     database_url,
     duration_seconds,
     int_between,
+    non_negative_float,
     positive_float,
     positive_int,
     probability,
@@ -55,6 +57,9 @@ from workcell.tls import (
     parse_tls,
 )
 from workcell.v1 import history_pb2, history_pb2_grpc, nodes_pb2, nodes_pb2_grpc
+
+if TYPE_CHECKING:
+    from controller.decision.replay import PolicyOverride
 
 __all__ = ["HistoryConfig", "main"]
 
@@ -111,6 +116,12 @@ def _iso(text: str) -> int:
         raise argparse.ArgumentTypeError(
             f"expected an ISO 8601 time like 2025-01-31T12:00:00Z, got {text!r}"
         ) from None
+
+
+def _status_flag(text: str) -> str:
+    if text not in ("up", "down"):
+        raise argparse.ArgumentTypeError(f"expected up or down, got {text!r}")
+    return text
 
 
 def _add_query_flags(command: FlagParser, *, default_from: str = "the beginning") -> None:
@@ -374,6 +385,70 @@ def _parser() -> FlagParser:
         metavar="PNG",
         help="where to write the picture",
     )
+
+    replay = commands.add_parser(
+        "replay",
+        help="recompute the decisions a policy would have made over the stored history, "
+        "beside the ones issued",
+        description="Replay the commands issued in [--from, --to): decide each window again "
+        "from the window statistics stored with its command (no raw reading: it works after "
+        "pruning), with the controller's own decision code, under the policy given by "
+        "--alpha, --min-effect and --confirm (each one not given: the one recorded with "
+        "each command, so with none the issued statuses come back exactly). Prints issued "
+        "and replayed status side by side, the status changes of each and the windows where "
+        "they differ.",
+    )
+    assert isinstance(replay, FlagParser)
+    _add_query_flags(replay)
+    replay.flag(
+        "--alpha",
+        env=None,
+        default=None,
+        type=probability,
+        help="significance level of the t-test (default: as recorded with each command)",
+    )
+    replay.flag(
+        "--min-effect",
+        env=None,
+        default=None,
+        type=non_negative_float,
+        metavar="X",
+        help="a significant change moves the status only if the means differ by at least X "
+        "payload units (0: off; default: as recorded)",
+    )
+    replay.flag(
+        "--confirm",
+        env=None,
+        default=None,
+        type=positive_int,
+        metavar="K",
+        help="the status moves only after K consecutive significant decisions in one "
+        "direction (1: off; default: as recorded)",
+    )
+    replay.flag(
+        "--initial-status",
+        env=None,
+        default=None,
+        type=_status_flag,
+        metavar="up|down",
+        help="start the first window of the range from this status and no streak "
+        "(default: the status and streak recorded before it)",
+    )
+    replay.flag(
+        "--json",
+        env=None,
+        action="store_true",
+        help="print one JSON object (policy, windows, summary) instead of the table",
+    )
+    replay.flag(
+        "-o",
+        "--output",
+        env=None,
+        default=None,
+        type=Path,
+        metavar="PNG",
+        help="also draw both status tracks over the window means into this PNG",
+    )
     return parser
 
 
@@ -510,6 +585,80 @@ def report_command(
         return 1
     since = "" if default_from is None else f" issued since {format_time(default_from)}"
     sys.stdout.write(f"wrote {output} ({data.commands} commands{since})\n")
+    return 0
+
+
+def replay_command(
+    config: HistoryConfig,
+    *,
+    override: PolicyOverride,
+    initial_status: str | None = None,
+    as_json: bool = False,
+    output: Path | None = None,
+) -> int:
+    """``workcell replay``: replay each page as it arrives and print it; the summary last.
+
+    1 with one stderr line on a server error, a range with no command, or commands that do
+    not follow each other; what was printed before stays (a JSON object without its end).
+    """
+    # The decision code imports scipy, the picture matplotlib: only this command needs them.
+    from controller.decision.replay import Replay
+    from workcell.replay_data import ReplayTally, recorded_from_entry
+    from workcell.replay_output import JsonReplayWriter, TableReplayWriter, describe_override
+
+    replayer = Replay(override, initial_status=initial_status)
+    tally = ReplayTally()
+    track = None
+    if output is not None:
+        from workcell.replay_plot import ReplayTrack
+
+        track = ReplayTrack()
+    writer: JsonReplayWriter | TableReplayWriter = (
+        JsonReplayWriter(override, initial_status) if as_json else TableReplayWriter(override)
+    )
+    pages = query_pages(config)
+    try:
+        for page in pages:
+            replayed = [replayer.step(recorded_from_entry(entry)) for entry in page]
+            for window in replayed:
+                tally.add(window)
+                if track is not None:
+                    track.add(window)
+            sys.stdout.write(writer.page(replayed))
+            sys.stdout.flush()
+    except grpc.RpcError as exc:
+        sys.stdout.flush()
+        _explain(exc, config, "replay")
+        return 1
+    except ValueError as exc:
+        sys.stdout.flush()
+        sys.stderr.write(f"workcell replay: {exc}\n")
+        return 1
+    except BrokenPipeError:
+        discard_stdout()
+        return 0
+    finally:
+        pages.close()
+    if not tally.windows:
+        sys.stderr.write("workcell replay: no commands in that time range\n")
+        return 1
+    sys.stdout.write(writer.finish(tally))
+    sys.stdout.flush()
+    if output is not None and track is not None:
+        from workcell.replay_plot import save_replay
+
+        title = (
+            f"workcell replay under {describe_override(override)}: status changes issued "
+            f"{tally.issued_changes}, replayed {tally.replayed_changes}"
+        )
+        try:
+            output.parent.mkdir(parents=True, exist_ok=True)
+            save_replay(track, output, title=title)
+        except OSError as exc:
+            sys.stderr.write(f"workcell replay: cannot write {output}: {exc.strerror or exc}\n")
+            return 1
+        # On stderr: with --json, stdout is the JSON object alone.
+        sys.stderr.write(f"wrote {output} ({tally.windows} windows)\n")
     return 0
 
 
@@ -668,6 +817,25 @@ def main(argv: Sequence[str] | None = None) -> int:
             alpha=args.alpha,
             output=args.output,
             last_us=last_us,
+        )
+    if args.command == "replay":
+        tls = parse_tls(args.command_parser, args, side="client")
+        if args.from_ is not None and args.to is not None and args.from_ > args.to:
+            args.command_parser.error("--from is after --to: the range would be empty")
+        from controller.decision.replay import PolicyOverride
+
+        return replay_command(
+            HistoryConfig(
+                controller=args.controller,
+                from_us=args.from_,
+                to_us=args.to,
+                page_size=REPORT_PAGE_SIZE,
+                tls=tls,
+            ),
+            override=PolicyOverride(args.alpha, args.min_effect, args.confirm),
+            initial_status=args.initial_status,
+            as_json=args.json,
+            output=args.output,
         )
     parser.print_help(sys.stderr)
     return 2

@@ -4,6 +4,7 @@ their events as they happen (Watch, :mod:`controller.api.watch`)."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Collection
 from typing import Protocol
 
 import grpc
@@ -40,6 +41,8 @@ class CommandSource(Protocol):
         self, first: CommandRecord, *, to_us: int | None
     ) -> tuple[CommandRecord, bool]: ...
 
+    async def window_sums(self, ids: Collection[int]) -> dict[int, tuple[int, int] | None]: ...
+
 
 class HistoryServicer(history_pb2_grpc.HistoryServicer):
     """Answers History/Query from the ``commands`` table, and History/Watch
@@ -68,10 +71,25 @@ class HistoryServicer(history_pb2_grpc.HistoryServicer):
         except ValueError as exc:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
         runs, more = await self._page(query, page_size, after_id)
-        response = history_pb2.QueryResponse(entries=[entry_for_run(run) for run in runs])
+        previous = await self._previous_sums(runs)
+        response = history_pb2.QueryResponse(
+            entries=[entry_for_run(run, previous.get(run.first.id - 1)) for run in runs]
+        )
         if more:
             response.next_page_token = encode_page_token(runs[-1].last_id, query)
         return response
+
+    async def _previous_sums(self, runs: list[Run]) -> dict[int, tuple[int, int] | None]:
+        """The exact sums of the window each run's first decision was compared with.
+
+        That window is the previous command's (the last one decided before it; ids are
+        consecutive), so the page holds it but for the first run's, which one lookup reads.
+        """
+        known = {r.id: r.window_sums for run in runs for r in (run.first, run.last)}
+        missing = {run.first.id - 1 for run in runs} - known.keys() - {0}
+        if missing:
+            known.update(await self._source.window_sums(missing))
+        return known
 
     async def _page(self, query: QueryFilter, size: int, after_id: int) -> tuple[list[Run], bool]:
         """Up to ``size`` complete runs after ``after_id``; and whether more follow."""

@@ -94,8 +94,14 @@ class RunGrouper:
         self._open = run
 
 
-def entry_for_run(run: Run) -> history_pb2.HistoryEntry:
-    """The History entry of a run (a single command is a run of one)."""
+def entry_for_run(
+    run: Run, previous_sums: tuple[int, int] | None = None
+) -> history_pb2.HistoryEntry:
+    """The History entry of a run (a single command is a run of one).
+
+    ``previous_sums`` are the exact sums of the window the run's first decision was compared
+    with (the previous command's), when the caller read them.
+    """
     first, last = run.first, run.last
     # Built in one constructor call: a page holds up to 1000 of these.
     entry = history_pb2.HistoryEntry(
@@ -106,7 +112,7 @@ def entry_for_run(run: Run) -> history_pb2.HistoryEntry:
         issued_at=to_timestamp(first.issued_at),
         acknowledged_at=_acknowledged(run),
         window=_summary(first.window, first.window_sums),
-        previous_window=_summary(first.previous),
+        previous_window=_summary(first.previous, previous_sums),
         p_value=first.p_value,
         changed=first.changed,
         command_count=run.count,

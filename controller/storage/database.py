@@ -10,7 +10,7 @@ both backends.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from pathlib import Path
 from typing import Any
 
@@ -258,6 +258,24 @@ class Database:
             query = query.order_by(commands.c.issued_at, commands.c.id).limit(limit)
             rows = (await conn.execute(query)).all()
         return [command_from_row(row._mapping) for row in rows]
+
+    async def window_sums(self, ids: Collection[int]) -> dict[int, tuple[int, int] | None]:
+        """The exact window sums of the commands ``ids`` that exist (None: recorded before
+        revision 0006); one index lookup each."""
+        if not ids:
+            return {}
+        c = commands.c
+        query = select(c.id, c.window_total, c.window_total_sq).where(c.id.in_(sorted(ids)))
+        async with self.engine.connect() as conn:
+            rows = (await conn.execute(query)).all()
+        return {
+            int(row.id): (
+                None
+                if row.window_total is None or row.window_total_sq is None
+                else (int(row.window_total), int(row.window_total_sq))
+            )
+            for row in rows
+        }
 
     async def run_end(
         self, first: CommandRecord, *, to_us: int | None
