@@ -3,7 +3,8 @@
 ``--rate R`` paces each sender like a sensor (R messages/s spread evenly, one stream per
 ``--stream-seconds``); ``--rate 0`` floods: each sender keeps ``--inflight`` client streams of
 ``--stream-messages`` messages open at once, as fast as the server takes them. Readings count
-as acknowledged when a response says they were stored.
+as acknowledged when a response says they were stored. ``--exact-time`` (paced, one reading
+a message) stamps each reading with the microsecond it is sent, for the latency runs.
 
 It is driven over stdin, one command a line, each answered with one stdout line
 ``sent=N acked=N``: ``mark`` (counters now), ``stop`` (end the streams, wait for their
@@ -25,7 +26,7 @@ from collections.abc import AsyncIterator
 import grpc
 import uvloop
 
-from benchmarks.readings import MessageTemplate
+from benchmarks.readings import ExactReadings, MessageTemplate
 from workcell.logs import configure_logging
 from workcell.v1 import telemetry_pb2
 
@@ -108,6 +109,7 @@ class Generator:
     async def _paced(self, sensor_id: str) -> None:
         args = self.args
         template = MessageTemplate(sensor_id, batch=args.batch, count=1000)
+        exact = ExactReadings(sensor_id) if args.exact_time else None
         boot_id = uuid.uuid4().hex
         interval = 1.0 / args.rate
         start = time.monotonic()
@@ -123,13 +125,16 @@ class Generator:
                 delay = due - time.monotonic()
                 if delay > 0:
                     await asyncio.sleep(delay)
-                # Each message of the template has its own seqs; past the template's end a
-                # new boot id keeps the keys unique.
-                slot = next_index % len(template)
                 nonlocal boot_id
-                if slot == 0 and next_index:
-                    boot_id = uuid.uuid4().hex
-                yield template.message(slot, boot_id, int(time.time()))
+                if exact is not None:
+                    yield exact.message(boot_id, next_index + 1, time.time_ns())
+                else:
+                    # Each message of the template has its own seqs; past the template's
+                    # end a new boot id keeps the keys unique.
+                    slot = next_index % len(template)
+                    if slot == 0 and next_index:
+                        boot_id = uuid.uuid4().hex
+                    yield template.message(slot, boot_id, int(time.time()))
                 next_index += 1
                 self.counters.sent += 1
 
@@ -204,6 +209,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--stream-seconds", type=float, default=1.0)
     parser.add_argument("--inflight", type=int, default=2, help="open streams per sender")
     parser.add_argument("--prefix", default="gen")
+    parser.add_argument(
+        "--exact-time",
+        action="store_true",
+        help="paced, one reading a message: stamp each with the microsecond it is sent "
+        "(not the template's second); costs a serialization per message",
+    )
     parser.add_argument("--max-seconds", type=float, default=900.0)
     return parser.parse_args(argv)
 
