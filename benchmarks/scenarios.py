@@ -1,9 +1,11 @@
-"""Scenarios (a)-(e) of issue 4, (f) of issue 12 and the memory soak: run, measure, tear down.
+"""Every scenario by key, and (a), (d), (e) and the memory soak: run, measure, tear down.
 
-Every run measures a window after a warm-up: CPU from ``/proc/<pid>/stat`` at both ends, the
-durable count at both ends (rows in the controller's database, or readings acknowledged by
-responses), peak RSS from ``VmHWM``. Everything runs on 127.0.0.1 for a bounded time, and
-every process started is stopped on the way out whatever happens.
+(b), (c) and their PostgreSQL runs are in :mod:`benchmarks.saturation`, (l) in
+:mod:`benchmarks.latency_runs`, (f) in :mod:`benchmarks.nodes`. Every run measures a window
+after a warm-up: CPU from ``/proc/<pid>/stat`` at both ends, the durable count at both ends
+(rows in the controller's database, or readings acknowledged by responses), peak RSS from
+``VmHWM``. Everything runs on 127.0.0.1 for a bounded time, and every process started is
+stopped on the way out whatever happens.
 """
 
 from __future__ import annotations
@@ -43,6 +45,7 @@ log = logging.getLogger(__name__)
 
 
 # --- (a) nominal ---------------------------------------------------------------------------
+# Every side runs ``settings.repeat`` times, interleaved: controller, bare server, HTTP.
 
 
 @dataclass(frozen=True, slots=True)
