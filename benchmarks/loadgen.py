@@ -110,7 +110,11 @@ class Generator:
         args = self.args
         template = MessageTemplate(sensor_id, batch=args.batch, count=1000)
         exact = ExactReadings(sensor_id) if args.exact_time else None
-        boot_id = uuid.uuid4().hex
+        # Past the template's end a new boot id keeps the keys unique: one per pass over
+        # it, derived from the pass's number, so a message reserved by a stream still
+        # waiting to send gets its own pass's id whichever stream sends first.
+        sender_run = uuid.uuid4()
+        boots: dict[int, str] = {}
         interval = 1.0 / args.rate
         start = time.monotonic()
         next_index = 0
@@ -119,23 +123,26 @@ class Generator:
         async def paced_writes(until: float) -> AsyncIterator[bytes]:
             nonlocal next_index
             while not self.stopping.is_set():
-                due = start + next_index * interval
+                index = next_index
+                due = start + index * interval
                 if due >= until:
                     return
+                # Reserved before waiting: the next stream starts while this one waits
+                # (for its due time, or at the yield) and must take the next index.
+                next_index += 1
                 delay = due - time.monotonic()
                 if delay > 0:
                     await asyncio.sleep(delay)
-                nonlocal boot_id
                 if exact is not None:
-                    yield exact.message(boot_id, next_index + 1, time.time_ns())
+                    yield exact.message(sender_run.hex, index + 1, time.time_ns())
                 else:
-                    # Each message of the template has its own seqs; past the template's
-                    # end a new boot id keeps the keys unique.
-                    slot = next_index % len(template)
-                    if slot == 0 and next_index:
-                        boot_id = uuid.uuid4().hex
+                    passed, slot = divmod(index, len(template))
+                    boot_id = boots.get(passed)
+                    if boot_id is None:
+                        # Once a pass (uuid5 hashes): at most two passes are ever in flight.
+                        boot_id = boots[passed] = uuid.uuid5(sender_run, str(passed)).hex
+                        boots.pop(passed - 2, None)
                     yield template.message(slot, boot_id, int(time.time()))
-                next_index += 1
                 self.counters.sent += 1
 
         async with grpc.aio.insecure_channel(args.target) as channel:

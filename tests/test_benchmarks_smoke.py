@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import math
 import os
@@ -9,11 +10,14 @@ import sqlite3
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections import Counter
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
+import grpc
 import pytest
 
+from benchmarks import loadgen
 from benchmarks.__main__ import parse_settings
 from benchmarks.commit_probe import CommitProbe
 from benchmarks.latency import percentile, summarize
@@ -45,7 +49,7 @@ from benchmarks.report import (
 from benchmarks.scenarios import Settings, run_scenario
 from benchmarks.storage import create_schema
 from tests.databases import in_ci
-from workcell.v1 import telemetry_pb2
+from workcell.v1 import telemetry_pb2, telemetry_pb2_grpc
 
 STAT = (
     "4242 (python -m (x) y) S 1 4242 4242 0 -1 4194304 9000 0 0 0 "
@@ -431,3 +435,60 @@ def test_storage_ceiling_on_postgresql_tries_every_means(tmp_path: Path) -> None
     assert _median_rate(result.rows[-2]) > 0  # the controller's durable rows
     (storage, _memory) = result.targets
     assert "raw asyncpg" in storage.measured
+
+
+class _RecordingTelemetry(telemetry_pb2_grpc.TelemetryServicer):
+    """Records every reading's key, to find one sent twice."""
+
+    def __init__(self) -> None:
+        self.keys: list[tuple[str, str, int]] = []
+
+    async def StreamReadings(
+        self,
+        request_iterator: AsyncIterator[telemetry_pb2.StreamReadingsRequest],
+        context: grpc.aio.ServicerContext[
+            telemetry_pb2.StreamReadingsRequest, telemetry_pb2.StreamReadingsResponse
+        ],
+    ) -> telemetry_pb2.StreamReadingsResponse:
+        count = 0
+        async for request in request_iterator:
+            for reading in request.readings:
+                self.keys.append((reading.sensor_id, reading.boot_id, reading.seq))
+                count += 1
+        return telemetry_pb2.StreamReadingsResponse(stored=count)
+
+
+async def test_paced_generator_never_sends_one_seq_twice_across_its_streams() -> None:
+    # A stream ends while its writer waits at a yield; the next stream must not take the
+    # same index (it did: duplicate keys, with other payloads and times under --exact-time).
+    server = grpc.aio.server()
+    recording = _RecordingTelemetry()
+    telemetry_pb2_grpc.add_TelemetryServicer_to_server(recording, server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    try:
+        for exact in ([], ["--exact-time"]):
+            recording.keys.clear()
+            args = loadgen.parse_args(
+                [
+                    "--target",
+                    f"127.0.0.1:{port}",
+                    "--senders",
+                    "2",
+                    "--rate",
+                    "2000",
+                    "--stream-seconds",
+                    "0.05",
+                    *exact,
+                ]
+            )
+            generator = loadgen.Generator(args)
+            running = asyncio.create_task(generator.run())
+            await asyncio.sleep(1.5)
+            generator.stopping.set()
+            await asyncio.wait_for(running, 30)
+            assert len(recording.keys) > 1000
+            repeated = [key for key, n in Counter(recording.keys).items() if n > 1]
+            assert repeated == [], f"{len(repeated)} keys sent twice ({exact}): {repeated[:3]}"
+    finally:
+        await server.stop(None)
