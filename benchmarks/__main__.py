@@ -1,7 +1,8 @@
-"""``python -m benchmarks``: run the scenarios of issues 4 and 12 and print their tables.
+"""``python -m benchmarks``: run the scenarios of issues 4, 12 and 15 and print their tables.
 
-Each scenario's table is printed as it finishes, then a summary of every target with its
-ratio and pass/fail; everything is also written as JSON to ``build/bench/results.json``.
+Each scenario's table is printed as it finishes (medians and min-max spreads of its
+``--repeat`` runs), then a summary of every target with its ratio of medians and pass/fail;
+everything is also written as JSON to ``build/bench/results.json``.
 """
 
 from __future__ import annotations
@@ -28,7 +29,8 @@ from workcell.logs import configure_logging
 log = logging.getLogger("benchmarks")
 
 OUTPUT = Path("build/bench")
-DEFAULT_SCENARIOS = "a,b,c,d,e,f"
+DEFAULT_SCENARIOS = "a,b,l,c,b-pg,c-pg,d,e,f"
+DEFAULT_REPEAT = 3
 
 
 def _scenarios(text: str) -> list[str]:
@@ -45,6 +47,16 @@ def _seconds(text: str) -> float:
     value = float(text)
     if not 0 < value <= 3600:
         raise argparse.ArgumentTypeError(f"expected seconds in (0, 3600], got {text!r}")
+    return value
+
+
+def _repeat(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if not 1 <= value <= 20:
+        raise argparse.ArgumentTypeError(f"expected a number of runs from 1 to 20, got {text!r}")
     return value
 
 
@@ -70,13 +82,20 @@ def parse_settings(argv: list[str] | None = None) -> tuple[list[str], Settings]:
         "--scenarios",
         type=_scenarios,
         default=_scenarios(DEFAULT_SCENARIOS),
-        help="comma-separated: a,b,c,d,e,f and m (5-minute memory soak) "
-        f"(default: {DEFAULT_SCENARIOS})",
+        help="comma-separated: a, b, c, d, e, f, l (latency), b-pg and c-pg ((b), (c) on "
+        f"PostgreSQL), m (5-minute memory soak) (default: {DEFAULT_SCENARIOS})",
     )
     parser.add_argument(
         "--duration",
         type=_seconds,
-        help="seconds of every timed window (default: 60 for (a), (b), (c), (f); 300 for (m))",
+        help="seconds of every timed window (default: 60 for (a), (b), (c), (f); 30 for (l); "
+        "300 for (m))",
+    )
+    parser.add_argument(
+        "--repeat",
+        type=_repeat,
+        help=f"runs of each timed scenario's every side, interleaved (default: {DEFAULT_REPEAT}; "
+        "1 with --quick)",
     )
     parser.add_argument(
         "--nodes",
@@ -87,7 +106,7 @@ def parse_settings(argv: list[str] | None = None) -> tuple[list[str], Settings]:
     parser.add_argument(
         "--quick",
         action="store_true",
-        help="short windows and 10^5 in place of 10^6 for (d) and (e): a smoke run",
+        help="short windows, 1 run each, 10^5 in place of 10^6 for (d) and (e): a smoke run",
     )
     parser.add_argument(
         "--profile",
@@ -96,10 +115,22 @@ def parse_settings(argv: list[str] | None = None) -> tuple[list[str], Settings]:
     )
     parser.add_argument("--output", type=Path, default=OUTPUT, help="results and logs folder")
     args = parser.parse_args(argv)
-    settings = Settings(work_dir=args.output / "runs", profile=args.profile, node_counts=args.nodes)
+    settings = Settings(
+        work_dir=args.output / "runs",
+        profile=args.profile,
+        node_counts=args.nodes,
+        repeat=DEFAULT_REPEAT,
+    )
     if args.quick:
         settings = replace(
-            settings, nominal_s=8.0, saturation_s=8.0, storage_s=3.0, soak_s=30.0, big=100_000
+            settings,
+            nominal_s=8.0,
+            saturation_s=8.0,
+            storage_s=3.0,
+            soak_s=30.0,
+            latency_s=5.0,
+            big=100_000,
+            repeat=1,
         )
     if args.duration is not None:
         settings = replace(
@@ -108,7 +139,10 @@ def parse_settings(argv: list[str] | None = None) -> tuple[list[str], Settings]:
             saturation_s=args.duration,
             storage_s=min(settings.storage_s, args.duration),
             soak_s=args.duration,
+            latency_s=args.duration,
         )
+    if args.repeat is not None:
+        settings = replace(settings, repeat=args.repeat)
     return args.scenarios, settings
 
 
@@ -134,6 +168,18 @@ def main(argv: list[str] | None = None) -> int:
     results: list[ScenarioResult] = []
     broken = False
     started = time.monotonic()
+    if settings.repeat == 1:
+        print(
+            "1 run of each side (--quick or --repeat 1): a smoke run; figures are single runs, "
+            "no spread, not to be quoted",
+            flush=True,
+        )
+    else:
+        print(
+            f"{settings.repeat} interleaved runs of each side: figures are medians "
+            "[min-max of the runs], targets ratios of medians",
+            flush=True,
+        )
     for key in keys:
         log.info("scenario %s: running", key)
         try:
@@ -143,8 +189,14 @@ def main(argv: list[str] | None = None) -> int:
             broken = True
             continue
         results.append(result)
+        if key == "b":
+            # (l) loads the controller at fractions of this saturation.
+            settings = replace(settings, saturation_rate=result.values["durable_median"])
         print(f"\n{result.title}")
-        print(measured_table(result.rows), flush=True)
+        if result.rows:
+            print(measured_table(result.rows), flush=True)
+        if result.extra is not None:
+            print(format_table(*result.extra), flush=True)
         _print_profile(result)
     targets = [target for result in results for target in result.targets]
     print(f"\nsummary ({time.monotonic() - started:.0f} s)")
@@ -157,6 +209,8 @@ def main(argv: list[str] | None = None) -> int:
                 "settings": {
                     "nominal_s": settings.nominal_s,
                     "saturation_s": settings.saturation_s,
+                    "latency_s": settings.latency_s,
+                    "repeat": settings.repeat,
                     "big": settings.big,
                 },
                 "scenarios": [result.as_json() for result in results],

@@ -3,7 +3,8 @@
 ``--rate R`` paces each sender like a sensor (R messages/s spread evenly, one stream per
 ``--stream-seconds``); ``--rate 0`` floods: each sender keeps ``--inflight`` client streams of
 ``--stream-messages`` messages open at once, as fast as the server takes them. Readings count
-as acknowledged when a response says they were stored.
+as acknowledged when a response says they were stored. ``--exact-time`` (paced, one reading
+a message) stamps each reading with the microsecond it is sent, for the latency runs.
 
 It is driven over stdin, one command a line, each answered with one stdout line
 ``sent=N acked=N``: ``mark`` (counters now), ``stop`` (end the streams, wait for their
@@ -25,7 +26,7 @@ from collections.abc import AsyncIterator
 import grpc
 import uvloop
 
-from benchmarks.readings import MessageTemplate
+from benchmarks.readings import ExactReadings, MessageTemplate
 from workcell.logs import configure_logging
 from workcell.v1 import telemetry_pb2
 
@@ -108,7 +109,12 @@ class Generator:
     async def _paced(self, sensor_id: str) -> None:
         args = self.args
         template = MessageTemplate(sensor_id, batch=args.batch, count=1000)
-        boot_id = uuid.uuid4().hex
+        exact = ExactReadings(sensor_id) if args.exact_time else None
+        # Past the template's end a new boot id keeps the keys unique: one per pass over
+        # it, derived from the pass's number, so a message reserved by a stream still
+        # waiting to send gets its own pass's id whichever stream sends first.
+        sender_run = uuid.uuid4()
+        boots: dict[int, str] = {}
         interval = 1.0 / args.rate
         start = time.monotonic()
         next_index = 0
@@ -117,20 +123,26 @@ class Generator:
         async def paced_writes(until: float) -> AsyncIterator[bytes]:
             nonlocal next_index
             while not self.stopping.is_set():
-                due = start + next_index * interval
+                index = next_index
+                due = start + index * interval
                 if due >= until:
                     return
+                # Reserved before waiting: the next stream starts while this one waits
+                # (for its due time, or at the yield) and must take the next index.
+                next_index += 1
                 delay = due - time.monotonic()
                 if delay > 0:
                     await asyncio.sleep(delay)
-                # Each message of the template has its own seqs; past the template's end a
-                # new boot id keeps the keys unique.
-                slot = next_index % len(template)
-                nonlocal boot_id
-                if slot == 0 and next_index:
-                    boot_id = uuid.uuid4().hex
-                yield template.message(slot, boot_id, int(time.time()))
-                next_index += 1
+                if exact is not None:
+                    yield exact.message(sender_run.hex, index + 1, time.time_ns())
+                else:
+                    passed, slot = divmod(index, len(template))
+                    boot_id = boots.get(passed)
+                    if boot_id is None:
+                        # Once a pass (uuid5 hashes): at most two passes are ever in flight.
+                        boot_id = boots[passed] = uuid.uuid5(sender_run, str(passed)).hex
+                        boots.pop(passed - 2, None)
+                    yield template.message(slot, boot_id, int(time.time()))
                 self.counters.sent += 1
 
         async with grpc.aio.insecure_channel(args.target) as channel:
@@ -204,6 +216,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--stream-seconds", type=float, default=1.0)
     parser.add_argument("--inflight", type=int, default=2, help="open streams per sender")
     parser.add_argument("--prefix", default="gen")
+    parser.add_argument(
+        "--exact-time",
+        action="store_true",
+        help="paced, one reading a message: stamp each with the microsecond it is sent "
+        "(not the template's second); costs a serialization per message",
+    )
     parser.add_argument("--max-seconds", type=float, default=900.0)
     return parser.parse_args(argv)
 

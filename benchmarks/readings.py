@@ -14,7 +14,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from workcell.v1 import telemetry_pb2
 
-__all__ = ["MessageTemplate"]
+__all__ = ["ExactReadings", "MessageTemplate"]
 
 _BOOT_PLACEHOLDER = "B" * 32  # the length of uuid4().hex, so sizes never change
 # Far enough from now that its varint has the same 5 bytes as any current second.
@@ -70,3 +70,27 @@ class MessageTemplate:
         boot = boot_id.encode()
         stamp = _timestamp_field(second)
         return [m.replace(self._boot, boot).replace(self._second, stamp) for m in self._messages]
+
+
+class ExactReadings:
+    """One reading per message, stamped with the time it is sent, to the microsecond.
+
+    For latency runs: a template's creation second is too coarse to time a commit, and a
+    timestamp's varint length changes with its nanoseconds, so each message is serialized
+    afresh (one reused message object: a few microseconds each).
+    """
+
+    def __init__(self, sensor_id: str, *, seed: int = 1) -> None:
+        self._rng = random.Random(seed)
+        self._request = telemetry_pb2.StreamReadingsRequest()
+        self._reading = self._request.readings.add(sensor_id=sensor_id)
+
+    def message(self, boot_id: str, seq: int, now_ns: int) -> bytes:
+        """Reading ``seq`` of run ``boot_id``, created at ``now_ns`` (Unix ns)."""
+        reading = self._reading
+        reading.boot_id = boot_id
+        reading.seq = seq
+        reading.payload = self._rng.randrange(0, 1000)
+        # Whole microseconds, as the controller stores them.
+        reading.timestamp.FromMicroseconds(now_ns // 1000)
+        return self._request.SerializeToString()

@@ -1,12 +1,22 @@
-"""Tables and the targets of issue 4 (pure: no I/O)."""
+"""Tables and the targets of issues 4 and 15 (pure: no I/O)."""
 
 from __future__ import annotations
 
+import statistics
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-__all__ = ["Measured", "ScenarioResult", "Target", "format_table", "summary_rows"]
+__all__ = [
+    "Combined",
+    "Measured",
+    "ScenarioResult",
+    "Spread",
+    "Target",
+    "format_table",
+    "spread",
+    "summary_rows",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -19,6 +29,54 @@ class Measured:
     cpu_percent: float | None = None
     cpu_s_per_million: float | None = None
     peak_rss_mib: float | None = None
+    note: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Spread:
+    """The median of a figure's runs and its range; ``runs`` says how many there were."""
+
+    median: float
+    low: float
+    high: float
+    runs: int
+
+    def __str__(self) -> str:
+        return format_spread(self)
+
+
+def spread(values: Sequence[float]) -> Spread:
+    """The median and min-max of ``values`` (at least one)."""
+    if not values:
+        raise ValueError("no runs to summarize")
+    return Spread(statistics.median(values), min(values), max(values), len(values))
+
+
+def format_spread(value: Spread) -> str:
+    """``median [low-high]``, digits as the tables give them; the median alone for one run."""
+    median = _number(value.median, value.median)
+    if value.runs == 1:
+        return median
+    return f"{median} [{_number(value.low, value.median)}-{_number(value.high, value.median)}]"
+
+
+def _number(value: float, scale: float) -> str:
+    # The same digits for the median and its bounds, chosen by the median's size.
+    size = abs(scale)
+    digits = 0 if size >= 100 else 2 if size >= 1 else 3
+    return f"{value:,.{digits}f}"
+
+
+@dataclass(frozen=True, slots=True)
+class Combined:
+    """One process over every repetition of a run: each figure's median and spread."""
+
+    run: str
+    process: str
+    readings_per_s: Spread | None = None
+    cpu_percent: Spread | None = None
+    cpu_s_per_million: Spread | None = None
+    peak_rss_mib: Spread | None = None
     note: str = ""
 
 
@@ -39,9 +97,11 @@ class ScenarioResult:
 
     key: str
     title: str
-    rows: list[Measured] = field(default_factory=list)
+    rows: list[Measured | Combined] = field(default_factory=list)
     targets: list[Target] = field(default_factory=list)
     values: dict[str, Any] = field(default_factory=dict)
+    extra: tuple[tuple[str, ...], list[tuple[object, ...]]] | None = None
+    """A further table of the scenario's own shape (headers, rows), printed after ``rows``."""
 
     def as_json(self) -> dict[str, Any]:
         """A JSON-ready dict."""
@@ -51,12 +111,23 @@ class ScenarioResult:
             "rows": [asdict(row) for row in self.rows],
             "targets": [asdict(target) for target in self.targets],
             "values": self.values,
+            "extra": None
+            if self.extra is None
+            else [
+                dict(zip(self.extra[0], map(_json_cell, row), strict=True)) for row in self.extra[1]
+            ],
         }
+
+
+def _json_cell(value: object) -> object:
+    return asdict(value) if isinstance(value, Spread) else value
 
 
 def _cell(value: object) -> str:
     if value is None:
         return "-"
+    if isinstance(value, Spread):
+        return format_spread(value)
     if isinstance(value, float):
         size = abs(value)
         digits = 0 if size >= 100 else 2 if size >= 1 else 3
@@ -70,7 +141,8 @@ def format_table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> st
     """A plain-text table: left-aligned text, right-aligned numbers, ``-`` for None."""
     cells = [[_cell(value) for value in row] for row in rows]
     numeric = [
-        bool(rows) and all(isinstance(row[i], int | float) or row[i] is None for row in rows)
+        bool(rows)
+        and all(isinstance(row[i], int | float | Spread) or row[i] is None for row in rows)
         for i in range(len(headers))
     ]
     widths = [
@@ -99,7 +171,7 @@ MEASURED_HEADERS = (
 )
 
 
-def measured_table(rows: Sequence[Measured]) -> str:
+def measured_table(rows: Sequence[Measured | Combined]) -> str:
     """The table of a scenario's measured processes."""
     return format_table(
         MEASURED_HEADERS,

@@ -1,0 +1,181 @@
+"""(l): creation-to-commit latency at the nominal load and at 50 % and 80 % of saturation.
+
+The saturation is (b)'s controller median from the same invocation (``Settings.
+saturation_rate``), or one run of (b)'s controller side measured here when (b) did not run.
+Each load is offered by paced generators (:data:`GENERATORS` processes x 4 senders, one
+reading a message, one stream a second each, as sensors send) stamping each reading with the
+microsecond it is sent (``--exact-time``), to the controller on SQLite. The
+:class:`~benchmarks.commit_probe.CommitProbe` sees each row committed; the window's readings
+not seen within ``Settings.drain_s`` (3 s) after it count as late (slower than any seen).
+
+What the figure includes: the generator's gRPC send, transport, the controller's parsing and
+checks, the wait for the writer's next group, the group's write and commit. What it excludes:
+the response to the sensor (it comes only at the stream's end). It overstates by at most one
+probe period (5 ms plus a poll). The decision's grace is measured against the same span: a
+reading counts in its window only if it is committed before the window is decided.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from benchmarks.cell import GENERATORS, NOMINAL_RATE, SENSORS, Settings, start_controller, store
+from benchmarks.children import Children
+from benchmarks.commit_probe import CommitProbe
+from benchmarks.generators import start_generators, stop_generators
+from benchmarks.latency import LatencySummary, summarize
+from benchmarks.measure import fresh_dir, measure
+from benchmarks.repeats import interleave
+from benchmarks.report import ScenarioResult, Spread, Target, spread
+from benchmarks.saturation import ONE_PER_MESSAGE, controller_run
+from controller.config import ControllerConfig
+
+__all__ = ["DEFAULT_GRACE_S", "LATENCY_HEADERS", "commit_latency"]
+
+DEFAULT_GRACE_S = ControllerConfig().grace
+"""The controller's default ``--grace``: p99 must stay below it up to 80 % of saturation."""
+LATENCY_HEADERS = (
+    "load",
+    "offered/s",
+    "durable/s",
+    "controller CPU %",
+    "p50 ms",
+    "p99 ms",
+    "max ms",
+    "received p99 ms",
+    "late",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class _LatencyRun:
+    offered_per_s: float
+    durable_per_s: float
+    controller_cpu_percent: float
+    summary: LatencySummary
+
+
+def _latency_run(settings: Settings, name: str, rate: float, repetition: int) -> _LatencyRun:
+    per_sender = rate / SENSORS
+    paced = ["--rate", f"{per_sender:.3f}", "--stream-seconds", "1", "--exact-time"]
+    with (
+        fresh_dir(settings.work_dir / f"l-{name}-{repetition}") as run_dir,
+        Children(run_dir) as kids,
+        store(run_dir, None) as database,
+    ):
+        assert database.path is not None
+        controller = start_controller(kids, run_dir, database)
+        generators = start_generators(
+            kids,
+            [controller.port],
+            processes=GENERATORS,
+            senders=SENSORS // GENERATORS,
+            extra=paced,
+        )
+        time.sleep(settings.warmup_s)
+        probe = CommitProbe(database.path)
+        start_us = probe.start()
+        try:
+            window = measure({"controller": controller}, database.count, settings.latency_s)
+            end_us = time.time_ns() // 1000
+            # The window's slowest readings commit after it: keep looking for them.
+            time.sleep(settings.drain_s)
+        finally:
+            probe.stop()
+        probed = probe.window(start_us, end_us)
+        stop_generators(generators)
+    return _LatencyRun(
+        offered_per_s=rate,
+        durable_per_s=window.count / window.seconds,
+        controller_cpu_percent=100 * window.cpu("controller") / window.seconds,
+        summary=summarize(probed.committed_us, probed.received_us, probed.late),
+    )
+
+
+def _ms(values: list[float | None]) -> Spread | None:
+    # A percentile among the late readings is unknown: longer than the drain, shown as inf.
+    present = [math.inf if value is None else value * 1e3 for value in values]
+    return spread(present) if present else None
+
+
+def commit_latency(settings: Settings) -> ScenarioResult:
+    """(l): the latency table and the grace target, ``settings.repeat`` runs of each load."""
+    result = ScenarioResult("l", "(l) creation-to-commit latency, 1 reading/message, SQLite")
+    saturation = settings.saturation_rate
+    source = "(b)'s median in this run"
+    if saturation is None:
+        run = controller_run(settings, "l-saturation", ONE_PER_MESSAGE, settings.saturation_s)
+        saturation = run.durable_per_s
+        source = "one saturation run of (b)'s controller side, measured here"
+    loads = {
+        "nominal 8 x 300/s": SENSORS * NOMINAL_RATE,
+        "50% of saturation": 0.5 * saturation,
+        "80% of saturation": 0.8 * saturation,
+    }
+    names = {"nominal 8 x 300/s": "nominal", "50% of saturation": "50", "80% of saturation": "80"}
+
+    def step(label: str, rate: float) -> Callable[[int], _LatencyRun]:
+        return lambda n: _latency_run(settings, names[label], rate, n)
+
+    runs = interleave(settings.repeat, [step(label, rate) for label, rate in loads.items()])
+    rows: list[tuple[object, ...]] = []
+    for (label, rate), load_runs in zip(loads.items(), runs, strict=True):
+        summaries = [run.summary for run in load_runs]
+        rows.append(
+            (
+                label,
+                rate,
+                spread([run.durable_per_s for run in load_runs]),
+                spread([run.controller_cpu_percent for run in load_runs]),
+                _ms([s.p50_s for s in summaries]),
+                _ms([s.p99_s for s in summaries]),
+                _ms([s.max_s for s in summaries]),
+                _ms([s.receive_p99_s for s in summaries]),
+                sum(s.late for s in summaries),
+            )
+        )
+    result.extra = (LATENCY_HEADERS, rows)
+    # "Up to 80 %": every load measured, the nominal one and 50 % included.
+    medians = {}
+    for label, load_runs in zip(loads, runs, strict=True):
+        p99 = _ms([run.summary.p99_s for run in load_runs])
+        medians[label] = math.inf if p99 is None else p99.median / 1e3
+    worst = max(medians.values())
+    result.targets.append(
+        Target(
+            "l",
+            f"p99 creation-to-commit < default grace {DEFAULT_GRACE_S} s up to 80% of saturation",
+            "p99 "
+            + ", ".join(
+                f"{medians[label] * 1e3:,.0f} ms at {rate:,.0f}/s" for label, rate in loads.items()
+            )
+            + f"; saturation {saturation:,.0f}/s: {source}",
+            worst / DEFAULT_GRACE_S,
+            worst < DEFAULT_GRACE_S,
+        )
+    )
+    result.values = {
+        "saturation_per_s": saturation,
+        "saturation_source": source,
+        "runs": {
+            label: [
+                {
+                    "offered_per_s": run.offered_per_s,
+                    "durable_per_s": run.durable_per_s,
+                    "controller_cpu_percent": run.controller_cpu_percent,
+                    "readings": run.summary.readings,
+                    "late": run.summary.late,
+                    "p50_s": run.summary.p50_s,
+                    "p99_s": run.summary.p99_s,
+                    "max_s": run.summary.max_s,
+                    "receive_p99_s": run.summary.receive_p99_s,
+                }
+                for run in load_runs
+            ]
+            for label, load_runs in zip(loads, runs, strict=True)
+        },
+    }
+    return result
