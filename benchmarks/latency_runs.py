@@ -13,14 +13,22 @@ checks, the wait for the writer's next group, the group's write and commit. What
 the response to the sensor (it comes only at the stream's end). It overstates by at most one
 probe period (5 ms plus a poll). The decision's grace is measured against the same span: a
 reading counts in its window only if it is committed before the window is decided.
+
+Each run also reads back its decisions (the controller's default 5 s period, so about
+``latency_s / 5`` of them): the delay from each window's end to its command's issue. With the
+watermarks (controller.decision.watermarks) a window is decided once every live sender's
+committed readings passed its end: the target is 100 ms at the nominal load.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
+import sqlite3
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 from benchmarks.cell import GENERATORS, NOMINAL_RATE, SENSORS, Settings, start_controller, store
 from benchmarks.children import Children
@@ -33,10 +41,18 @@ from benchmarks.report import ScenarioResult, Spread, Target, spread
 from benchmarks.saturation import ONE_PER_MESSAGE, controller_run
 from controller.config import ControllerConfig
 
-__all__ = ["DEFAULT_GRACE_S", "LATENCY_HEADERS", "commit_latency"]
+__all__ = [
+    "DECISION_DELAY_TARGET_S",
+    "DEFAULT_GRACE_S",
+    "LATENCY_HEADERS",
+    "commit_latency",
+    "decision_delays",
+]
 
 DEFAULT_GRACE_S = ControllerConfig().grace
 """The controller's default ``--grace``: p99 must stay below it up to 80 % of saturation."""
+DECISION_DELAY_TARGET_S = 0.1
+"""A decision in normal operation comes this soon after its window's end (issue 14)."""
 LATENCY_HEADERS = (
     "load",
     "offered/s",
@@ -47,6 +63,7 @@ LATENCY_HEADERS = (
     "max ms",
     "received p99 ms",
     "late",
+    "decision delay max ms",
 )
 
 
@@ -56,6 +73,8 @@ class _LatencyRun:
     durable_per_s: float
     controller_cpu_percent: float
     summary: LatencySummary
+    decision_delays_s: list[float]
+    """From each window's end to its command's issue, for the windows ending in the run."""
 
 
 def _latency_run(settings: Settings, name: str, rate: float, repetition: int) -> _LatencyRun:
@@ -87,12 +106,24 @@ def _latency_run(settings: Settings, name: str, rate: float, repetition: int) ->
             probe.stop()
         probed = probe.window(start_us, end_us)
         stop_generators(generators)
+        delays = decision_delays(database.path, start_us, end_us)
     return _LatencyRun(
         offered_per_s=rate,
         durable_per_s=window.count / window.seconds,
         controller_cpu_percent=100 * window.cpu("controller") / window.seconds,
         summary=summarize(probed.committed_us, probed.received_us, probed.late),
+        decision_delays_s=delays,
     )
+
+
+def decision_delays(path: Path, start_us: int, end_us: int) -> list[float]:
+    """Seconds from each window's end to its command's issue, for windows ending in the span."""
+    with contextlib.closing(sqlite3.connect(path)) as db:
+        rows = db.execute(
+            "SELECT issued_at - window_end FROM commands WHERE window_end BETWEEN ? AND ?",
+            (start_us, end_us),
+        ).fetchall()
+    return [int(delay) / 1e6 for (delay,) in rows]
 
 
 def _ms(values: list[float | None]) -> Spread | None:
@@ -135,6 +166,7 @@ def commit_latency(settings: Settings) -> ScenarioResult:
                 _ms([s.max_s for s in summaries]),
                 _ms([s.receive_p99_s for s in summaries]),
                 sum(s.late for s in summaries),
+                _ms([max(run.decision_delays_s, default=None) for run in load_runs]),
             )
         )
     result.extra = (LATENCY_HEADERS, rows)
@@ -157,6 +189,20 @@ def commit_latency(settings: Settings) -> ScenarioResult:
             worst < DEFAULT_GRACE_S,
         )
     )
+    # Runs shorter than a period (--quick) may see no decision: then no figure.
+    delays = [max(run.decision_delays_s) for run in runs[0] if run.decision_delays_s]
+    if delays:
+        delay = spread(delays).median
+        result.targets.append(
+            Target(
+                "l",
+                f"decision within {DECISION_DELAY_TARGET_S * 1e3:.0f} ms of its window's end "
+                f"({next(iter(loads))})",
+                f"the latest of each run's decisions: {delay * 1e3:,.0f} ms (median of runs)",
+                delay / DECISION_DELAY_TARGET_S,
+                delay <= DECISION_DELAY_TARGET_S,
+            )
+        )
     result.values = {
         "saturation_per_s": saturation,
         "saturation_source": source,
@@ -172,6 +218,7 @@ def commit_latency(settings: Settings) -> ScenarioResult:
                     "p99_s": run.summary.p99_s,
                     "max_s": run.summary.max_s,
                     "receive_p99_s": run.summary.receive_p99_s,
+                    "decision_delays_s": run.decision_delays_s,
                 }
                 for run in load_runs
             ]

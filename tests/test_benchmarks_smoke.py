@@ -21,6 +21,7 @@ from benchmarks import loadgen
 from benchmarks.__main__ import parse_settings
 from benchmarks.commit_probe import CommitProbe
 from benchmarks.latency import percentile, summarize
+from benchmarks.latency_runs import decision_delays
 from benchmarks.measure import Window
 from benchmarks.nodes import GENERATORS, NodeRun, node_rows
 from benchmarks.postgres_server import find_postgres_bin
@@ -402,9 +403,21 @@ def test_latency_scenario_runs_briefly(tmp_path: Path) -> None:
         assert durable.median > 0
         assert isinstance(p50, Spread)
         assert 0 < p50.median < math.inf
-    (target,) = result.targets
-    assert target.scenario == "l"
-    assert "grace" in target.target
+    assert "decision delay max ms" in headers
+    grace = [t for t in result.targets if "grace" in t.target]
+    assert [t.scenario for t in grace] == ["l"]
+    # The decision target only when a window (5 s) ended inside a run of 1.5 s.
+    assert all("decision within" in t.target for t in result.targets if t not in grace)
+
+
+def testdecision_delays_are_read_for_the_windows_ending_in_the_run(tmp_path: Path) -> None:
+    path = tmp_path / "workcell.db"
+    with contextlib.closing(sqlite3.connect(path)) as db:
+        db.execute("CREATE TABLE commands (window_end INTEGER, issued_at INTEGER)")
+        rows = [(5_000_000, 5_040_000), (10_000_000, 10_020_000), (15_000_000, 15_500_000)]
+        db.executemany("INSERT INTO commands VALUES (?, ?)", rows)
+        db.commit()
+    assert decision_delays(path, 4_000_000, 11_000_000) == [0.04, 0.02]
 
 
 def test_saturation_on_postgresql_runs_briefly(tmp_path: Path) -> None:
