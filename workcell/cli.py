@@ -90,6 +90,17 @@ class HistoryConfig:
     tls: TlsConfig = PLAINTEXT
 
 
+def _range_config(args: argparse.Namespace, tls: TlsConfig) -> HistoryConfig:
+    """The History range ``report`` and ``replay`` read, in their large pages."""
+    return HistoryConfig(
+        controller=args.controller,
+        from_us=args.from_,
+        to_us=args.to,
+        page_size=REPORT_PAGE_SIZE,
+        tls=tls,
+    )
+
+
 def _last(text: str) -> int:
     """``--last``: a duration from a second to 100 years, in microseconds."""
     seconds = duration_seconds(text)
@@ -807,13 +818,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             None if args.from_ is not None else getattr(args, "last", _last(DEFAULT_REPORT_LAST))
         )
         return report_command(
-            HistoryConfig(
-                controller=args.controller,
-                from_us=args.from_,
-                to_us=args.to,
-                page_size=REPORT_PAGE_SIZE,
-                tls=tls,
-            ),
+            _range_config(args, tls),
             alpha=args.alpha,
             output=args.output,
             last_us=last_us,
@@ -825,13 +830,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         from controller.decision.replay import PolicyOverride
 
         return replay_command(
-            HistoryConfig(
-                controller=args.controller,
-                from_us=args.from_,
-                to_us=args.to,
-                page_size=REPORT_PAGE_SIZE,
-                tls=tls,
-            ),
+            _range_config(args, tls),
             override=PolicyOverride(args.alpha, args.min_effect, args.confirm),
             initial_status=args.initial_status,
             as_json=args.json,
