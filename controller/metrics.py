@@ -146,8 +146,8 @@ class ControllerMetrics:
         )
         self.sensors_behind = Gauge(
             PREFIX + "sensors_behind",
-            "Sensor runs the decisions do not wait for: they held a window until --grace ran "
-            "out, and have not caught up since",
+            "Sensor runs the decisions do not wait for: their newest reading was older than "
+            "--grace plus a period when it arrived (a clock behind, or a late delivery)",
             registry=r,
         )
         self.windows_skipped = Counter(

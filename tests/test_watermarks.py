@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from controller.decision.watermarks import RunReach, Watermarks
+from controller.decision.watermarks import RunReach, Settled, Watermarks
 from controller.records import ReadingRow
 from controller.storage.inserts import NEW, REFUSED
 from controller.storage.window_stats import HEARTBEAT_US, group_reach, mark_rows
 
 S = 1_000_000  # one second, in microseconds
 END = 100 * S  # the end of the window being decided
+PERIOD = 5 * S
 BOUND = 3 * S
 IDLE = 2 * S
 
@@ -20,7 +21,7 @@ def run(run_id: int, reached: int, heard: int) -> RunReach:
 
 
 def marks(started: int = 0) -> Watermarks:
-    return Watermarks(bound_us=BOUND, idle_us=IDLE, started_us=started)
+    return Watermarks(period_us=PERIOD, bound_us=BOUND, idle_us=IDLE, started_us=started)
 
 
 def test_a_window_waits_for_live_runs_that_have_not_passed_its_end() -> None:
@@ -58,39 +59,37 @@ def test_after_a_restart_the_runs_heard_before_are_waited_for_until_the_deadline
     assert watermarks.holding([back], END, started + 5 + IDLE + 1) == []
 
 
-def test_a_run_holding_until_the_bound_is_behind_until_it_catches_up() -> None:
+def test_a_run_later_than_the_bound_and_a_period_is_behind_and_not_waited_for() -> None:
     watermarks = marks()
-    lagging = run(1, END - 3 * S, END + 3 * S)  # live, but its readings are 3 s old
-    other = run(2, END + 1_000, END + 1_000)
-    settled = watermarks.settle([lagging, other], END, END + BOUND)
-    assert settled.behind == [lagging]
-    assert settled.caught_up == []
-    assert watermarks.behind == [lagging]
-    # The next window does not wait for it.
-    following = run(1, END + 2 * S, END + 5 * S)
-    assert watermarks.holding([following], END + 5 * S, END + 5 * S) == []
-    # Still behind when the next window is decided: nothing changes, nothing reported.
-    settled = watermarks.settle([following], END + 5 * S, END + 5 * S)
-    assert (settled.behind, settled.caught_up) == ([], [])
-    # Past the end of a window when it is decided: caught up, waited for again.
-    caught = run(1, END + 10 * S + 1, END + 10 * S + 2)
-    settled = watermarks.settle([caught], END + 10 * S, END + 10 * S + 5)
-    assert settled.caught_up == [caught]
+    # Its newest reading was 9 s old when received: none of a window's readings can come
+    # before the window's deadline (3 s after its end).
+    far = run(1, END - 9 * S, END)
+    # 7 s late: waited for until the deadline, whatever of it arrives by then counts.
+    late = run(2, END - 7 * S, END)
+    assert watermarks.holding([far, late], END, END + S) == [late]
+    settled = watermarks.settle([far, late])
+    assert (settled.behind, settled.caught_up) == ([far], [])
+    assert watermarks.behind == [far]
+    # Still behind at the next decision: nothing new to tell.
+    assert watermarks.settle([far, late]) == Settled([], [])
+    # Its lag back under the bound and a period: waited for again, and told.
+    back = run(1, END + S, END + 2 * S)
+    assert watermarks.settle([back, late]).caught_up == [back]
     assert watermarks.behind == []
-    assert watermarks.holding([run(1, END, END + 10 * S)], END + 15 * S, END + 11 * S) != []
 
 
 def test_a_behind_run_gone_from_the_table_is_forgotten() -> None:
     watermarks = marks()
-    watermarks.settle([run(1, END - 5 * S, END + 2 * S)], END, END + BOUND)
+    watermarks.settle([run(1, END - 10 * S, END)])
     assert len(watermarks.behind) == 1
-    watermarks.settle([], END + S, END + S)
+    assert watermarks.settle([]) == Settled([], [])
     assert watermarks.behind == []
 
 
-def test_negative_bounds_are_refused() -> None:
-    with pytest.raises(ValueError, match="negative"):
-        Watermarks(bound_us=-1, idle_us=0, started_us=0)
+@pytest.mark.parametrize(("period", "bound", "idle"), [(0, 0, 0), (S, -1, 0), (S, 0, -1)])
+def test_bad_bounds_are_refused(period: int, bound: int, idle: int) -> None:
+    with pytest.raises(ValueError, match="positive period"):
+        Watermarks(period_us=period, bound_us=bound, idle_us=idle, started_us=0)
 
 
 def rows(sensor: str, stamps: list[int], received: int) -> list[ReadingRow]:

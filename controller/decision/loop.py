@@ -113,7 +113,10 @@ class DecisionLoop:
         # None: windows are decided as soon as they end (nothing to wait for).
         self._reaches = reaches
         self.watermarks = Watermarks(
-            bound_us=schedule.grace_us, idle_us=idle_us, started_us=clock()
+            period_us=schedule.period_us,
+            bound_us=schedule.grace_us,
+            idle_us=idle_us,
+            started_us=clock(),
         )
         # Issue times follow the ids even when the wall clock steps back:
         # History orders by (issued_at, id) and counts a merged run by its ids.
@@ -191,7 +194,7 @@ class DecisionLoop:
         self.last = record
         self._last_issued_at = record.issued_at
         metrics.decision_delay.observe(max(0, record.issued_at - end) / US_PER_SECOND)
-        self._report(self.watermarks.settle(runs, end, self._clock()), end)
+        self._report(self.watermarks.settle(runs))
         log.info(
             "decision: command %d window [%s, %s) status=%s changed=%s p=%s n=%d",
             record.id,
@@ -239,23 +242,17 @@ class DecisionLoop:
                 return runs
             await self._sleep(min(POLL_US, deadline - now) / US_PER_SECOND)
 
-    def _report(self, settled: Settled, end_us: int) -> None:
-        """Log the runs that fell behind or caught up with this decision."""
+    def _report(self, settled: Settled) -> None:
+        """Log the runs that fell behind or caught up since the last decision."""
         for run in settled.behind:
+            lag = (run.heard_us - run.reached_us) / US_PER_SECOND
             log.warning(
-                "sensor %r held the window ending %s until --grace ran out: its readings "
-                "reach %s (%.3f s before the window's end), last received %.3f s after it. "
-                "Decisions do not wait for it until it catches up: is its clock behind, or "
-                "its delivery late?",
+                "sensor %r is behind: its newest reading was %.3f s old when received, more "
+                "than --grace plus a period; decisions do not wait for it (its readings will "
+                "be stale) until it catches up: is its clock behind, or its delivery late?",
                 run.sensor_id,
-                to_iso(end_us),
-                to_iso(run.reached_us),
-                (end_us - run.reached_us) / US_PER_SECOND,
-                (run.heard_us - end_us) / US_PER_SECOND,
-                extra={
-                    "sensor_id": run.sensor_id,
-                    "behind_seconds": (end_us - run.reached_us) / US_PER_SECOND,
-                },
+                lag,
+                extra={"sensor_id": run.sensor_id, "behind_seconds": lag},
             )
         for run in settled.caught_up:
             log.info(

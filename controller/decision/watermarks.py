@@ -17,10 +17,11 @@ A run holds a window back while it has not reached the window's end, unless it i
   its reconnect backoff: sensors try again at least every 2 s, so within the default bound),
   unless its sensor has been heard since under another run (it restarted: the old run will
   not come back);
-- **behind**: it was still holding a window when the bound ran out (its clock is behind, or
-  its delivery is), and has not caught up since. It delays that one decision by the bound,
-  is reported, and is not waited for again until a window is decided with the run past its
-  end.
+- **behind**: its newest reading was older, when received, than the bound plus a period (its
+  clock is behind, or its delivery late): none of its readings of a window can arrive before
+  the window's deadline, so waiting for it would only delay every decision. Reported when it
+  falls behind and when it catches up. A run less late than that is waited for, up to the
+  deadline: whatever of its readings arrives by then is counted.
 
 Pure: callers pass the time and the runs in.
 """
@@ -50,39 +51,48 @@ class Settled:
     """What deciding a window changed in the runs not waited for."""
 
     behind: list[RunReach]
-    """Runs that held the window until the bound ran out: not waited for from now on."""
+    """Runs behind now that were not at the decision before: not waited for."""
     caught_up: list[RunReach]
-    """Runs behind before that had passed the window's end: waited for again."""
+    """Runs behind at the decision before that are not any more: waited for again."""
 
 
 class Watermarks:
     """Which runs a window waits for, for one term of the leader."""
 
-    __slots__ = ("_behind", "bound_us", "idle_us", "started_us")
+    __slots__ = ("_behind", "bound_us", "idle_us", "period_us", "started_us")
 
-    def __init__(self, *, bound_us: int, idle_us: int, started_us: int) -> None:
-        if bound_us < 0 or idle_us < 0:
-            raise ValueError(f"bounds must not be negative, got {bound_us}, {idle_us}")
+    def __init__(self, *, period_us: int, bound_us: int, idle_us: int, started_us: int) -> None:
+        if period_us <= 0 or bound_us < 0 or idle_us < 0:
+            raise ValueError(
+                f"need a positive period and bounds not negative, got {period_us}, {bound_us}, "
+                f"{idle_us}"
+            )
+        self.period_us = period_us
         self.bound_us = bound_us
         self.idle_us = idle_us
         self.started_us = started_us
+        # The runs found behind, for telling when they fall behind and catch up.
         self._behind: dict[int, RunReach] = {}
 
     @property
     def behind(self) -> list[RunReach]:
-        """The runs not waited for because they are behind, as they were found."""
+        """The runs behind at the last decision, as they were found."""
         return list(self._behind.values())
 
     def deadline(self, end_us: int) -> int:
         """The latest time the window ending at ``end_us`` is decided."""
         return max(end_us, self.started_us) + self.bound_us
 
+    def is_behind(self, run: RunReach) -> bool:
+        """Whether ``run``'s readings come too late for any window's deadline."""
+        return run.heard_us - run.reached_us > self.bound_us + self.period_us
+
     def holding(self, runs: Sequence[RunReach], end_us: int, now_us: int) -> list[RunReach]:
         """The runs the window ending at ``end_us`` still waits for at ``now_us``."""
-        started, idle, behind = self.started_us, self.idle_us, self._behind
-        waiting = [r for r in runs if r.reached_us < end_us and r.run_id not in behind]
+        waiting = [r for r in runs if r.reached_us < end_us and not self.is_behind(r)]
         if not waiting:
             return waiting  # the usual case, every poll: nothing more to look at
+        started, idle = self.started_us, self.idle_us
         restarted = {r.sensor_id for r in runs if r.heard_us >= started}
         return [
             run
@@ -94,15 +104,13 @@ class Watermarks:
             )
         ]
 
-    def settle(self, runs: Sequence[RunReach], end_us: int, now_us: int) -> Settled:
-        """The window ending at ``end_us`` was decided at ``now_us`` with ``runs`` as read
-        last: the runs still holding it are behind from now on; behind runs past its end
-        have caught up."""
-        late = self.holding(runs, end_us, now_us)
-        caught_up = [r for r in runs if r.run_id in self._behind and r.reached_us >= end_us]
-        # Runs gone from the table (silent for a minute) are forgotten with it.
-        still = {r.run_id for r in runs} - {r.run_id for r in caught_up}
-        self._behind = {run_id: r for run_id, r in self._behind.items() if run_id in still}
-        for run in late:
-            self._behind[run.run_id] = run
-        return Settled(late, caught_up)
+    def settle(self, runs: Sequence[RunReach]) -> Settled:
+        """After a decision on ``runs`` as read last: the runs that fell behind since the
+        previous decision, and the ones that caught up."""
+        now_behind = {run.run_id: run for run in runs if self.is_behind(run)}
+        settled = Settled(
+            [run for run_id, run in now_behind.items() if run_id not in self._behind],
+            [run for run in runs if run.run_id in self._behind and run.run_id not in now_behind],
+        )
+        self._behind = now_behind
+        return settled
