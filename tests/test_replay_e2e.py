@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -88,11 +90,17 @@ def _outcome(entry: history_pb2.HistoryEntry) -> str:
 
 
 def test_the_policy_in_force_reproduces_every_issued_status(tmp_path: Path) -> None:
-    # alpha 0.3 makes the regime profile's noise significant now and then, so the guards
-    # have work: outcomes of every kind, streaks carried from window to window.
+    # alpha 0.3 makes the noise significant now and then, so the guards have work (below
+    # the minimum effect, unconfirmed); a step of 100 in the middle of a window a few seconds
+    # in is confirmed over two windows (significant). The regime profile's random levels gave
+    # no confirmed change in one CI run: outcomes of every kind need the step.
     flags = ["--alpha", "0.3", "--min-effect", "1", "--confirm", "2"]
-    sensor_flags = ["--rate", "100", "--duration", "8"]
-    with cell(tmp_path, flags, lambda: sensor_flags, period=0.5) as port:
+
+    def sensor_flags() -> list[str]:
+        step = (math.floor(time.time() / 0.5) + 9) * 0.5 + 0.25
+        return ["--rate", "100", "--duration", "8", "--profile", "step", "--step-at", f"{step}"]
+
+    with cell(tmp_path, flags, sensor_flags, period=0.5) as port:
         whole = replay_json(port)
         # Read after the replay: the controller decides on (empty windows) meanwhile.
         served = history(port)
