@@ -2,7 +2,8 @@
 # The README's replay picture from a real run: the whole cell (8 sensors at 300/s, 5 s period,
 # the specified rule) on the drift-step profile, the step 60 s after the start in the middle of
 # a window, for 2 minutes (and 35 s more while the replay reads it); then `workcell replay` of
-# a guarded policy over it, drawn into docs/replay.png (or $1), and its table on stdout. Run from the repository root:
+# a guarded policy over it, drawn into docs/replay.png (or $1), and its table on stdout.
+# Run from the repository root:
 #   sh scripts/replay_picture.sh [docs/replay.png]
 set -eu
 out="${1:-docs/replay.png}"
