@@ -40,6 +40,7 @@ from controller.leadership import Leadership, LeaseLeadership, SoleLeadership, T
 from controller.link import ManipulatorLink
 from controller.metrics import ControllerMetrics
 from controller.records import CloseWindows
+from controller.storage.checkpoint import checkpoint_forever
 from controller.storage.database import Database
 from controller.storage.retention import Retention
 from controller.storage.writer import Writer
@@ -146,6 +147,10 @@ class Controller:
                 writer, config.retain_readings, clock=self._clock, metrics=self.metrics
             )
             self._tasks.append(asyncio.create_task(retention.run(), name="retention"))
+        if database.engine.dialect.name == "sqlite":
+            self._tasks.append(
+                asyncio.create_task(checkpoint_forever(database.engine), name="wal-checkpoint")
+            )
         if config.metrics_listen is not None:
             self._metrics_endpoint = MetricsEndpoint(self.metrics.registry)
             self.metrics_port = self._metrics_endpoint.start(config.metrics_listen)
