@@ -56,9 +56,6 @@ def _sqlite_pragmas(busy_timeout_ms: int) -> Callable[[Any, Any], None]:
         cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute("PRAGMA synchronous=FULL")
         cursor.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
-        # Checkpoints run beside the writer (controller.storage.checkpoint), not inside
-        # whichever commit takes the log past 1,000 pages.
-        cursor.execute("PRAGMA wal_autocheckpoint=0")
         cursor.close()
 
     return on_connect

@@ -114,6 +114,10 @@ class SqliteWrites:
         self._deciding: int | None = None
 
     async def opened(self, node: str) -> None:
+        # This connection's commits never checkpoint the log (an fsync of the database
+        # file inside a commit group): the controller's task does, beside it
+        # (controller.storage.checkpoint). Other connections (migrations) keep the default.
+        await self._conn.execute("PRAGMA wal_autocheckpoint=0")
         async with self._conn.execute("PRAGMA database_list") as cursor:
             files = {str(name): str(path) for _, name, path in await cursor.fetchall()}
         path = files.get("main", "")
