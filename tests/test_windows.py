@@ -67,11 +67,11 @@ def test_book_refuses_bad_period_or_grace(period: int, grace: int) -> None:
         DecisionSchedule(period, grace, last_decided=0)
 
 
-def test_deadline_and_next_due() -> None:
+def test_end_and_next_due() -> None:
     book = DecisionSchedule(P, GRACE, last_decided=9)
 
     assert book.next_due() == 10
-    assert book.deadline(10) == 11 * P + GRACE
+    assert book.end(10) == 11 * P  # decided from then on, at the latest grace later
 
 
 def test_stale_rule_follows_the_schedule() -> None:

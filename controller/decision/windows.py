@@ -140,10 +140,6 @@ class DecisionSchedule:
         """When window ``index`` ends, (index + 1)·P: from then on it may be decided."""
         return (index + 1) * self.period_us
 
-    def deadline(self, index: int) -> int:
-        """When window ``index`` is decided at the latest: (index + 1)·P + grace (µs)."""
-        return (index + 1) * self.period_us + self.grace_us
-
     def next_due(self) -> int:
         """The index of the next window to decide."""
         return self.last_decided + 1
