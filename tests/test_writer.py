@@ -331,3 +331,55 @@ async def test_a_close_by_a_term_that_is_over_is_refused_alone_and_ingest_goes_o
     assert (tally.failure, tally.stored) == (None, 5)  # the readings of its group committed
     assert False not in health  # not an outage
     assert database.fetch("SELECT COUNT(*) FROM commands") == [(0,)]
+
+
+# -- commit pacing and chunked inserts (issue 15) -----------------------------------------
+
+
+async def test_readings_wait_for_the_commit_interval_but_a_command_does_not(
+    database: TestDatabase,
+) -> None:
+    db = await Database.open(database.url)
+    # An interval no test would sit out: the command must not wait for it.
+    writer = Writer(db.engine, backend=db.write_backend, commit_interval=30.0)
+    await writer.start()
+    try:
+        first = StreamTally()
+        await (await writer.add_readings(first, readings("b1", 1, 3)))  # the first group: at once
+        tallies = [StreamTally() for _ in range(5)]
+        groups = [
+            await writer.add_readings(t, readings("b1", 10 * i + 10, 2))
+            for i, t in enumerate(tallies)
+        ]
+        await asyncio.sleep(0.2)
+        # Inside the interval: nothing more committed on its own.
+        assert not any(g.done() for g in groups)
+        assert writer.commits == 1
+        # A command is committed at once, and the readings buffered before it with it.
+        await asyncio.wait_for(writer.record_command(command(1, 0)), timeout=10)
+        await asyncio.wait_for(asyncio.gather(*groups), timeout=10)
+        assert writer.commits == 2
+        assert [t.stored for t in tallies] == [2] * 5
+    finally:
+        await writer.close()
+        await db.close()
+
+
+async def test_a_group_of_many_readings_goes_in_chunks_and_counts_its_resends(
+    database: TestDatabase,
+) -> None:
+    db = await Database.open(database.url)
+    writer = Writer(db.engine, backend=db.write_backend)
+    await writer.start()
+    try:
+        await (await writer.add_readings(StreamTally(), readings("b1", 600, 100)))
+        # 1,300 readings (chunks of 512, 512, 256, 16, 4), 100 of them resends.
+        tally = StreamTally()
+        await (await writer.add_readings(tally, readings("b1", 1, 1_300)))
+        assert tally.failure is None
+        assert (tally.stored, tally.duplicates) == (1_200, 100)
+    finally:
+        await writer.close()
+        await db.close()
+    stored = database.fetch(f"SELECT seq, payload FROM {READINGS_WITH_RUNS} ORDER BY seq")
+    assert stored == [(seq, seq) for seq in range(1, 1_301)]

@@ -174,7 +174,8 @@ async def _with_run_ids(
         return [(known[s, b], q, p, t, r) for s, b, q, p, t, r in rows], {}
     except KeyError:
         # A sensor run seen for the first time (a sensor started): once per run.
-        keys = {(r[SENSOR_ID], r[BOOT_ID]) for r in rows} - known.keys()
-        new = await backend.register_runs(sorted(keys))
-        both = {**known, **new}
-        return [(both[s, b], q, p, t, r) for s, b, q, p, t, r in rows], new
+        # ``known`` holds every run this node stored: only the group's runs are looked up.
+        keys = {(r[SENSOR_ID], r[BOOT_ID]) for r in rows}
+        new = await backend.register_runs(sorted(keys - known.keys()))
+        ids = {key: new[key] if key in new else known[key] for key in keys}
+        return [(ids[s, b], q, p, t, r) for s, b, q, p, t, r in rows], new

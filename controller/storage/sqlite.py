@@ -7,6 +7,8 @@ statement compilation on the hot path.
 from __future__ import annotations
 
 import contextlib
+import functools
+import itertools
 import os
 import sqlite3
 from collections.abc import AsyncIterator, Sequence
@@ -31,17 +33,21 @@ from controller.storage.write_backend import (
     command_conflict,
 )
 
-__all__ = ["SqliteWrites", "is_data_error"]
+__all__ = ["INSERT_CHUNK", "SqliteWrites", "insert_chunks", "is_data_error"]
 
 _INSERT_RUN = (
     "INSERT INTO sensor_runs (sensor_id, boot_id) VALUES (?, ?) "
     "ON CONFLICT (sensor_id, boot_id) DO NOTHING"
 )
 _RUN_ID = "SELECT id FROM sensor_runs WHERE sensor_id = ? AND boot_id = ?"
-_INSERT_READINGS = (
-    "INSERT INTO readings (run_id, seq, payload, timestamp, received_at) "
-    "VALUES (?, ?, ?, ?, ?) ON CONFLICT (run_id, seq) DO NOTHING"
-)
+# Readings go in as multi-row INSERTs, not executemany: sqlite3 lets go of
+# the GIL around every statement it steps, so executemany hands the GIL to the
+# event loop and waits to get it back once per row (up to the 5 ms switch
+# interval when the loop is busy); one statement per chunk does it once per
+# chunk, and SQLite's own work on the chunk runs beside the loop. Chunks are
+# powers of two up to this (5 parameters a row, well under SQLite's 32,766),
+# so a handful of distinct statements stays in sqlite3's statement cache.
+INSERT_CHUNK = 512
 _STORED = "SELECT seq, payload, timestamp FROM readings WHERE run_id = ? AND seq BETWEEN ? AND ?"
 # A command already stored under its id is read back rather than refused:
 # a retry after a commit whose outcome was unknown finds it there.
@@ -96,6 +102,29 @@ def is_data_error(exc: BaseException) -> bool:
     # RejectedWrite: the write's own refusal, read back from the database (a
     # command id holding another command, a window close by a term that is over).
     return isinstance(exc, (*_DATA_ERRORS, RejectedWrite))
+
+
+@functools.cache
+def _insert_readings(rows: int) -> str:
+    """The INSERT of ``rows`` readings (a few distinct sizes: sqlite3 caches each prepared)."""
+    values = ", ".join(["(?, ?, ?, ?, ?)"] * rows)
+    return (
+        f"INSERT INTO readings (run_id, seq, payload, timestamp, received_at) VALUES {values} "
+        "ON CONFLICT (run_id, seq) DO NOTHING"
+    )
+
+
+def insert_chunks(conn: sqlite3.Connection, rows: Sequence[StoredReading]) -> int:
+    """Insert ``rows`` (on the connection's thread); how many were new."""
+    inserted = 0
+    start = 0
+    while start < len(rows):
+        left = len(rows) - start
+        size = INSERT_CHUNK if left >= INSERT_CHUNK else 1 << (left.bit_length() - 1)
+        values = list(itertools.chain.from_iterable(rows[start : start + size]))
+        inserted += conn.execute(_insert_readings(size), values).rowcount
+        start += size
+    return inserted
 
 
 class SqliteWrites:
@@ -153,8 +182,10 @@ class SqliteWrites:
         return cursor.rowcount
 
     async def insert_readings(self, rows: Sequence[StoredReading]) -> int:
-        cursor = await self._conn.executemany(_INSERT_READINGS, rows)
-        return cursor.rowcount
+        # Every chunk in one hop to the connection's thread: aiosqlite's _execute
+        # (untyped) is how its own public methods get there (the version is pinned).
+        on_thread = self._conn._execute
+        return int(await on_thread(insert_chunks, self._conn._conn, rows))  # type: ignore[no-untyped-call]
 
     async def stored_readings(self, run_id: int, low: int, high: int) -> list[StoredValues]:
         async with self._conn.execute(_STORED, (run_id, low, high)) as cursor:
