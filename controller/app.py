@@ -138,6 +138,7 @@ class Controller:
             on_health=self._storage_health,
             on_commands=feed.notify,
             max_pending=config.ingest_buffer,
+            commit_interval=config.commit_interval,
             metrics=self.metrics,
         )
         await writer.start()

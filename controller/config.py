@@ -7,6 +7,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from controller.api.admission import StreamLimits
+from controller.storage.writer import DEFAULT_COMMIT_INTERVAL
 from workcell.flags import (
     Address,
     FlagParser,
@@ -65,6 +66,8 @@ class ControllerConfig:
     max_skew: float = 5.0
     shutdown_grace: float = 5.0
     ingest_buffer: int = 50_000
+    commit_interval: float = DEFAULT_COMMIT_INTERVAL
+    """The least seconds between two commit groups (controller.storage.writer)."""
     busy_timeout: float = 10.0
     retain_readings: float = 24 * 3600.0
     """Seconds raw readings are kept; 0 keeps them forever."""
@@ -224,6 +227,16 @@ def parse_config(
         help="readings waiting for the database writer before streams are slowed",
     )
     parser.flag(
+        "--commit-interval",
+        env="WORKCELL_COMMIT_INTERVAL",
+        default=str(d.commit_interval),
+        type=float_between(0, 1),
+        metavar="SECONDS",
+        help="the least time between two commits of the readings received: longer "
+        "batches more readings a commit (less CPU and disk) and delays each "
+        "acknowledgement and decision by up to this much more",
+    )
+    parser.flag(
         "--busy-timeout",
         env="WORKCELL_BUSY_TIMEOUT",
         default=str(d.busy_timeout),
@@ -286,6 +299,7 @@ def parse_config(
         max_skew=ns.max_skew,
         shutdown_grace=ns.shutdown_grace,
         ingest_buffer=ns.ingest_buffer,
+        commit_interval=ns.commit_interval,
         busy_timeout=ns.busy_timeout,
         retain_readings=ns.retain_readings,
         log_level=ns.log_level,

@@ -57,6 +57,7 @@ def test_stream_limits_come_from_flags_and_environment() -> None:
         ([], {"WORKCELL_PERIOD": "0.001"}, "--period"),
         (["--retain-readings", "1e300"], {}, "--retain-readings"),
         (["--ingest-buffer", "1e12"], {}, "--ingest-buffer"),
+        ([], {"WORKCELL_COMMIT_INTERVAL": "2"}, "--commit-interval"),
     ],
 )
 def test_a_bad_value_exits_2_with_one_line_naming_the_flag(
