@@ -80,7 +80,13 @@ async def test_a_lost_commit_reply_neither_stops_decisions_nor_loses_counts(
     ids = [int(c[0]) for c in commands]
     assert ids == list(range(1, len(ids) + 1))
     journaled = [int(r["command_id"]) for r in read_journal(tmp_path / "journal.jsonl")]
-    assert journaled == ids
+    # Each command delivered once, in order; a decision recorded as the controller stopped
+    # may not have been sent yet: it stays pending in the database, for the next start.
+    assert journaled == ids[: len(journaled)]
+    unsent = postgres.fetch(
+        "SELECT id FROM commands WHERE id > :last AND acknowledged_at IS NULL", last=len(journaled)
+    )
+    assert len(unsent) == len(ids) - len(journaled) <= 1, (journaled, ids)
     # Every window decided counted every reading that arrived in time, the committed
     # group whose reply was lost included.
     for _, window_start, counted in commands:
