@@ -383,3 +383,33 @@ async def test_a_group_of_many_readings_goes_in_chunks_and_counts_its_resends(
         await db.close()
     stored = database.fetch(f"SELECT seq, payload FROM {READINGS_WITH_RUNS} ORDER BY seq")
     assert stored == [(seq, seq) for seq in range(1, 1_301)]
+
+
+async def test_readings_received_before_a_close_count_in_the_window_it_closes(
+    database: TestDatabase,
+) -> None:
+    """Both wait for the same group (the interval): the readings are committed first, so the
+    close sums them (a sensor just started holds no window back; its readings must not be
+    stale only because they waited for the commit with the close)."""
+    db = await Database.open(database.url)  # makes the tables
+    database.execute("UPDATE leadership SET epoch = 3, expires_at = :never", never=2**62)
+    writer = Writer(db.engine, backend=db.write_backend, commit_interval=30.0)
+    await writer.start()
+    try:
+        await (await writer.add_readings(StreamTally(), sensor_rows("s-a", 1, 2)))
+        tally = StreamTally()
+        group = await writer.add_readings(tally, sensor_rows("s-b", 1, 3))
+        close = CloseWindows(
+            epoch=3,
+            until_us=NOW_US + 1_000_000,
+            window_start=NOW_US,
+            next_id=1,
+            decide=lambda stats: command(1, NOW_US),
+        )
+        closed = await asyncio.wait_for(writer.close_windows(close), timeout=10)
+        await group
+    finally:
+        await writer.close()
+        await db.close()
+    assert (tally.stored, tally.stale) == (3, 0)
+    assert closed.stats.count == 5  # what the decision was given

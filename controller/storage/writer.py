@@ -306,6 +306,13 @@ class Writer:
                 group, self._group = self._group, None
                 self._pending_rows = 0
                 self._room.set()
+                if segments and any(isinstance(p.request, CloseWindows) for p in operations):
+                    # Readings received before a close count in the windows it closes (a
+                    # group's own readings are stale to a close in it): committed first. A
+                    # sensor not heard from yet holds no window back, so its first readings
+                    # of a window are counted only if they are in by the time it closes.
+                    await self._commit(segments, [])
+                    segments = []
                 if segments or operations:
                     await self._commit(segments, operations)
                 if group is not None and not group.done():
