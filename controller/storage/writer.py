@@ -306,7 +306,7 @@ class Writer:
                 group, self._group = self._group, None
                 self._pending_rows = 0
                 self._room.set()
-                if segments and any(isinstance(p.request, CloseWindows) for p in operations):
+                if segments and _closes(operations):
                     # Readings received before a close count in the windows it closes (a
                     # group's own readings are stale to a close in it): committed first. A
                     # sensor not heard from yet holds no window back, so its first readings
@@ -591,8 +591,7 @@ class Writer:
         exclusive when the group closes a window) so that no two nodes' groups wait on
         each other in opposite orders; its value."""
         await backend.begin()
-        closing = any(isinstance(pending.request, CloseWindows) for pending in operations)
-        return await backend.lock_decisions(exclusive=closing)
+        return await backend.lock_decisions(exclusive=_closes(operations))
 
     async def _run_request(self, backend: WriteBackend, request: Request) -> int | ClosedWindows:
         if isinstance(request, CloseWindows):
@@ -708,6 +707,11 @@ class Writer:
         return await self._count_windows(
             backend, written, _new_rows([r for _, r in flat], states), segments
         )
+
+
+def _closes(operations: Sequence[_Pending]) -> bool:
+    """Whether a group's operations close windows (the leader's, once a period)."""
+    return any(isinstance(pending.request, CloseWindows) for pending in operations)
 
 
 def _touches_commands(request: Request, outcome: Outcome) -> bool:
