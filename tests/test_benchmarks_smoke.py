@@ -510,3 +510,19 @@ async def test_paced_generator_never_sends_one_seq_twice_across_its_streams() ->
             assert repeated == [], f"{len(repeated)} keys sent twice ({exact}): {repeated[:3]}"
     finally:
         await server.stop(None)
+
+
+def test_rate_over_time_prints_a_durable_rate_a_step(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [
+            sys.executable, "-m", "benchmarks.rate_over_time",
+            "--seconds", "4", "--step", "2", "--work-dir", str(tmp_path / "run"),
+        ],
+        capture_output=True, text=True, timeout=120, check=True,
+    )  # fmt: skip
+    lines = done.stdout.splitlines()
+    rates = [int(line.split()[2].replace(",", "")) for line in lines if "durable" in line]
+    assert len(rates) == 2, done.stdout
+    assert min(rates) > 0, done.stdout
+    assert lines[-1].startswith("first half "), done.stdout
+    assert not list((tmp_path / "run").glob("*.db")), "the run's database is deleted"

@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable
 from fractions import Fraction
 from typing import Protocol
 
@@ -28,7 +28,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from controller.decision.policy import NO_STREAK, Policy, Streak, decide_under
 from controller.decision.rule import WindowStats
-from controller.decision.watermarks import RunReach, Settled, Watermarks
+from controller.decision.watermarks import Holdable, RunReach, Settled, Watermarks
 from controller.decision.windows import DecisionSchedule, window_bounds
 from controller.errors import NotLeader, StorageError
 from controller.metrics import ControllerMetrics
@@ -64,7 +64,7 @@ class WindowCloser(Protocol):
 class ReachSource(Protocol):
     """How far each sensor run's committed readings reach (the database)."""
 
-    async def run_reaches(self) -> list[RunReach]: ...
+    async def run_reaches(self, holdable: Holdable | None = None) -> list[RunReach]: ...
 
 
 class CommandSender(Protocol):
@@ -147,7 +147,7 @@ class DecisionLoop:
         """Wait until window ``index`` is complete (or its deadline), close it (and the
         skipped ones before it), decide, record and send its command."""
         start, end = window_bounds(index, self.schedule.period_us)
-        runs = await self._complete(end)
+        await self._complete(end)
 
         def command(stats: WindowStats) -> CommandRecord:
             # Called in the closing transaction, with every node's statistics summed. Pure:
@@ -194,7 +194,6 @@ class DecisionLoop:
         self.last = record
         self._last_issued_at = record.issued_at
         metrics.decision_delay.observe(max(0, record.issued_at - end) / US_PER_SECOND)
-        self._report(self.watermarks.settle(runs))
         log.info(
             "decision: command %d window [%s, %s) status=%s changed=%s p=%s n=%d",
             record.id,
@@ -219,19 +218,21 @@ class DecisionLoop:
                 "effect_size": record.effect.effect_size,
             },
         )
+        await self._settle()
         return record
 
-    async def _complete(self, end_us: int) -> Sequence[RunReach]:
+    async def _complete(self, end_us: int) -> None:
         """Wait until no live sensor run holds back the window ending at ``end_us``, or
-        until its deadline; the runs as read last."""
+        until its deadline."""
         if self._reaches is None:
-            return ()
+            return
         watermarks = self.watermarks
         deadline = watermarks.deadline(end_us)
-        runs: Sequence[RunReach] = ()
         while True:
             try:
-                runs = await self._reaches.run_reaches()
+                runs = await self._reaches.run_reaches(watermarks.holdable(end_us, self._clock()))
+                if watermarks.needs_every_run(runs):
+                    runs = await self._reaches.run_reaches()
                 unknown = False
             except (SQLAlchemyError, OSError) as exc:
                 # Not known: waited for until the deadline (the close then retries).
@@ -239,8 +240,20 @@ class DecisionLoop:
                 unknown = True
             now = self._clock()
             if now >= deadline or not (unknown or watermarks.holding(runs, end_us, now)):
-                return runs
+                return
             await self._sleep(min(POLL_US, deadline - now) / US_PER_SECOND)
+
+    async def _settle(self) -> None:
+        """Tell the runs that fell behind or caught up since the last decision: every
+        run read once a decision, not at every poll."""
+        if self._reaches is None:
+            return
+        try:
+            runs = await self._reaches.run_reaches()
+        except (SQLAlchemyError, OSError) as exc:
+            log.debug("could not read the sensor runs' reach: %s", exc)
+            return  # told after the next decision
+        self._report(self.watermarks.settle(runs))
 
     def _report(self, settled: Settled) -> None:
         """Log the runs that fell behind or caught up since the last decision."""

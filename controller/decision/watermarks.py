@@ -23,6 +23,10 @@ A run holds a window back while it has not reached the window's end, unless it i
   falls behind and when it catches up. A run less late than that is waited for, up to the
   deadline: whatever of its readings arrives by then is counted.
 
+The leader polls while a window waits: it asks the database only for the runs that can
+hold it (:class:`Holdable`, a superset of :meth:`Watermarks.holding`'s answer), not for every
+run of the last minute, which a reconnect storm (a new run a stream) makes thousands.
+
 Pure: callers pass the time and the runs in.
 """
 
@@ -31,7 +35,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-__all__ = ["RunReach", "Settled", "Watermarks"]
+__all__ = ["Holdable", "RunReach", "Settled", "Watermarks"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,6 +48,21 @@ class RunReach:
     """The newest committed reading's timestamp."""
     heard_us: int
     """When a node last received one of its readings (that node's clock)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Holdable:
+    """Which runs can hold a window back: what a poll reads, a superset of the holding ones.
+
+    A run qualifies when it has not reached ``end_us``, is not behind (``heard_us -
+    reached_us`` at most ``max_lag_us``), and was heard at or after ``heard_since_us`` (not
+    idle) or before ``started_us`` (waited for by the rule of the runs from before the term).
+    """
+
+    end_us: int
+    heard_since_us: int
+    started_us: int
+    max_lag_us: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,8 +106,25 @@ class Watermarks:
         """Whether ``run``'s readings come too late for any window's deadline."""
         return run.heard_us - run.reached_us > self.bound_us + self.period_us
 
+    def holdable(self, end_us: int, now_us: int) -> Holdable:
+        """The runs that can hold the window ending at ``end_us`` at ``now_us`` or later."""
+        return Holdable(
+            end_us=end_us,
+            heard_since_us=now_us - self.idle_us,
+            started_us=self.started_us,
+            max_lag_us=self.bound_us + self.period_us,
+        )
+
+    def needs_every_run(self, runs: Sequence[RunReach]) -> bool:
+        """Whether :meth:`holding` needs every run, not just the holdable ``runs``: a run
+        from before the term is waited for unless its sensor was heard since under another
+        run, which may have reached the window's end (and so not be holdable)."""
+        started = self.started_us
+        return any(run.heard_us < started for run in runs)
+
     def holding(self, runs: Sequence[RunReach], end_us: int, now_us: int) -> list[RunReach]:
-        """The runs the window ending at ``end_us`` still waits for at ``now_us``."""
+        """The runs the window ending at ``end_us`` still waits for at ``now_us``: given
+        every run, or the holdable ones unless :meth:`needs_every_run` says otherwise."""
         waiting = [r for r in runs if r.reached_us < end_us and not self.is_behind(r)]
         if not waiting:
             return waiting  # the usual case, every poll: nothing more to look at

@@ -14,12 +14,12 @@ from collections.abc import Callable, Collection
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import event, func, literal_column, select, tuple_
+from sqlalchemy import event, func, literal_column, or_, select, tuple_
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
-from controller.decision.watermarks import RunReach
+from controller.decision.watermarks import Holdable, RunReach
 from controller.errors import DatabaseOpenError
 from controller.records import CommandRecord, LeadershipRecord
 from controller.storage.migrate import UnknownRevision, upgrade
@@ -197,19 +197,28 @@ class Database:
             ).first()
         return int(decided_until), None if row is None else command_from_row(row._mapping)
 
-    async def run_reaches(self) -> list[RunReach]:
+    async def run_reaches(self, holdable: Holdable | None = None) -> list[RunReach]:
         """How far each sensor run's committed readings reach, over every node (the
-        decisions' watermarks; rows of runs silent for a minute are gone)."""
+        decisions' watermarks; rows of runs silent for a minute are gone): every run, or
+        only the ``holdable`` ones (a few rows read, however many runs the last minute saw).
+        """
+        reached, heard = func.max(run_marks.c.reached_us), func.max(run_marks.c.heard_us)
         query = (
-            select(
-                run_marks.c.run_id,
-                sensor_runs.c.sensor_id,
-                func.max(run_marks.c.reached_us),
-                func.max(run_marks.c.heard_us),
-            )
+            select(run_marks.c.run_id, sensor_runs.c.sensor_id, reached, heard)
             .join(sensor_runs, sensor_runs.c.id == run_marks.c.run_id)
             .group_by(run_marks.c.run_id, sensor_runs.c.sensor_id)
         )
+        if holdable is not None:
+            # The runs heard since (or before the term) first, row by row, so the join
+            # and the grouping see only those; a run heard on one node only before the
+            # term and on another since passes too, a superset Watermarks.holding sorts.
+            heard_then = run_marks.c.heard_us
+            candidates = select(run_marks.c.run_id).where(
+                or_(heard_then >= holdable.heard_since_us, heard_then < holdable.started_us)
+            )
+            query = query.where(run_marks.c.run_id.in_(candidates)).having(
+                reached < holdable.end_us, heard - reached <= holdable.max_lag_us
+            )
         async with self.engine.connect() as conn:
             rows = (await conn.execute(query)).all()
         return [RunReach(int(r[0]), str(r[1]), int(r[2]), int(r[3])) for r in rows]

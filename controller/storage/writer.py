@@ -102,7 +102,8 @@ DEFAULT_MAX_PENDING = 50_000
 # Commands, acknowledgements and window closes (operations) are committed at
 # once: a decision and its command wait for them.
 DEFAULT_COMMIT_INTERVAL = 0.05
-# Past this many runs remembered, the ones silent for MARK_RETENTION_US are forgotten.
+# Past this many runs remembered (or twice what stayed the last time), the ones silent
+# for MARK_RETENTION_US are forgotten.
 MAX_REMEMBERED_MARKS = 1_000
 # Asking the database whether a transaction whose COMMIT reply was lost committed.
 RESOLVE_RETRY = Backoff(initial=0.05, maximum=2.0)
@@ -174,6 +175,7 @@ class Writer:
         self._partials: dict[int, WindowStats] = {}
         # This node's run_marks rows as committed (controller.decision.watermarks).
         self._marks: dict[RunKey, Reach] = {}
+        self._marks_limit = MAX_REMEMBERED_MARKS
         # Told False when a write fails and True when writes succeed again, so
         # the controller can report NOT_SERVING while the database is in trouble.
         self._on_health = on_health
@@ -416,7 +418,7 @@ class Writer:
 
     def _remember_marks(self, marks: dict[RunKey, Reach]) -> None:
         self._marks.update(marks)
-        if len(self._marks) > MAX_REMEMBERED_MARKS:
+        if len(self._marks) > self._marks_limit:
             # Runs long silent: the leader deletes their rows; a run that comes back
             # has its row written again at once.
             newest = max(heard for _, heard in self._marks.values())
@@ -425,6 +427,9 @@ class Writer:
                 for key, mark in self._marks.items()
                 if mark[1] >= newest - MARK_RETENTION_US
             }
+            # Twice what stays, so a minute of many runs (a new run a stream) costs a
+            # pass over the map now and then, not at every group.
+            self._marks_limit = max(MAX_REMEMBERED_MARKS, 2 * len(self._marks))
 
     def _settle(self, segments: list[Segment], written: _Written) -> None:
         """Count the committed readings into their streams' tallies (and the stale ones)."""
