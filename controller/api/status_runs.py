@@ -15,7 +15,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from controller.decision.policy import PolicyOutcome
 from controller.decision.rule import WindowSummary
 from controller.records import CommandRecord
-from workcell.timeconv import to_timestamp
+from workcell.timeconv import US_PER_SECOND
 from workcell.v1 import command_pb2, history_pb2
 
 __all__ = ["Run", "RunGrouper", "entry_for_run"]
@@ -103,29 +103,36 @@ def entry_for_run(
     with (the previous command's), when the caller read them.
     """
     first, last = run.first, run.last
-    # Built in one constructor call: a page holds up to 1000 of these.
+    effect = first.effect
     entry = history_pb2.HistoryEntry(
-        from_datetime=to_timestamp(first.window_start),
-        to_datetime=to_timestamp(last.window_end),
         status=_STATUS[first.status],
         command_id=first.id,
-        issued_at=to_timestamp(first.issued_at),
-        acknowledged_at=_acknowledged(run),
-        window=_summary(first.window, first.window_sums),
-        previous_window=_summary(first.previous, previous_sums),
         p_value=first.p_value,
         changed=first.changed,
         command_count=run.count,
         last_command_id=last.id,
-        difference=first.effect.difference,
-        difference_ci_low=first.effect.ci_low,
-        difference_ci_high=first.effect.ci_high,
-        effect_size=first.effect.effect_size,
+        difference=effect.difference,
+        difference_ci_low=effect.ci_low,
+        difference_ci_high=effect.ci_high,
+        effect_size=effect.effect_size,
         outcome=_OUTCOME.get(first.outcome, history_pb2.DECISION_OUTCOME_UNSPECIFIED),
-        policy=history_pb2.DecisionPolicy(
-            alpha=first.alpha, min_effect=first.min_effect, confirm=first.confirm
-        ),
     )
+    # The message fields are filled in place: half the time of building each one and
+    # copying it in (5.6 against 11 µs an entry; a page holds up to 1000).
+    _set_time(entry.from_datetime, first.window_start)
+    _set_time(entry.to_datetime, last.window_end)
+    _set_time(entry.issued_at, first.issued_at)
+    if run.acknowledged and last.acknowledged_at is not None:
+        # The last acknowledgement, once every command of the run has one.
+        _set_time(entry.acknowledged_at, last.acknowledged_at)
+    _set_summary(entry.window, first.window, first.window_sums)
+    _set_summary(entry.previous_window, first.previous, previous_sums)
+    policy = entry.policy
+    policy.alpha = first.alpha
+    if first.min_effect is not None:  # None: recorded before revision 0006
+        policy.min_effect = first.min_effect
+    if first.confirm is not None:
+        policy.confirm = first.confirm
     streak = first.streak
     if streak is not None and streak.direction is not None:
         entry.streak_length = streak.length
@@ -141,18 +148,14 @@ _OUTCOME: dict[str, history_pb2.DecisionOutcome] = {
 }
 
 
-def _acknowledged(run: Run) -> Timestamp | None:
-    """The last acknowledgement, once every command of the run has one."""
-    last = run.last.acknowledged_at
-    if last is None or not run.acknowledged:
-        return None
-    return to_timestamp(last)
+def _set_time(field: Timestamp, us: int) -> None:
+    seconds, micros = divmod(us, US_PER_SECOND)
+    field.seconds, field.nanos = seconds, micros * 1000
 
 
-def _summary(
-    summary: WindowSummary, sums: tuple[int, int] | None = None
-) -> history_pb2.WindowSummary:
-    message = history_pb2.WindowSummary(count=summary.count, mean=summary.mean, std_dev=summary.std)
+def _set_summary(
+    field: history_pb2.WindowSummary, summary: WindowSummary, sums: tuple[int, int] | None
+) -> None:
+    field.count, field.mean, field.std_dev = summary.count, summary.mean, summary.std
     if sums is not None:
-        message.total, message.total_sq = str(sums[0]), str(sums[1])
-    return message
+        field.total, field.total_sq = str(sums[0]), str(sums[1])
