@@ -54,7 +54,8 @@ def main() -> None:
     half = len(rates) // 2
     if half:
         first, last = sum(rates[:half]) / half, sum(rates[-half:]) / half
-        print(f"first half {first:,.0f}/s, second half {last:,.0f}/s ({last / first:.2f})")
+        change = f" ({last / first:.2f})" if first else ""
+        print(f"first half {first:,.0f}/s, second half {last:,.0f}/s{change}")
 
 
 if __name__ == "__main__":

@@ -13,6 +13,8 @@ from __future__ import annotations
 import random
 from operator import attrgetter
 
+import pytest
+
 from controller.decision.loop import DecisionLoop
 from controller.decision.rule import WindowStats
 from controller.decision.watermarks import Holdable, RunReach, Watermarks
@@ -119,6 +121,13 @@ async def store_marks(database: Database, *, run_id: int, reached: int, heard: i
         )
 
 
+# Every instant of the next test on a grid of a quarter second, so heard times fall exactly
+# on now - idle and on the term's start, reaches exactly on the window's end, and lags
+# exactly on the bound plus a period.
+Q = S // 4
+LAGS = (0, Q, GRACE + P, GRACE + P + 1, 2 * S, 6 * S)
+
+
 def population(rng: random.Random, end: int) -> list[tuple[str, list[Mark]]]:
     """Runs around a window's end: live, ended, idle, behind, some stored by two nodes, and
     sensors with several runs (restarted)."""
@@ -126,9 +135,8 @@ def population(rng: random.Random, end: int) -> list[tuple[str, list[Mark]]]:
     for _ in range(300):
         marks = []
         for node in ("n1", "n2")[: rng.choice((1, 1, 2))]:
-            heard = end + rng.randrange(-12 * S, 3 * S)
-            lag = rng.choice((0, 50_000, S, 6 * S, 9 * S))
-            marks.append((node, heard - lag, heard))
+            heard = end + Q * rng.randrange(-48, 12)
+            marks.append((node, heard - rng.choice(LAGS), heard))
         runs.append((f"s{rng.randrange(60)}", marks))
     return runs
 
@@ -143,18 +151,62 @@ async def test_the_prefilter_never_changes_which_runs_hold_a_window(
         await store_runs(db, population(rng, end))
         every = await db.run_reaches()
         assert len(every) > 250
-        for _ in range(40):
+        for _ in range(60):
             # Terms that began before the window, and after (a takeover's first windows).
-            started = end + rng.randrange(-20 * S, 4 * S)
-            now = max(started, end) + rng.randrange(0, 3 * S)
+            started = end + Q * rng.randrange(-80, 16)
+            asked = max(started, end) + Q * rng.randrange(0, 12)
             watermarks = Watermarks(period_us=P, bound_us=GRACE, idle_us=IDLE, started_us=started)
-            holding = watermarks.holding(every, end, now)
-            read = await db.run_reaches(watermarks.holdable(end, now))
-            assert {r.run_id for r in read} >= {r.run_id for r in holding}
-            if watermarks.needs_every_run(read):  # as the loop does
-                read = every
-            assert sorted(watermarks.holding(read, end, now), key=run_id) == sorted(
-                holding, key=run_id
-            )
+            read = await db.run_reaches(watermarks.holdable(end, asked))
+            # The loop judges with a time at or after the one it asked with.
+            for now in (asked, asked + 1, asked + Q):
+                assert sorted(watermarks.holding(read, end, now), key=run_id) == sorted(
+                    watermarks.holding(every, end, now), key=run_id
+                ), (started, asked, now)
     finally:
         await db.close()
+
+
+@pytest.mark.parametrize("silent", [False, True], ids=["restarted only", "and one silent"])
+async def test_after_a_restart_a_poll_reads_only_the_runs_from_before_it_still_waited_for(
+    database: TestDatabase, silent: bool
+) -> None:
+    # The term began a second after the window ended (a restart). Sensor a's run from before
+    # it is not waited for: a came back under a new run, already past the end. Sensor b's
+    # run from before is waited for until the deadline: b may be in its reconnect backoff.
+    end = T0 + P
+    started = end + S
+    runs: list[tuple[str, list[Mark]]] = [
+        ("a", [("old", end - 3 * S, end - 3 * S)]),
+        ("a", [("new", end + S + Q, end + S + 2 * Q)]),
+    ]
+    if silent:
+        runs.append(("b", [("old", end - 3 * S, end - 3 * S)]))
+    db = await Database.open(database.url)
+    try:
+        await store_runs(db, runs)
+        clock, commands, reaches = ManualClock(started), Commands(), Recording(db)
+        loop = DecisionLoop(
+            schedule=DecisionSchedule(P, GRACE, (T0 // P) - 1),
+            alpha=0.05,
+            status="down",
+            previous=WindowStats(),
+            next_id=1,
+            closer=commands,
+            sender=commands,
+            clock=clock,
+            sleep=clock.sleep,
+            reaches=reaches,
+            idle_us=IDLE,
+        )
+        await loop.decide_window(T0 // P)
+    finally:
+        await db.close()
+
+    deadline = started + GRACE
+    if silent:
+        assert commands.sent[0].issued_at == deadline
+        assert set(reaches.polls) == {1}  # b's run alone, not a's
+    else:
+        assert commands.sent[0].issued_at == started
+        assert reaches.polls == [0]
+    assert reaches.full_reads == [len(runs)]  # once, for the decision's report

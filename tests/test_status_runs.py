@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import dataclasses
+
+import pytest
+from google.protobuf.timestamp_pb2 import Timestamp
+
 from controller.api.status_runs import Run, RunGrouper, entry_for_run
+from controller.decision.effect import Effect
+from controller.decision.policy import Streak
 from controller.decision.rule import WindowSummary
 from controller.records import CommandRecord
 from tests.builders import command_record
-from workcell.v1 import command_pb2
+from workcell.v1 import command_pb2, history_pb2
 
 
 def command(command_id: int, status: str, *, acknowledged: bool = True) -> CommandRecord:
@@ -57,3 +64,64 @@ def test_an_entry_carries_the_first_decision_and_the_last_acknowledgement() -> N
     assert entry.acknowledged_at.ToMicroseconds() == 32
     run.append(command(3, "up", acknowledged=False))
     assert not entry_for_run(run).HasField("acknowledged_at")
+
+
+@pytest.mark.parametrize(
+    "record",
+    [
+        # An old record (before revision 0006): no effect, policy, streak or sums.
+        command_record(7, window_start=0, period_us=10, issued_at=0, acknowledged_at=None),
+        # Before the epoch, with every field set (an entry is built field by field in place).
+        dataclasses.replace(
+            command_record(
+                8, window_start=-1_500_001, acknowledged_at=-1, p_value=0.0, changed=True,
+                window=WindowSummary(3, 1.5, 0.5), previous=WindowSummary(0, 0.0, 0.0),
+                outcome="unconfirmed",
+            ),
+            effect=Effect(1.0, 0.5, 1.5, 2.0), min_effect=0.0, confirm=3,
+            streak=Streak("down", 2), window_sums=(-5, 25),
+        ),
+    ],
+    ids=["old record", "every field"],
+)  # fmt: skip
+def test_an_entry_is_the_message_its_fields_say(record: CommandRecord) -> None:
+    def stamp(us: int) -> Timestamp:
+        return Timestamp(seconds=us // 1_000_000, nanos=us % 1_000_000 * 1000)
+
+    def summary(s: WindowSummary, sums: tuple[int, int] | None) -> history_pb2.WindowSummary:
+        totals = {} if sums is None else {"total": str(sums[0]), "total_sq": str(sums[1])}
+        return history_pb2.WindowSummary(count=s.count, mean=s.mean, std_dev=s.std, **totals)
+
+    streak = record.streak
+    expected = history_pb2.HistoryEntry(
+        from_datetime=stamp(record.window_start),
+        to_datetime=stamp(record.window_end),
+        status=command_pb2.STATUS_UP if record.status == "up" else command_pb2.STATUS_DOWN,
+        command_id=record.id,
+        issued_at=stamp(record.issued_at),
+        acknowledged_at=None if record.acknowledged_at is None else stamp(record.acknowledged_at),
+        window=summary(record.window, record.window_sums),
+        previous_window=summary(record.previous, (1, 1)),
+        p_value=record.p_value,
+        changed=record.changed,
+        command_count=1,
+        last_command_id=record.id,
+        difference=record.effect.difference,
+        difference_ci_low=record.effect.ci_low,
+        difference_ci_high=record.effect.ci_high,
+        effect_size=record.effect.effect_size,
+        outcome=getattr(history_pb2, f"DECISION_OUTCOME_{record.outcome.upper()}"),
+        policy=history_pb2.DecisionPolicy(
+            alpha=record.alpha, min_effect=record.min_effect, confirm=record.confirm
+        ),
+        streak_length=0 if streak is None else streak.length,
+        streak_status=(
+            command_pb2.STATUS_DOWN
+            if streak is not None and streak.direction == "down"
+            else command_pb2.STATUS_UNSPECIFIED
+        ),
+    )
+    entry = entry_for_run(Run.of(record), (1, 1))
+    assert entry == expected
+    for name in ("acknowledged_at", "p_value", "difference", "window", "policy"):
+        assert entry.HasField(name) == expected.HasField(name), name

@@ -68,8 +68,16 @@ def from_timestamp(ts: Timestamp) -> int:
 
 def to_timestamp(us: int) -> Timestamp:
     """A protobuf Timestamp for microseconds since the epoch."""
+    stamp = Timestamp()
+    set_timestamp(stamp, us)
+    return stamp
+
+
+def set_timestamp(field: Timestamp, us: int) -> None:
+    """Set a message's Timestamp field (``message.issued_at``) in place to ``us``: half the
+    time of building one with :func:`to_timestamp` and copying it in."""
     seconds, micros = divmod(us, US_PER_SECOND)
-    return Timestamp(seconds=seconds, nanos=micros * 1000)
+    field.seconds, field.nanos = seconds, micros * 1000
 
 
 def to_datetime(us: int) -> datetime:

@@ -228,17 +228,19 @@ class DecisionLoop:
             return
         watermarks = self.watermarks
         deadline = watermarks.deadline(end_us)
+        runs: list[RunReach] = []
         while True:
+            asked = self._clock()
             try:
-                runs = await self._reaches.run_reaches(watermarks.holdable(end_us, self._clock()))
-                if watermarks.needs_every_run(runs):
-                    runs = await self._reaches.run_reaches()
+                runs = await self._reaches.run_reaches(watermarks.holdable(end_us, asked))
                 unknown = False
             except (SQLAlchemyError, OSError) as exc:
                 # Not known: waited for until the deadline (the close then retries).
                 log.debug("could not read the sensor runs' reach: %s", exc)
                 unknown = True
-            now = self._clock()
+            # Not before the time the read asked with: a wall clock stepped back meanwhile
+            # would make a run count as not idle that the read left out as idle.
+            now = max(self._clock(), asked)
             if now >= deadline or not (unknown or watermarks.holding(runs, end_us, now)):
                 return
             await self._sleep(min(POLL_US, deadline - now) / US_PER_SECOND)

@@ -24,8 +24,9 @@ A run holds a window back while it has not reached the window's end, unless it i
   deadline: whatever of its readings arrives by then is counted.
 
 The leader polls while a window waits: it asks the database only for the runs that can
-hold it (:class:`Holdable`, a superset of :meth:`Watermarks.holding`'s answer), not for every
-run of the last minute, which a reconnect storm (a new run a stream) makes thousands.
+hold it (:class:`Holdable`: a subset of the runs on which :meth:`Watermarks.holding` gives the
+same answer as on every run), not for every run of the last minute, which a load that starts
+a run a stream (a reconnect storm, the benchmarks' generators) makes thousands.
 
 Pure: callers pass the time and the runs in.
 """
@@ -52,11 +53,14 @@ class RunReach:
 
 @dataclass(frozen=True, slots=True)
 class Holdable:
-    """Which runs can hold a window back: what a poll reads, a superset of the holding ones.
+    """Which runs can hold a window back: what a poll reads.
 
     A run qualifies when it has not reached ``end_us``, is not behind (``heard_us -
-    reached_us`` at most ``max_lag_us``), and was heard at or after ``heard_since_us`` (not
-    idle) or before ``started_us`` (waited for by the rule of the runs from before the term).
+    reached_us`` at most ``max_lag_us``), and was heard at or after ``heard_since_us`` (in
+    this term, and not idle), or last heard before ``started_us`` with its sensor not heard
+    since under any run (the rule of the runs from before the term). The database may return more (it looks at
+    each node's row before taking the maxima): :meth:`Watermarks.holding` decides, and gives
+    on these runs the answer it gives on every run.
     """
 
     end_us: int
@@ -110,21 +114,15 @@ class Watermarks:
         """The runs that can hold the window ending at ``end_us`` at ``now_us`` or later."""
         return Holdable(
             end_us=end_us,
-            heard_since_us=now_us - self.idle_us,
+            # A run from before the term is judged by its sensor, not by its silence.
+            heard_since_us=max(now_us - self.idle_us, self.started_us),
             started_us=self.started_us,
             max_lag_us=self.bound_us + self.period_us,
         )
 
-    def needs_every_run(self, runs: Sequence[RunReach]) -> bool:
-        """Whether :meth:`holding` needs every run, not just the holdable ``runs``: a run
-        from before the term is waited for unless its sensor was heard since under another
-        run, which may have reached the window's end (and so not be holdable)."""
-        started = self.started_us
-        return any(run.heard_us < started for run in runs)
-
     def holding(self, runs: Sequence[RunReach], end_us: int, now_us: int) -> list[RunReach]:
-        """The runs the window ending at ``end_us`` still waits for at ``now_us``: given
-        every run, or the holdable ones unless :meth:`needs_every_run` says otherwise."""
+        """The runs the window ending at ``end_us`` still waits for at ``now_us``, given every
+        run or only the :meth:`holdable` ones (asked at ``now_us`` or before)."""
         waiting = [r for r in runs if r.reached_us < end_us and not self.is_behind(r)]
         if not waiting:
             return waiting  # the usual case, every poll: nothing more to look at
@@ -141,8 +139,8 @@ class Watermarks:
         ]
 
     def settle(self, runs: Sequence[RunReach]) -> Settled:
-        """After a decision on ``runs`` as read last: the runs that fell behind since the
-        previous decision, and the ones that caught up."""
+        """After a decision, given every run as read since: the runs that fell behind since
+        the previous decision, and the ones that caught up."""
         now_behind = {run.run_id: run for run in runs if self.is_behind(run)}
         settled = Settled(
             [run for run_id, run in now_behind.items() if run_id not in self._behind],

@@ -14,7 +14,7 @@ from collections.abc import Callable, Collection
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import event, func, literal_column, or_, select, tuple_
+from sqlalchemy import Select, and_, event, func, literal_column, or_, select, tuple_
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
@@ -209,15 +209,16 @@ class Database:
             .group_by(run_marks.c.run_id, sensor_runs.c.sensor_id)
         )
         if holdable is not None:
-            # The runs heard since (or before the term) first, row by row, so the join
-            # and the grouping see only those; a run heard on one node only before the
-            # term and on another since passes too, a superset Watermarks.holding sorts.
-            heard_then = run_marks.c.heard_us
-            candidates = select(run_marks.c.run_id).where(
-                or_(heard_then >= holdable.heard_since_us, heard_then < holdable.started_us)
-            )
-            query = query.where(run_marks.c.run_id.in_(candidates)).having(
-                reached < holdable.end_us, heard - reached <= holdable.max_lag_us
+            query = query.where(run_marks.c.run_id.in_(_recent_runs(holdable))).having(
+                reached < holdable.end_us,
+                heard - reached <= holdable.max_lag_us,
+                or_(
+                    heard >= holdable.heard_since_us,
+                    and_(
+                        heard < holdable.started_us,
+                        sensor_runs.c.sensor_id.not_in(_heard_in_term(holdable.started_us)),
+                    ),
+                ),
             )
         async with self.engine.connect() as conn:
             rows = (await conn.execute(query)).all()
@@ -336,3 +337,25 @@ class Database:
                 )
             ).first()
         return last, unacknowledged is None
+
+
+def _recent_runs(holdable: Holdable) -> Select[tuple[int]]:
+    """The runs with a node's row heard since ``heard_since_us`` or before the term: taken
+    row by row first, so the join and the grouping see only those (the idle runs of the
+    last minute can be thousands)."""
+    marks = run_marks.alias("recent_marks")  # its own name: not correlated to the outer query
+    heard = marks.c.heard_us
+    return select(marks.c.run_id).where(
+        or_(heard >= holdable.heard_since_us, heard < holdable.started_us)
+    )
+
+
+def _heard_in_term(started_us: int) -> Select[tuple[str]]:
+    """The sensors heard since the term began, under any run (a run from before the term
+    of such a sensor will not come back: it restarted)."""
+    marks, runs = run_marks.alias("term_marks"), sensor_runs.alias("term_runs")
+    return (
+        select(runs.c.sensor_id)
+        .join(marks, marks.c.run_id == runs.c.id)
+        .where(marks.c.heard_us >= started_us)
+    )
