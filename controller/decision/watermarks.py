@@ -58,9 +58,9 @@ class Holdable:
     A run qualifies when it has not reached ``end_us``, is not behind (``heard_us -
     reached_us`` at most ``max_lag_us``), and was heard at or after ``heard_since_us`` (in
     this term, and not idle), or last heard before ``started_us`` with its sensor not heard
-    since under any run (the rule of the runs from before the term). The database may return more (it looks at
-    each node's row before taking the maxima): :meth:`Watermarks.holding` decides, and gives
-    on these runs the answer it gives on every run.
+    since under any run (the rule of the runs from before the term). The database may return
+    more (it looks at each node's row before taking the maxima): :meth:`Watermarks.holding`
+    decides, and gives on these runs the answer it gives on every run.
     """
 
     end_us: int
