@@ -11,6 +11,7 @@ On both backends: the database's prefilter must never change what holds a window
 from __future__ import annotations
 
 import random
+from collections.abc import Awaitable, Callable
 from operator import attrgetter
 
 import pytest
@@ -69,6 +70,28 @@ async def store_runs(database: Database, runs: list[tuple[str, list[Mark]]]) -> 
         )
 
 
+def deciding_loop(
+    clock: ManualClock,
+    commands: Commands,
+    reaches: Recording,
+    sleep: Callable[[float], Awaitable[None]],
+) -> DecisionLoop:
+    """A leader's loop about to decide the window starting at T0, polling ``reaches``."""
+    return DecisionLoop(
+        schedule=DecisionSchedule(P, GRACE, (T0 // P) - 1),
+        alpha=0.05,
+        status="down",
+        previous=WindowStats(),
+        next_id=1,
+        closer=commands,
+        sender=commands,
+        clock=clock,
+        sleep=sleep,
+        reaches=reaches,
+        idle_us=IDLE,
+    )
+
+
 async def test_a_poll_reads_only_the_runs_that_can_hold_the_window(
     database: TestDatabase,
 ) -> None:
@@ -88,19 +111,7 @@ async def test_a_poll_reads_only_the_runs_that_can_hold_the_window(
             if len(reaches.polls) == polls_to_pass:  # the live run passes the end
                 await store_marks(db, run_id=len(ended) + 1, reached=end + 10, heard=clock())
 
-        loop = DecisionLoop(
-            schedule=DecisionSchedule(P, GRACE, (T0 // P) - 1),
-            alpha=0.05,
-            status="down",
-            previous=WindowStats(),
-            next_id=1,
-            closer=commands,
-            sender=commands,
-            clock=clock,
-            sleep=sleep,
-            reaches=reaches,
-            idle_us=IDLE,
-        )
+        loop = deciding_loop(clock, commands, reaches, sleep)
         clock.now_us = end
         await loop.decide_window(T0 // P)
     finally:
@@ -185,19 +196,7 @@ async def test_after_a_restart_a_poll_reads_only_the_runs_from_before_it_still_w
     try:
         await store_runs(db, runs)
         clock, commands, reaches = ManualClock(started), Commands(), Recording(db)
-        loop = DecisionLoop(
-            schedule=DecisionSchedule(P, GRACE, (T0 // P) - 1),
-            alpha=0.05,
-            status="down",
-            previous=WindowStats(),
-            next_id=1,
-            closer=commands,
-            sender=commands,
-            clock=clock,
-            sleep=clock.sleep,
-            reaches=reaches,
-            idle_us=IDLE,
-        )
+        loop = deciding_loop(clock, commands, reaches, clock.sleep)
         await loop.decide_window(T0 // P)
     finally:
         await db.close()
