@@ -13,12 +13,13 @@ import logging
 import sqlite3
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from benchmarks.children import Child, Children
-from benchmarks.measure import Sampled
+from benchmarks.generators import start_generators
+from benchmarks.measure import Sampled, fresh_dir
 from benchmarks.postgres_server import PostgresServer
 
 __all__ = [
@@ -27,8 +28,10 @@ __all__ = [
     "SENSORS",
     "WARMUP_S",
     "Database",
+    "GeneratedRun",
     "Settings",
     "finish_profiler",
+    "generated_run",
     "sqlite_rows",
     "start_controller",
     "start_profiler",
@@ -181,3 +184,35 @@ def finish_profiler(profiler: tuple[subprocess.Popen[bytes], Path] | None) -> Pa
         process.kill()
         process.wait(10)
     return output if output.exists() else None
+
+
+@dataclass(frozen=True, slots=True)
+class GeneratedRun:
+    """A controller run under load generators: its folder, database and processes."""
+
+    run_dir: Path
+    database: Database
+    controller: Child
+    generators: list[Child]
+
+
+@contextlib.contextmanager
+def generated_run(
+    run_dir: Path, generator_args: Sequence[str], server: PostgresServer | None = None
+) -> Iterator[GeneratedRun]:
+    """A controller (on SQLite in a fresh ``run_dir``, or on a fresh database of ``server``)
+    with GENERATORS load generators of SENSORS // GENERATORS senders each sending to it."""
+    with (
+        fresh_dir(run_dir) as run_dir,
+        Children(run_dir) as kids,
+        store(run_dir, server) as database,
+    ):
+        controller = start_controller(kids, run_dir, database)
+        generators = start_generators(
+            kids,
+            [controller.port],
+            processes=GENERATORS,
+            senders=SENSORS // GENERATORS,
+            extra=generator_args,
+        )
+        yield GeneratedRun(run_dir, database, controller, generators)

@@ -32,12 +32,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from benchmarks.cell import GENERATORS, NOMINAL_RATE, SENSORS, Settings, start_controller, store
-from benchmarks.children import Children
+from benchmarks.cell import NOMINAL_RATE, SENSORS, Settings, generated_run
 from benchmarks.commit_probe import CommitProbe
-from benchmarks.generators import start_generators, stop_generators
+from benchmarks.generators import stop_generators
 from benchmarks.latency import LatencySummary, summarize
-from benchmarks.measure import fresh_dir, measure
+from benchmarks.measure import measure
 from benchmarks.repeats import interleave
 from benchmarks.report import ScenarioResult, Spread, Target, spread
 from controller.config import ControllerConfig
@@ -84,20 +83,9 @@ class _LatencyRun:
 def _latency_run(settings: Settings, name: str, rate: float, repetition: int) -> _LatencyRun:
     per_sender = rate / SENSORS
     paced = ["--rate", f"{per_sender:.3f}", "--stream-seconds", "1", "--exact-time"]
-    with (
-        fresh_dir(settings.work_dir / f"l-{name}-{repetition}") as run_dir,
-        Children(run_dir) as kids,
-        store(run_dir, None) as database,
-    ):
+    with generated_run(settings.work_dir / f"l-{name}-{repetition}", paced) as run:
+        controller, database = run.controller, run.database
         assert database.path is not None
-        controller = start_controller(kids, run_dir, database)
-        generators = start_generators(
-            kids,
-            [controller.port],
-            processes=GENERATORS,
-            senders=SENSORS // GENERATORS,
-            extra=paced,
-        )
         time.sleep(settings.warmup_s)
         probe = CommitProbe(database.path)
         start_us = probe.start()
@@ -109,7 +97,7 @@ def _latency_run(settings: Settings, name: str, rate: float, repetition: int) ->
         finally:
             probe.stop()
         probed = probe.window(start_us, end_us)
-        stop_generators(generators)
+        stop_generators(run.generators)
         delays = decision_delays(database.path, start_us, end_us)
     return _LatencyRun(
         offered_per_s=rate,

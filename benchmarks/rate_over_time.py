@@ -12,10 +12,8 @@ import argparse
 import time
 from pathlib import Path
 
-from benchmarks.cell import GENERATORS, SENSORS, start_controller, store
-from benchmarks.children import Children
-from benchmarks.generators import start_generators, stop_generators
-from benchmarks.measure import fresh_dir
+from benchmarks.cell import generated_run
+from benchmarks.generators import stop_generators
 from benchmarks.saturation import ONE_PER_MESSAGE
 
 
@@ -28,19 +26,8 @@ def main() -> None:
         "--work-dir", type=Path, default=Path("build/bench/rate-over-time"), help="run files"
     )
     args = parser.parse_args()
-    with (
-        fresh_dir(args.work_dir) as run_dir,
-        Children(run_dir) as kids,
-        store(run_dir, None) as database,
-    ):
-        controller = start_controller(kids, run_dir, database)
-        generators = start_generators(
-            kids,
-            [controller.port],
-            processes=GENERATORS,
-            senders=SENSORS // GENERATORS,
-            extra=ONE_PER_MESSAGE.args(),
-        )
+    with generated_run(args.work_dir, ONE_PER_MESSAGE.args()) as run:
+        database = run.database
         started = before_at = time.monotonic()
         before = database.count()
         rates = []
@@ -50,7 +37,7 @@ def main() -> None:
             rates.append((count - before) / (now - before_at))
             print(f"{now - started:6.0f} s  {rates[-1]:9,.0f} durable readings/s", flush=True)
             before, before_at = count, now
-        stop_generators(generators)
+        stop_generators(run.generators)
     half = len(rates) // 2
     if half:
         first, last = sum(rates[:half]) / half, sum(rates[-half:]) / half

@@ -24,10 +24,9 @@ from benchmarks.cell import (
     SENSORS,
     Settings,
     finish_profiler,
-    start_controller,
+    generated_run,
     start_profiler,
     start_transport_server,
-    store,
 )
 from benchmarks.children import Children, RssSampler
 from benchmarks.generators import Load, acked, start_generators, stop_generators
@@ -88,29 +87,18 @@ def controller_run(
     profile: bool = False,
 ) -> ControllerRun:
     """The controller (on SQLite, or on a fresh database of ``server``) flooded by ``load``."""
-    with (
-        fresh_dir(settings.work_dir / name) as run_dir,
-        Children(run_dir) as kids,
-        store(run_dir, server) as database,
-    ):
-        controller = start_controller(kids, run_dir, database)
-        generators = start_generators(
-            kids,
-            [controller.port],
-            processes=GENERATORS,
-            senders=SENSORS // GENERATORS,
-            extra=load.args(),
-        )
+    with generated_run(settings.work_dir / name, load.args(), server) as run:
+        controller, database = run.controller, run.database
         time.sleep(settings.warmup_s)
         sampler = RssSampler(controller.pid)
         sampler.start()
-        profiler = start_profiler(controller, run_dir, seconds) if profile else None
+        profiler = start_profiler(controller, run.run_dir, seconds) if profile else None
         try:
             window = measure({"controller": controller} | database.sampled, database.count, seconds)
         finally:
             rss = sampler.stop()
             recorded = finish_profiler(profiler)
-        stop_generators(generators)
+        stop_generators(run.generators)
     return ControllerRun(window, rss, recorded)
 
 
